@@ -306,7 +306,7 @@ impl<'a> Alarm<'a> {
 }
 
 /// The name of an alarm code, as stored for BI, from the GT06-family alarm
-/// table. `None` for codes outside it; the reference names those
+/// table (Concox's published codes; no public KKS badge table exists). `None` for codes outside it; the reference names those
 /// `unknown_0xNN`, which [`alarm_label`] reproduces.
 pub fn alarm_name(code: u8) -> Option<&'static str> {
     Some(match code {
@@ -336,6 +336,12 @@ pub fn alarm_name(code: u8) -> Option<&'static str> {
         0x19 => "internal_battery_low",
         0x20 => "deep_sleep",
         0x23 => "fall",
+        0x29 => "harsh_acceleration",
+        0x2A => "sharp_left_turn",
+        0x2B => "sharp_right_turn",
+        0x2C => "collision",
+        0x30 => "harsh_braking",
+        0x32 => "unplugged",
         0xFE => "acc_on",
         0xFF => "acc_off",
         _ => return None,
