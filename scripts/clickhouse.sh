@@ -13,6 +13,9 @@
 #   BADGE_CH_TCP_PORT   native TCP port (default 19000)
 #   BADGE_CH_START_TIMEOUT  seconds to wait for /ping after start (default 30)
 #   BADGE_CH_USER       when run as root: run the server as this user instead (e.g. clickhouse)
+#   BADGE_CH_ZOOKEEPER  optional HOST:PORT of a ZooKeeper: also configures a one-shard,
+#                       one-replica cluster `badge` (macros cluster/shard/replica,
+#                       distributed DDL) so schema/cluster/ can be applied for real
 #
 # The server listens on 127.0.0.1 only; the `default` user has no password and is
 # accepted from ::1 / 127.0.0.1 only. Server time zone is UTC.
@@ -25,6 +28,7 @@ DATA_DIR="${BADGE_CH_DIR:-$REPO_DIR/.data/clickhouse}"
 HTTP_PORT="${BADGE_CH_HTTP_PORT:-18123}"
 TCP_PORT="${BADGE_CH_TCP_PORT:-19000}"
 START_TIMEOUT="${BADGE_CH_START_TIMEOUT:-30}"
+ZOOKEEPER="${BADGE_CH_ZOOKEEPER:-}"
 STOP_TIMEOUT=30
 
 log() { printf 'clickhouse.sh: %s\n' "$*" >&2; }
@@ -36,6 +40,9 @@ for p in "$HTTP_PORT" "$TCP_PORT"; do
     fi
 done
 [[ "$HTTP_PORT" != "$TCP_PORT" ]] || die "BADGE_CH_HTTP_PORT and BADGE_CH_TCP_PORT must differ"
+if [[ -n "$ZOOKEEPER" && ! "$ZOOKEEPER" =~ ^[^:]+:[0-9]+$ ]]; then
+    die "BADGE_CH_ZOOKEEPER must be HOST:PORT, got: $ZOOKEEPER"
+fi
 
 # Absolute path without requiring the directory to exist yet.
 case "$DATA_DIR" in
@@ -216,6 +223,41 @@ run_user() {
     fi
 }
 
+# Extra config for BADGE_CH_ZOOKEEPER: a single-node cluster named `badge`.
+cluster_config() {
+    [[ -n "$ZOOKEEPER" ]] || return 0
+    local zk_host="${ZOOKEEPER%:*}" zk_port="${ZOOKEEPER##*:}"
+    cat <<EOF
+
+    <!-- BADGE_CH_ZOOKEEPER: single-node cluster for schema/cluster/ -->
+    <zookeeper>
+        <node>
+            <host>$zk_host</host>
+            <port>$zk_port</port>
+        </node>
+    </zookeeper>
+    <distributed_ddl>
+        <path>/clickhouse/task_queue/ddl</path>
+    </distributed_ddl>
+    <remote_servers>
+        <badge>
+            <shard>
+                <internal_replication>true</internal_replication>
+                <replica>
+                    <host>127.0.0.1</host>
+                    <port>$TCP_PORT</port>
+                </replica>
+            </shard>
+        </badge>
+    </remote_servers>
+    <macros>
+        <cluster>badge</cluster>
+        <shard>01</shard>
+        <replica>replica-01</replica>
+    </macros>
+EOF
+}
+
 write_config() {
     mkdir -p "$ETC_DIR" "$DB_DIR" "$LOG_DIR" "$RUN_DIR" \
         "$DATA_DIR/tmp" "$DATA_DIR/user_files" "$DATA_DIR/format_schemas"
@@ -269,6 +311,7 @@ write_config() {
     <!-- dev instance: allow dropping tables of any size -->
     <max_table_size_to_drop>0</max_table_size_to_drop>
     <max_partition_size_to_drop>0</max_partition_size_to_drop>
+$(cluster_config)
 </yandex>
 EOF
 

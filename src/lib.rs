@@ -9,4 +9,9 @@
 //! in, bytes out. It does no I/O and reads no clock, so every part of it can be
 //! tested and fuzzed in isolation.
 
+pub mod config;
+pub mod metrics;
 pub mod protocol;
+pub mod record;
+pub mod server;
+pub mod sink;

@@ -1,1 +1,248 @@
-fn main(){}
+//! `badge-ingest`: the server binary and its operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use badge_ingest::config::{Config, SinkKind};
+use badge_ingest::metrics::{Percentiles, ShardMetrics};
+use badge_ingest::protocol::{number, FrameDecoder, Message};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Ingestion server for KKS Bluetooth work badges (Concox GT06 protocol) into ClickHouse.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: accept badges, answer them, and store what they send.
+    Serve(ServeArgs),
+    /// Decode hex-encoded frames (for example from a capture) and print what they contain.
+    Decode {
+        /// Hex bytes; spaces are ignored. Several frames may follow each other.
+        hex: Vec<String>,
+    },
+}
+
+/// Every option also reads a `BADGE_*` environment variable, and overrides
+/// the config file; the file overrides the built-in defaults.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (see README, "Configuration").
+    #[arg(long, env = "BADGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address badges connect to [default 0.0.0.0:8841].
+    #[arg(long, env = "BADGE_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Control socket address [default 127.0.0.1:8842].
+    #[arg(long, env = "BADGE_CONTROL")]
+    control: Option<std::net::SocketAddr>,
+    /// Executors (one per core by default).
+    #[arg(long, env = "BADGE_SHARDS")]
+    shards: Option<usize>,
+    /// Where records go: clickhouse, file or count.
+    #[arg(long, env = "BADGE_SINK", value_parser = parse_sink)]
+    sink: Option<SinkKind>,
+    /// With --sink file: the JSON-lines file to append records to.
+    #[arg(long, env = "BADGE_SINK_FILE")]
+    sink_file: Option<PathBuf>,
+    /// ClickHouse HTTP URL [default http://127.0.0.1:8123].
+    #[arg(long, env = "BADGE_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database [default badges].
+    #[arg(long, env = "BADGE_DATABASE")]
+    database: Option<String>,
+    /// Directory of the durable spool used while ClickHouse is unavailable.
+    #[arg(long, env = "BADGE_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Apply schema/ to ClickHouse before accepting badges.
+    #[arg(long, env = "BADGE_APPLY_SCHEMA")]
+    apply_schema: bool,
+    /// Log as JSON lines.
+    #[arg(long, env = "BADGE_LOG_JSON")]
+    log_json: bool,
+}
+
+fn parse_sink(s: &str) -> Result<SinkKind, String> {
+    match s {
+        "clickhouse" => Ok(SinkKind::ClickHouse),
+        "file" => Ok(SinkKind::File),
+        "count" => Ok(SinkKind::Count),
+        _ => Err("one of clickhouse, file, count".into()),
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.server.listen = v;
+        }
+        if let Some(v) = self.control {
+            c.server.control = v;
+        }
+        if let Some(v) = self.shards {
+            c.server.shards = v;
+        }
+        if let Some(v) = self.sink {
+            c.sink.kind = v;
+        }
+        if let Some(v) = &self.sink_file {
+            c.sink.file = v.clone();
+        }
+        if let Some(v) = &self.clickhouse_url {
+            c.clickhouse.url = v.clone();
+        }
+        if let Some(v) = &self.database {
+            c.clickhouse.database = v.clone();
+        }
+        if let Some(v) = &self.spool_dir {
+            c.spool.dir = v.clone();
+        }
+        if self.apply_schema {
+            c.clickhouse.apply_schema = true;
+        }
+        if self.log_json {
+            c.log.json = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Decode { hex } => decode(&hex.join("")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("badge-ingest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    init_logging(&config.log.filter, config.log.json);
+    let config = Arc::new(config);
+    let (sink, workers) = badge_ingest::sink::start(&config).context("starting the sink")?;
+    let server = badge_ingest::server::start(config.clone(), sink).context("starting the server")?;
+
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
+    let handle = signals.handle();
+    let summary = spawn_summary(server.handle(), config.server.summary_interval_secs);
+    let mut signals = signals;
+    let signal = signals.forever().next();
+    handle.close();
+    tracing::info!(?signal, "shutting down: closing connections and flushing records");
+    drop(summary);
+    let uptime = server.uptime();
+    let shards = server.shutdown();
+    workers.finish().context("flushing the sink")?;
+    let total = ShardMetrics::total(&shards);
+    tracing::info!(
+        uptime_s = uptime.as_secs(),
+        connections = total.connections_accepted,
+        logins = total.logins,
+        frames = total.frames_total(),
+        records = total.records,
+        crc_errors = total.frame.bad_crc,
+        reply_latency = %Percentiles::of(&total.reply_latency),
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Logs a one-line summary every `secs` seconds until dropped.
+fn spawn_summary(handle: badge_ingest::server::ServerHandle, secs: u64) -> Option<std::sync::mpsc::Sender<()>> {
+    if secs == 0 {
+        return None;
+    }
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("summary".into())
+        .spawn(move || {
+            let mut last_frames = 0;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_secs(secs))
+            {
+                let total = ShardMetrics::total(&handle.metrics());
+                let frames = total.frames_total();
+                tracing::info!(
+                    connections = total.connections_open,
+                    sessions = total.sessions,
+                    frames_per_s = (frames - last_frames) / secs,
+                    records = total.records,
+                    crc_errors = total.frame.bad_crc,
+                    resyncs = total.frame.resyncs,
+                    reply_latency = %Percentiles::of(&total.reply_latency),
+                    "summary"
+                );
+                last_frames = frames;
+            }
+        })
+        .ok()?;
+    Some(stop)
+}
+
+fn decode(hex: &str) -> anyhow::Result<()> {
+    let cleaned: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+    if cleaned.len() % 2 != 0 {
+        bail!("odd number of hex digits");
+    }
+    let bytes = (0..cleaned.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&cleaned[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .context("not hex")?;
+    let mut decoder = FrameDecoder::default();
+    let mut frames = decoder.frames(&bytes);
+    for frame in frames.by_ref() {
+        println!(
+            "frame 0x{:02X} ({}) serial {} crc {}",
+            frame.protocol,
+            number::name(frame.protocol),
+            frame.serial,
+            if frame.crc_ok { "ok" } else { "BAD" }
+        );
+        match Message::decode(&frame) {
+            Ok(m) => println!("  {m:#?}"),
+            Err(e) => println!("  error: {e}"),
+        }
+    }
+    let left = bytes.len() - frames.consumed();
+    let stats = &decoder.stats;
+    println!(
+        "{} frames, {} garbage bytes, {} bad CRC, {} bad stop, {} bad length, {} bytes incomplete",
+        stats.frames, stats.garbage_bytes, stats.bad_crc, stats.bad_stop, stats.bad_length, left
+    );
+    Ok(())
+}

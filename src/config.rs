@@ -1,0 +1,386 @@
+//! One typed configuration: a TOML file, overridden by `BADGE_*` environment
+//! variables, overridden by command-line flags. Validated once at start, with
+//! the offending key and the reason in the error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::frame::DEFAULT_MAX_FRAME;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub protocol: ProtocolConfig,
+    pub sink: SinkConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub spool: SpoolConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where badges connect.
+    pub listen: SocketAddr,
+    /// The control socket (loopback by default).
+    pub control: SocketAddr,
+    /// Executors, one per core when 0.
+    pub shards: usize,
+    /// Connections over this are refused at accept. 0: the open-files limit
+    /// less a reserve of 64 for everything else the process opens.
+    pub max_connections: usize,
+    /// Connections per peer IP; 0 turns the limit off.
+    pub max_connections_per_ip: usize,
+    /// A connection that has not logged in by then is closed.
+    pub login_timeout_secs: u64,
+    /// The badges' heartbeat interval; the idle timeout defaults to three of them.
+    pub heartbeat_interval_secs: u64,
+    /// Silence after which a connection is closed; 0 means 3 × heartbeat, at least 10 minutes.
+    pub idle_timeout_secs: u64,
+    /// How often each shard's single coarse timer checks for timeouts.
+    pub timer_interval_ms: u64,
+    /// io_uring submission queue depth per shard. 128 (glommio's default)
+    /// costs more than half the CPU at 20k sockets; 4096 fixes that.
+    pub ring_depth: usize,
+    /// Memory glommio sets aside per shard for registered I/O buffers.
+    pub io_memory: usize,
+    /// The per-shard read buffer every connection reads into.
+    pub read_buffer: usize,
+    /// A connection whose unsent replies exceed this is closed (the badge stopped reading).
+    pub max_pending_output: usize,
+    /// Seconds between one-line summaries in the log; 0 turns them off.
+    pub summary_interval_secs: u64,
+    /// Name of this server in the ingest key of every row.
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// Largest frame accepted, in bytes on the wire.
+    pub max_frame: usize,
+    /// Hand on frames with a wrong CRC (for models known to send them); still counted.
+    pub accept_bad_crc: bool,
+    /// The zone badges' local clocks are in, minutes east of UTC (UTC+8 in the reference).
+    pub device_utc_offset_minutes: i32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Count records and drop them (for load tests of the server alone).
+    Count,
+    /// Append records as JSON lines to `sink.file`.
+    File,
+    /// Batch records into ClickHouse.
+    ClickHouse,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    /// For `kind = "file"`.
+    pub file: PathBuf,
+    /// Records in flight between the shards and the writer threads. When it
+    /// is full, shards stop reading sockets.
+    pub queue_capacity: usize,
+    /// Writer threads.
+    pub writers: usize,
+    /// A batch is flushed at this many rows ...
+    pub batch_rows: usize,
+    /// ... or this many bytes ...
+    pub batch_bytes: usize,
+    /// ... or when its oldest row is this old.
+    pub batch_age_ms: u64,
+    /// Keep the raw frames in the `raw_frames` table.
+    pub raw_frames: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// Apply `schema/` at start.
+    pub apply_schema: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Over this, new batches cannot be spooled and the shards are held back.
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter; `RUST_LOG` overrides it.
+    pub filter: String,
+    /// JSON lines for log shippers instead of text.
+    pub json: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8841".parse().expect("literal"),
+            control: "127.0.0.1:8842".parse().expect("literal"),
+            shards: 0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            login_timeout_secs: 60,
+            heartbeat_interval_secs: 180,
+            idle_timeout_secs: 0,
+            timer_interval_ms: 1000,
+            ring_depth: 4096,
+            io_memory: 65_536,
+            read_buffer: 64 * 1024,
+            max_pending_output: 64 * 1024,
+            summary_interval_secs: 60,
+            instance: default_instance(),
+        }
+    }
+}
+
+fn default_instance() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "badge-ingest".into())
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            accept_bad_crc: false,
+            device_utc_offset_minutes: 8 * 60,
+        }
+    }
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            kind: SinkKind::ClickHouse,
+            file: PathBuf::from("records.jsonl"),
+            queue_capacity: 262_144,
+            writers: 1,
+            batch_rows: 50_000,
+            batch_bytes: 16 * 1024 * 1024,
+            batch_age_ms: 1000,
+            raw_frames: false,
+        }
+    }
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "badges".into(),
+            user: "default".into(),
+            password: String::new(),
+            apply_schema: false,
+        }
+    }
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("spool"),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            json: false,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            protocol: ProtocolConfig::default(),
+            sink: SinkConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+            spool: SpoolConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The shard count with 0 resolved to the number of cores.
+    pub fn shards(&self) -> usize {
+        if self.server.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.server.shards
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        let secs = if self.server.idle_timeout_secs == 0 {
+            (3 * self.server.heartbeat_interval_secs).max(600)
+        } else {
+            self.server.idle_timeout_secs
+        };
+        Duration::from_secs(secs)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        }
+        let s = &self.server;
+        if s.shards > 1024 {
+            return bad("server.shards", "at most 1024");
+        }
+        if s.login_timeout_secs == 0 {
+            return bad("server.login_timeout_secs", "must be at least 1");
+        }
+        if s.heartbeat_interval_secs == 0 {
+            return bad("server.heartbeat_interval_secs", "must be at least 1");
+        }
+        if !(10..=60_000).contains(&s.timer_interval_ms) {
+            return bad("server.timer_interval_ms", "must be between 10 and 60000");
+        }
+        if !(1..=32_768).contains(&s.ring_depth) {
+            return bad("server.ring_depth", "must be between 1 and 32768");
+        }
+        if s.io_memory < 65_536 {
+            return bad("server.io_memory", "glommio needs at least 65536 bytes");
+        }
+        if s.read_buffer < self.protocol.max_frame {
+            return bad(
+                "server.read_buffer",
+                format!("must hold at least one whole frame ({} bytes, protocol.max_frame)", self.protocol.max_frame),
+            );
+        }
+        if s.max_pending_output < 1024 {
+            return bad("server.max_pending_output", "must be at least 1024");
+        }
+        if s.instance.is_empty() || s.instance.len() > 64 {
+            return bad("server.instance", "must be 1 to 64 characters");
+        }
+        let p = &self.protocol;
+        if !(64..=65_541).contains(&p.max_frame) {
+            return bad("protocol.max_frame", "must be between 64 and 65541 (the largest 79 79 frame)");
+        }
+        if p.device_utc_offset_minutes.abs() > 14 * 60 {
+            return bad("protocol.device_utc_offset_minutes", "must be within ±840 (UTC-14 to UTC+14)");
+        }
+        let k = &self.sink;
+        if k.queue_capacity < 1024 {
+            return bad("sink.queue_capacity", "must be at least 1024");
+        }
+        if !(1..=64).contains(&k.writers) {
+            return bad("sink.writers", "must be between 1 and 64");
+        }
+        if k.batch_rows == 0 {
+            return bad("sink.batch_rows", "must be at least 1");
+        }
+        if k.batch_bytes < 4096 {
+            return bad("sink.batch_bytes", "must be at least 4096");
+        }
+        if k.batch_age_ms == 0 {
+            return bad("sink.batch_age_ms", "must be at least 1");
+        }
+        if k.kind == SinkKind::File && k.file.as_os_str().is_empty() {
+            return bad("sink.file", "must name a file when sink.kind = \"file\"");
+        }
+        let c = &self.clickhouse;
+        if k.kind == SinkKind::ClickHouse && !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            return bad("clickhouse.url", "must start with http:// or https://");
+        }
+        if c.database.is_empty() || !c.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return bad("clickhouse.database", "must be letters, digits and underscores");
+        }
+        if self.spool.max_bytes < 1024 * 1024 {
+            return bad("spool.max_bytes", "must be at least 1 MiB");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_where_the_readme_says() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8841");
+        assert_eq!(c.server.control.to_string(), "127.0.0.1:8842");
+        assert_eq!(c.idle_timeout(), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let c: Config = toml::from_str("[server]\nring_depth = 0\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("config key `server.ring_depth`"), "{e}");
+        let e = toml::from_str::<Config>("[server]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = toml::from_str::<Config>("[server]\nlisen = \"1.2.3.4:1\"\n").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn idle_timeout_follows_the_heartbeat() {
+        let mut c = Config::default();
+        c.server.heartbeat_interval_secs = 300;
+        assert_eq!(c.idle_timeout(), Duration::from_secs(900));
+        c.server.idle_timeout_secs = 30;
+        assert_eq!(c.idle_timeout(), Duration::from_secs(30));
+    }
+}

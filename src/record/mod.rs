@@ -1,0 +1,398 @@
+//! Records: what the shards hand to the sink, one row of one ClickHouse
+//! table each. The row structs mirror `schema/*.sql` column for column, so
+//! the ClickHouse writer serialises them as they are (RowBinary), and the
+//! file sink writes them as JSON lines.
+//!
+//! Built once on the shard ([`build`]) and moved, never cloned.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub mod build;
+
+pub use build::{RecordContext, Records};
+
+/// `Enum8` values, as in the schema.
+pub mod enums {
+    pub const EVENT_LOGIN: i8 = 1;
+    pub const EVENT_LOGOUT: i8 = 2;
+    pub const EVENT_OFFLINE: i8 = 3;
+    pub const EVENT_RECONNECT: i8 = 4;
+
+    pub const POSITION_NONE: i8 = 0;
+    pub const POSITION_GPS: i8 = 1;
+    pub const POSITION_LBS: i8 = 2;
+    pub const POSITION_WIFI: i8 = 3;
+    pub const POSITION_BEACON: i8 = 4;
+
+    pub const BT_PUNCH: i8 = 1;
+    pub const BT_LOCATION: i8 = 2;
+
+    pub const BATTERY_UNKNOWN: i8 = 0;
+    pub const BATTERY_VOLTS: i8 = 1;
+    pub const BATTERY_PERCENT: i8 = 2;
+
+    pub const DIRECTION_IN: i8 = 1;
+
+    pub const COMMAND_ONLINE: i8 = 1;
+    pub const COMMAND_MESSAGE: i8 = 2;
+
+    pub const STATUS_QUEUED: i8 = 1;
+    pub const STATUS_SENT: i8 = 2;
+    pub const STATUS_REPLIED: i8 = 3;
+    pub const STATUS_EXPIRED: i8 = 4;
+    pub const STATUS_FAILED: i8 = 5;
+}
+
+/// The tables records go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    DeviceEvents,
+    Heartbeats,
+    Locations,
+    Alarms,
+    Attendance,
+    Bluetooth,
+    DeviceInfo,
+    CommandLog,
+    RawFrames,
+}
+
+impl Table {
+    pub const ALL: [Table; 9] = [
+        Table::DeviceEvents,
+        Table::Heartbeats,
+        Table::Locations,
+        Table::Alarms,
+        Table::Attendance,
+        Table::Bluetooth,
+        Table::DeviceInfo,
+        Table::CommandLog,
+        Table::RawFrames,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::DeviceEvents => "device_events",
+            Table::Heartbeats => "heartbeats",
+            Table::Locations => "locations",
+            Table::Alarms => "alarms",
+            Table::Attendance => "attendance",
+            Table::Bluetooth => "bluetooth",
+            Table::DeviceInfo => "device_info",
+            Table::CommandLog => "command_log",
+            Table::RawFrames => "raw_frames",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Defines a row struct whose last three columns are the ingest key
+/// `(ingest_instance, ingest_shard, ingest_seq)`: unique per row, so that the
+/// rare duplicate from an insert retried after an unknown outcome can be
+/// found and removed.
+macro_rules! row {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Serialize, PartialEq, clickhouse::Row)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            pub ingest_instance: &'static str,
+            pub ingest_shard: u16,
+            pub ingest_seq: u64,
+        }
+    };
+}
+
+row! {
+    DeviceEventRow {
+        pub imei: u64,
+        pub server_time: u32,
+        pub event: i8,
+        pub protocol: u8,
+        pub serial: u16,
+        pub device_type: u16,
+        pub tz_offset_min: i16,
+        pub language: u8,
+        pub conn_id: u64,
+        pub peer_addr: String,
+        pub reason: String,
+    }
+}
+
+row! {
+    HeartbeatRow {
+        pub imei: u64,
+        pub server_time: u32,
+        pub protocol: u8,
+        pub serial: u16,
+        pub terminal_info: u8,
+        pub battery: u8,
+        pub gsm_signal: u8,
+        pub language: u16,
+        /// Hex of the 0x36 extension bytes.
+        pub extension: String,
+    }
+}
+
+row! {
+    LocationRow {
+        pub imei: u64,
+        pub device_time: u32,
+        pub server_time: u32,
+        pub device_time_valid: u8,
+        pub protocol: u8,
+        pub serial: u16,
+        pub source: i8,
+        pub has_position: u8,
+        pub lat: f64,
+        pub lon: f64,
+        pub position_source: i8,
+        pub accuracy_m: f32,
+        pub speed_kmh: u16,
+        pub course: u16,
+        pub satellites: u8,
+        pub gps_positioned: u8,
+        pub realtime: u8,
+        pub mcc: u16,
+        pub mnc: u16,
+        pub lac: u32,
+        pub cell_id: u64,
+        pub rssi: u8,
+        pub report_mode: u8,
+        pub mileage: u32,
+        #[serde(rename = "cells.lac")]
+        pub cells_lac: Vec<u32>,
+        #[serde(rename = "cells.cell_id")]
+        pub cells_cell_id: Vec<u64>,
+        #[serde(rename = "cells.rssi")]
+        pub cells_rssi: Vec<u8>,
+        #[serde(rename = "wifi.mac")]
+        pub wifi_mac: Vec<u64>,
+        #[serde(rename = "wifi.rssi")]
+        pub wifi_rssi: Vec<u8>,
+        pub address: String,
+    }
+}
+
+row! {
+    AlarmRow {
+        pub imei: u64,
+        pub device_time: u32,
+        pub server_time: u32,
+        pub device_time_valid: u8,
+        pub protocol: u8,
+        pub serial: u16,
+        pub source: i8,
+        pub alarm_code: u8,
+        pub alarm_type: String,
+        pub fence_id: u8,
+        pub has_position: u8,
+        pub lat: f64,
+        pub lon: f64,
+        pub position_source: i8,
+        pub accuracy_m: f32,
+        pub speed_kmh: u16,
+        pub course: u16,
+        pub satellites: u8,
+        pub gps_positioned: u8,
+        pub terminal_info: u8,
+        pub voltage_level: u8,
+        pub battery: u8,
+        pub gsm_signal: u8,
+        pub language: u8,
+        pub mcc: u16,
+        pub mnc: u16,
+        pub lac: u32,
+        pub cell_id: u64,
+        #[serde(rename = "cells.lac")]
+        pub cells_lac: Vec<u32>,
+        #[serde(rename = "cells.cell_id")]
+        pub cells_cell_id: Vec<u64>,
+        #[serde(rename = "cells.rssi")]
+        pub cells_rssi: Vec<u8>,
+        #[serde(rename = "wifi.mac")]
+        pub wifi_mac: Vec<u64>,
+        #[serde(rename = "wifi.rssi")]
+        pub wifi_rssi: Vec<u8>,
+        pub address: String,
+    }
+}
+
+row! {
+    AttendanceRow {
+        pub imei: u64,
+        pub device_time: u32,
+        pub server_time: u32,
+        pub device_time_valid: u8,
+        pub tz_offset_min: i16,
+        pub protocol: u8,
+        pub serial: u16,
+        pub kind: i8,
+        pub gps_positioned: u8,
+        pub has_position: u8,
+        pub lat: f64,
+        pub lon: f64,
+        pub position_source: i8,
+        pub accuracy_m: f32,
+        pub speed_kmh: u16,
+        pub course: u16,
+        pub satellites: u8,
+        pub terminal_info: u8,
+        pub voltage_level: u8,
+        pub battery: u8,
+        pub gsm_signal: u8,
+        pub mcc: u16,
+        pub mnc: u16,
+        pub lac: u32,
+        pub cell_id: u64,
+        pub rssi: u8,
+        #[serde(rename = "cells.lac")]
+        pub cells_lac: Vec<u32>,
+        #[serde(rename = "cells.cell_id")]
+        pub cells_cell_id: Vec<u64>,
+        #[serde(rename = "cells.rssi")]
+        pub cells_rssi: Vec<u8>,
+        #[serde(rename = "wifi.mac")]
+        pub wifi_mac: Vec<u64>,
+        #[serde(rename = "wifi.rssi")]
+        pub wifi_rssi: Vec<u8>,
+        pub address: String,
+    }
+}
+
+row! {
+    BluetoothRow {
+        pub imei: u64,
+        pub device_time: u32,
+        pub server_time: u32,
+        pub device_time_valid: u8,
+        pub tz_offset_min: i16,
+        pub protocol: u8,
+        pub serial: u16,
+        pub kind: i8,
+        /// 0 none (location reports), 1 clock-in, 2 clock-out.
+        pub attendance: i8,
+        pub terminal_info: u8,
+        pub beacon_index: u8,
+        pub beacon_count: u8,
+        pub is_best: u8,
+        pub mac: u64,
+        pub uuid: [u8; 16],
+        pub major: u16,
+        pub minor: u16,
+        pub rssi: i8,
+        pub battery: f32,
+        pub battery_unit: i8,
+        pub beacon_known: u8,
+        pub beacon_name: String,
+        pub beacon_lat: f64,
+        pub beacon_lon: f64,
+        pub beacon_address: String,
+    }
+}
+
+row! {
+    DeviceInfoRow {
+        pub imei: u64,
+        pub server_time: u32,
+        pub protocol: u8,
+        pub serial: u16,
+        pub sub_protocol: u8,
+        pub iccid: String,
+        pub imsi: String,
+        pub gps_status: u8,
+        /// Hex of the sub-protocol's data.
+        pub payload: String,
+    }
+}
+
+row! {
+    CommandLogRow {
+        pub imei: u64,
+        pub event_time: u32,
+        pub command_id: u64,
+        pub created_at: u32,
+        pub kind: i8,
+        pub command_type: String,
+        pub text: String,
+        pub status: i8,
+        pub protocol: u8,
+        pub serial: u16,
+        pub server_flag: u32,
+        pub reply_text: String,
+        pub error: String,
+    }
+}
+
+row! {
+    RawFrameRow {
+        pub imei: u64,
+        pub server_time: u32,
+        pub conn_id: u64,
+        pub direction: i8,
+        pub protocol: u8,
+        pub serial: u16,
+        /// Hex of the whole frame, start marker to stop bytes.
+        pub frame: String,
+        pub crc_ok: u8,
+    }
+}
+
+/// One row for one table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "table", rename_all = "snake_case")]
+pub enum Record {
+    DeviceEvents(DeviceEventRow),
+    Heartbeats(HeartbeatRow),
+    Locations(LocationRow),
+    Alarms(AlarmRow),
+    Attendance(AttendanceRow),
+    Bluetooth(BluetoothRow),
+    DeviceInfo(DeviceInfoRow),
+    CommandLog(CommandLogRow),
+    RawFrames(RawFrameRow),
+}
+
+impl Record {
+    pub fn table(&self) -> Table {
+        match self {
+            Record::DeviceEvents(_) => Table::DeviceEvents,
+            Record::Heartbeats(_) => Table::Heartbeats,
+            Record::Locations(_) => Table::Locations,
+            Record::Alarms(_) => Table::Alarms,
+            Record::Attendance(_) => Table::Attendance,
+            Record::Bluetooth(_) => Table::Bluetooth,
+            Record::DeviceInfo(_) => Table::DeviceInfo,
+            Record::CommandLog(_) => Table::CommandLog,
+            Record::RawFrames(_) => Table::RawFrames,
+        }
+    }
+
+    /// `(shard, sequence)` of the ingest key.
+    pub fn ingest_seq(&self) -> (u16, u64) {
+        match self {
+            Record::DeviceEvents(r) => (r.ingest_shard, r.ingest_seq),
+            Record::Heartbeats(r) => (r.ingest_shard, r.ingest_seq),
+            Record::Locations(r) => (r.ingest_shard, r.ingest_seq),
+            Record::Alarms(r) => (r.ingest_shard, r.ingest_seq),
+            Record::Attendance(r) => (r.ingest_shard, r.ingest_seq),
+            Record::Bluetooth(r) => (r.ingest_shard, r.ingest_seq),
+            Record::DeviceInfo(r) => (r.ingest_shard, r.ingest_seq),
+            Record::CommandLog(r) => (r.ingest_shard, r.ingest_seq),
+            Record::RawFrames(r) => (r.ingest_shard, r.ingest_seq),
+        }
+    }
+}
+
+/// A record on its way to the sink, with the moment its frame was read, for
+/// the end-to-end latency.
+#[derive(Debug)]
+pub struct Envelope {
+    pub record: Record,
+    pub received: Instant,
+}

@@ -1,0 +1,444 @@
+//! One badge connection: read into the shard's buffer, split frames, decode,
+//! reply, and hand records to the sink. Back only for replies.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::future::{poll_fn, poll_once};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::protocol::message::Login;
+use crate::protocol::{Frame, Imei, Message, Reply};
+use crate::record::{enums, Envelope, Record, RecordContext, Records};
+
+use super::limits::ConnPermit;
+use super::session::{owner_shard, Session};
+use super::shard::{CloseReason, ConnShared, Handoff, Shard, ShardMsg};
+
+pub(crate) struct Conn {
+    id: u64,
+    peer: SocketAddr,
+    shared: Rc<ConnShared>,
+    /// Travels with the socket on a handoff.
+    permit: Option<ConnPermit>,
+    /// Set when another shard handed this socket over: it is never moved again.
+    adopted: bool,
+    imei: Option<Imei>,
+    /// The start of a frame whose end has not arrived yet. Empty (and
+    /// unallocated) between frames, which is what keeps idle connections small.
+    partial: Vec<u8>,
+    /// Replies the socket would not take at once.
+    unsent: Vec<u8>,
+    /// Records the sink queue had no room for, in order.
+    unqueued: VecDeque<Envelope>,
+    /// Replies built since the last write, for the latency histogram.
+    replies: u64,
+}
+
+/// What to do after a read.
+enum Step {
+    Continue,
+    Handoff { owner: usize, bytes: Vec<u8> },
+    Close(CloseReason),
+}
+
+impl Conn {
+    pub fn new(id: u64, peer: SocketAddr, shared: Rc<ConnShared>, permit: ConnPermit, adopted: bool) -> Self {
+        Self {
+            id,
+            peer,
+            shared,
+            permit: Some(permit),
+            adopted,
+            imei: None,
+            partial: Vec::new(),
+            unsent: Vec::new(),
+            unqueued: VecDeque::new(),
+            replies: 0,
+        }
+    }
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn, initial: Vec<u8>) {
+    let mut pending_input = initial;
+    let reason = loop {
+        let received = Instant::now();
+        let step = if !pending_input.is_empty() {
+            let input = std::mem::take(&mut pending_input);
+            conn.feed(&shard, &input, received)
+        } else {
+            let read = poll_fn(|cx| {
+                let mut buf = shard.buf.borrow_mut();
+                Pin::new(&mut stream).poll_read(cx, &mut buf[..])
+            })
+            .await;
+            let received = Instant::now();
+            match read {
+                Ok(0) => break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed),
+                Err(_) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
+                Ok(len) => {
+                    conn.shared.last_seen.set(received);
+                    shard.metrics.borrow_mut().bytes_in += len as u64;
+                    let buf = shard.buf.borrow();
+                    conn.feed(&shard, &buf[..len], received)
+                }
+            }
+        };
+        if let Err(reason) = conn.flush(&shard, &mut stream, received).await {
+            break reason;
+        }
+        match step {
+            Step::Continue => {}
+            Step::Close(reason) => break reason,
+            Step::Handoff { owner, bytes } => {
+                conn.hand_off(&shard, stream, owner, bytes).await;
+                return;
+            }
+        }
+    };
+    conn.finish(&shard, reason).await;
+    drop(stream);
+}
+
+impl Conn {
+    /// Splits `input` (after any partial frame kept from before) into
+    /// frames and handles each. Synchronous: nothing else runs on the shard
+    /// meanwhile, so the shard's buffers can be borrowed freely.
+    fn feed(&mut self, shard: &Shard, input: &[u8], received: Instant) -> Step {
+        let joined;
+        let data: &[u8] = if self.partial.is_empty() {
+            input
+        } else {
+            self.partial.extend_from_slice(input);
+            joined = std::mem::take(&mut self.partial);
+            &joined
+        };
+        let now = unix_now();
+        let mut pos = 0;
+        let mut step = Step::Continue;
+        loop {
+            let frame = shard.decoder.borrow_mut().next_frame(data, &mut pos);
+            let Some(frame) = frame else { break };
+            match self.frame(shard, &frame, now, received) {
+                Step::Continue => {}
+                Step::Handoff { owner, .. } => {
+                    let start = frame.raw.as_ptr() as usize - data.as_ptr() as usize;
+                    return Step::Handoff {
+                        owner,
+                        bytes: data[start..].to_vec(),
+                    };
+                }
+                other => {
+                    step = other;
+                    break;
+                }
+            }
+        }
+        if pos < data.len() {
+            self.partial = data[pos..].to_vec();
+        }
+        step
+    }
+
+    fn frame(&mut self, shard: &Shard, frame: &Frame<'_>, now: u32, received: Instant) -> Step {
+        shard.metrics.borrow_mut().frames[usize::from(frame.protocol)] += 1;
+        let message = match Message::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                shard.metrics.borrow_mut().decode_errors += 1;
+                if let Some(suppressed) = shard.decode_log.allow() {
+                    tracing::warn!(shard = shard.id, peer = %self.peer, imei = ?self.imei, error = %e, suppressed, "undecodable frame kept raw");
+                }
+                // Kept, not lost: the raw frame goes to the audit table.
+                if let Some(imei) = self.imei {
+                    let record = self.records(shard, imei, frame.serial, now, |r| r.raw_frame(frame));
+                    self.queue(shard, record, received);
+                }
+                return Step::Continue;
+            }
+        };
+
+        let Some(imei) = self.imei else {
+            return match message {
+                Message::Login(login) => {
+                    let owner = owner_shard(login.imei, shard.shards);
+                    if owner != shard.id && !self.adopted {
+                        Step::Handoff {
+                            owner,
+                            bytes: Vec::new(),
+                        }
+                    } else {
+                        self.login(shard, login, frame.serial, now, received);
+                        Step::Continue
+                    }
+                }
+                // The reference answers time requests from anyone.
+                Message::TimeSync(_) | Message::TimeSync2 => {
+                    self.reply(shard, &message, frame.serial, now);
+                    Step::Continue
+                }
+                _ => {
+                    shard.metrics.borrow_mut().prelogin_drops += 1;
+                    Step::Continue
+                }
+            };
+        };
+
+        if let Message::Login(login) = message {
+            if login.imei != imei {
+                return Step::Close(CloseReason::ImeiChanged);
+            }
+            // A repeated login on the same connection: acknowledge and record it again.
+            self.login(shard, login, frame.serial, now, received);
+            return Step::Continue;
+        }
+
+        if let Some(session) = shard.sessions.borrow_mut().get_mut(&imei) {
+            session.observe(&message, now);
+        }
+        self.reply(shard, &message, frame.serial, now);
+        let mut records = Vec::new();
+        let mut seq = shard.seq.get();
+        {
+            let mut builder = Records {
+                ctx: self.context(shard, imei, frame.serial, now),
+                seq: &mut seq,
+            };
+            builder.message(frame, &message, &mut |r| records.push(r));
+            if shard.config.sink.raw_frames && !matches!(message, Message::Unknown { .. }) {
+                records.push(builder.raw_frame(frame));
+            }
+        }
+        shard.seq.set(seq);
+        for r in records {
+            self.queue(shard, r, received);
+        }
+        Step::Continue
+    }
+
+    fn context(&self, shard: &Shard, imei: Imei, serial: u16, now: u32) -> RecordContext {
+        RecordContext {
+            imei,
+            server_time: now,
+            device_offset_minutes: shard.config.protocol.device_utc_offset_minutes,
+            serial,
+            conn_id: self.id,
+            instance: shard.instance,
+            shard: shard.id as u16,
+        }
+    }
+
+    fn records(
+        &self,
+        shard: &Shard,
+        imei: Imei,
+        serial: u16,
+        now: u32,
+        build: impl FnOnce(&mut Records<'_>) -> Record,
+    ) -> Record {
+        let mut seq = shard.seq.get();
+        let record = build(&mut Records {
+            ctx: self.context(shard, imei, serial, now),
+            seq: &mut seq,
+        });
+        shard.seq.set(seq);
+        record
+    }
+
+    /// A login on the owner shard: a newer connection of the same IMEI
+    /// replaces the older one, as in the reference.
+    fn login(&mut self, shard: &Shard, login: Login, serial: u16, now: u32, received: Instant) {
+        let imei = login.imei;
+        let mut event = enums::EVENT_LOGIN;
+        {
+            let mut sessions = shard.sessions.borrow_mut();
+            if let Some(old) = sessions.get(&imei) {
+                if old.conn_id != self.id {
+                    if let Some(old_conn) = shard.conns.borrow().get(&old.conn_id) {
+                        old_conn.close(CloseReason::Replaced);
+                    }
+                    event = enums::EVENT_RECONNECT;
+                }
+            }
+            sessions.insert(imei, Session::new(imei, self.id, self.peer, login, now));
+        }
+        {
+            let mut m = shard.metrics.borrow_mut();
+            m.logins += 1;
+            if event == enums::EVENT_RECONNECT {
+                m.reconnects += 1;
+            }
+        }
+        self.imei = Some(imei);
+        self.shared.logged_in.set(true);
+        let peer = self.peer.to_string();
+        let record = self.records(shard, imei, serial, now, |r| r.login(&login, event, &peer, ""));
+        self.queue(shard, record, received);
+        self.reply(shard, &Message::Login(login), serial, now);
+    }
+
+    fn reply(&mut self, shard: &Shard, message: &Message<'_>, serial: u16, now: u32) {
+        let reply = match message {
+            // No address source yet: answered at once with an empty address.
+            Message::AddressRequest(req) => Some(Reply::address(req, "")),
+            other => Reply::immediate(other, i64::from(now)),
+        };
+        if let Some(reply) = reply {
+            // Replies are small and bounded; encoding can only fail for a
+            // content over 64 KiB, which no reply reaches.
+            if reply.encode(serial, &mut shard.out.borrow_mut()).is_ok() {
+                self.replies += 1;
+            }
+        }
+    }
+
+    /// Hands a record to the sink, or keeps it (in order) when the queue is full.
+    fn queue(&mut self, shard: &Shard, record: Record, received: Instant) {
+        shard.metrics.borrow_mut().records += 1;
+        let envelope = Envelope { record, received };
+        if !self.unqueued.is_empty() {
+            self.unqueued.push_back(envelope);
+        } else if let Err(envelope) = shard.sink.try_send(envelope) {
+            self.unqueued.push_back(envelope);
+        }
+    }
+
+    /// Writes this read's replies and queues its records. Only here does
+    /// the connection wait: on a slow socket, or on a full sink queue, which
+    /// stops it reading (backpressure to the badge through TCP).
+    async fn flush(&mut self, shard: &Shard, stream: &mut TcpStream, received: Instant) -> Result<(), CloseReason> {
+        let pending = shard.out.borrow().len();
+        if pending > 0 {
+            let mut off = 0;
+            if self.unsent.is_empty() {
+                while off < pending {
+                    let attempt = poll_once(poll_fn(|cx| {
+                        let out = shard.out.borrow();
+                        Pin::new(&mut *stream).poll_write(cx, &out[off..])
+                    }))
+                    .await;
+                    match attempt {
+                        Some(Ok(0)) | Some(Err(_)) => {
+                            shard.out.borrow_mut().clear();
+                            return Err(CloseReason::IoError);
+                        }
+                        Some(Ok(n)) => off += n,
+                        None => break,
+                    }
+                }
+            }
+            {
+                let mut out = shard.out.borrow_mut();
+                self.unsent.extend_from_slice(&out[off..]);
+                out.clear();
+            }
+            shard.metrics.borrow_mut().bytes_out += off as u64;
+        }
+        if !self.unsent.is_empty() {
+            if self.unsent.len() > shard.config.server.max_pending_output {
+                shard.metrics.borrow_mut().output_overflows += 1;
+                return Err(CloseReason::OutputOverflow);
+            }
+            let unsent = std::mem::take(&mut self.unsent);
+            stream.write_all(&unsent).await.map_err(|_| CloseReason::IoError)?;
+            shard.metrics.borrow_mut().bytes_out += unsent.len() as u64;
+        }
+        if self.replies > 0 {
+            let us = received.elapsed().as_micros() as u64;
+            let _ = shard.metrics.borrow_mut().reply_latency.record_n(us.max(1), self.replies);
+            self.replies = 0;
+        }
+        self.drain_records(shard).await;
+        Ok(())
+    }
+
+    async fn drain_records(&mut self, shard: &Shard) {
+        let mut backoff = std::time::Duration::from_micros(200);
+        while let Some(envelope) = self.unqueued.pop_front() {
+            if let Err(envelope) = shard.sink.try_send(envelope) {
+                self.unqueued.push_front(envelope);
+                shard.metrics.borrow_mut().sink_full_waits += 1;
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Moves the socket to the shard that owns its IMEI, with the bytes
+    /// from the login frame on. If that fails (the owner is shutting down),
+    /// the connection just closes: nothing from it was accepted yet.
+    async fn hand_off(&mut self, shard: &Shard, stream: TcpStream, owner: usize, bytes: Vec<u8>) {
+        shard.conns.borrow_mut().remove(&self.id);
+        {
+            let mut m = shard.metrics.borrow_mut();
+            m.connections_open -= 1;
+            m.handoffs_out += 1;
+        }
+        // glommio's stream cannot give up its fd; a duplicate survives the drop.
+        // SAFETY: dup on an fd we own; the result is checked.
+        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+        drop(stream);
+        let Some(permit) = self.permit.take() else { return };
+        if fd < 0 {
+            return;
+        }
+        let handoff = Handoff {
+            fd,
+            peer: self.peer,
+            conn_id: self.id,
+            accepted: self.shared.accepted,
+            bytes,
+            permit,
+        };
+        if let Err(flume::SendError(ShardMsg::Handoff(h))) =
+            shard.peers[owner].send_async(ShardMsg::Handoff(handoff)).await
+        {
+            // SAFETY: the message came back, so the dup is ours to close.
+            unsafe { libc::close(h.fd) };
+        }
+    }
+
+    /// Leaves the shard's tables and records how the session ended. A
+    /// connection that was replaced by a newer login of its IMEI records
+    /// nothing: the device is not offline.
+    async fn finish(&mut self, shard: &Shard, reason: CloseReason) {
+        shard.conns.borrow_mut().remove(&self.id);
+        shard.metrics.borrow_mut().connections_open -= 1;
+        if let Some(imei) = self.imei {
+            let current = {
+                let mut sessions = shard.sessions.borrow_mut();
+                let current = sessions.get(&imei).is_some_and(|s| s.conn_id == self.id);
+                if current {
+                    sessions.remove(&imei);
+                }
+                current
+            };
+            if current {
+                let event = match reason {
+                    CloseReason::Shutdown | CloseReason::ImeiChanged | CloseReason::OutputOverflow => {
+                        enums::EVENT_LOGOUT
+                    }
+                    _ => enums::EVENT_OFFLINE,
+                };
+                let peer = self.peer.to_string();
+                let record = self.records(shard, imei, 0, unix_now(), |r| {
+                    r.disconnect(event, &peer, reason.as_str())
+                });
+                self.queue(shard, record, Instant::now());
+            }
+        }
+        self.drain_records(shard).await;
+        tracing::debug!(shard = shard.id, peer = %self.peer, imei = ?self.imei, reason = reason.as_str(), "connection closed");
+    }
+}

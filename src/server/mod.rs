@@ -1,0 +1,240 @@
+//! The ingestion server: one glommio executor per shard, connections
+//! sharded by IMEI, and the process-level start and shutdown around them.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::metrics::ShardMetrics;
+use crate::sink::SinkHandle;
+
+mod connection;
+pub mod limits;
+pub mod session;
+mod shard;
+
+pub use shard::{CloseReason, ShardMsg};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Limit(#[from] limits::LimitError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard {shard}: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// Descriptors kept free for the listeners, io_uring, the sink and the
+/// control socket when the connection limit is derived from `ulimit -n`.
+const FD_RESERVE: u64 = 64;
+
+/// A running server. Dropping it does not stop it: call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    shards: Vec<ExecutorJoinHandle<ShardMetrics>>,
+    peers: Vec<flume::Sender<ShardMsg>>,
+    local_addr: SocketAddr,
+    started: Instant,
+}
+
+/// Starts the shards and returns once every one of them listens.
+pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, ServerError> {
+    let memlock = limits::ensure_memlock()?;
+    let (nofile, nofile_hard) = limits::raise_nofile();
+    let n = config.shards();
+    tracing::info!(shards = n, memlock, open_files_limit = nofile, open_files_hard_limit = nofile_hard, "starting");
+    let max_connections = match config.server.max_connections {
+        0 => nofile.saturating_sub(FD_RESERVE).max(1) as usize,
+        n => n,
+    };
+    if max_connections as u64 + FD_RESERVE > nofile {
+        tracing::warn!(
+            max_connections,
+            nofile,
+            "server.max_connections exceeds the open-files limit: accept will fail with EMFILE before the limit is reached"
+        );
+    }
+
+    // Bind once (without listening) to learn the port when 0 was asked for;
+    // every shard then listens on it with SO_REUSEPORT.
+    let reservation = reserve(config.server.listen)?;
+    let listen = reservation;
+
+    let instance: &'static str = Box::leak(config.server.instance.clone().into_boxed_str());
+    let limits = limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
+    let next_conn_id = Arc::new(AtomicU64::new(1));
+    let (peers, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::bounded(4096)).unzip();
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut shards = Vec::with_capacity(n);
+    for (id, inbox) in inboxes.into_iter().enumerate() {
+        let start = shard::ShardStart {
+            id,
+            shards: n,
+            listen,
+            config: config.clone(),
+            instance,
+            inbox,
+            peers: peers.clone(),
+            sink: sink.clone(),
+            limits: limits.clone(),
+            next_conn_id: next_conn_id.clone(),
+            ready: ready_tx.clone(),
+        };
+        let placement = if n <= cpus { Placement::Fixed(id) } else { Placement::Unbound };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .ring_depth(config.server.ring_depth)
+            .io_memory(config.server.io_memory)
+            .spawn(move || shard::run(start))
+            .map_err(|e| ServerError::Shard {
+                shard: id,
+                reason: e.to_string(),
+            })?;
+        shards.push(handle);
+    }
+    drop(ready_tx);
+    for id in 0..n {
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(ServerError::Shard { shard: id, reason }),
+            Err(_) => {
+                return Err(ServerError::Shard {
+                    shard: id,
+                    reason: "did not start within 10 s (see the log)".into(),
+                })
+            }
+        }
+    }
+    tracing::info!(%listen, shards = n, "listening for badges");
+    Ok(RunningServer {
+        shards,
+        peers,
+        local_addr: listen,
+        started: Instant::now(),
+    })
+}
+
+/// The address to listen on, with port 0 resolved to a free port.
+fn reserve(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    // A listening std socket would take a share of the connections; bind it,
+    // read the port, and close it before the shards bind the same port.
+    let l = StdListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    let local = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    drop(l);
+    Ok(local)
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A way to reach the shards from other threads (control socket, summaries).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            peers: self.peers.clone(),
+        }
+    }
+
+    /// Counters of every shard.
+    pub fn metrics(&self) -> Vec<ShardMetrics> {
+        self.handle().metrics()
+    }
+
+    /// Stops accepting, lets every connection finish its in-flight frames
+    /// and hand its records to the sink, and returns the final counters.
+    pub fn shutdown(self) -> Vec<ShardMetrics> {
+        for p in &self.peers {
+            let _ = p.send(ShardMsg::Shutdown);
+        }
+        drop(self.peers);
+        self.shards
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .collect()
+    }
+}
+
+/// A cheap, `Send` handle for talking to the shards.
+#[derive(Clone)]
+pub struct ServerHandle {
+    peers: Vec<flume::Sender<ShardMsg>>,
+}
+
+impl ServerHandle {
+    pub fn shards(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Asks every shard for its counters (blocking; not for shard threads).
+    pub fn metrics(&self) -> Vec<ShardMetrics> {
+        let (tx, rx) = flume::bounded(self.peers.len());
+        let mut asked = 0;
+        for p in &self.peers {
+            if p.send(ShardMsg::Metrics(tx.clone())).is_ok() {
+                asked += 1;
+            }
+        }
+        let mut out: Vec<ShardMetrics> = (0..asked)
+            .filter_map(|_| rx.recv_timeout(Duration::from_secs(5)).ok())
+            .collect();
+        out.sort_by_key(|m| m.shard);
+        out
+    }
+
+    pub fn send(&self, shard: usize, msg: ShardMsg) -> bool {
+        self.peers.get(shard).is_some_and(|p| p.send(msg).is_ok())
+    }
+}
+
+/// At most one log line a second per kind of trouble, with a count of what
+/// was left out: a flood of bad frames must not become a flood of logs.
+pub struct LogLimiter {
+    last: std::cell::Cell<Option<Instant>>,
+    suppressed: std::cell::Cell<u64>,
+}
+
+impl LogLimiter {
+    pub fn new() -> Self {
+        Self {
+            last: std::cell::Cell::new(None),
+            suppressed: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last line)` if a line may be logged now.
+    pub fn allow(&self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last.get() {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.suppressed.set(self.suppressed.get() + 1);
+                None
+            }
+            _ => {
+                self.last.set(Some(now));
+                Some(self.suppressed.replace(0))
+            }
+        }
+    }
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,173 @@
+//! Where records go after the shards: a bounded lock-free queue
+//! (`crossbeam-channel`) to writer threads, which batch them by table.
+//!
+//! Shards only ever `try_send`. A full queue is backpressure: the shard holds
+//! the record and stops reading sockets until there is room, so nothing is
+//! dropped and no executor thread ever blocks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use hdrhistogram::Histogram;
+
+use crate::config::{Config, SinkKind};
+use crate::metrics::latency_histogram;
+use crate::record::{Envelope, Table};
+
+mod file;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open sink file {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing records: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("sink kind {0:?} is not available in this build")]
+    Unavailable(SinkKind),
+    #[error("writer thread panicked")]
+    Panicked,
+}
+
+/// Figures the writers keep, readable from any thread.
+#[derive(Debug)]
+pub struct SinkStats {
+    /// Rows handed to the queue, per table.
+    pub queued: [AtomicU64; 9],
+    /// Rows safely written (file flushed, or ClickHouse insert committed), per table.
+    pub written: [AtomicU64; 9],
+    pub batches: [AtomicU64; 9],
+    /// From frame read to row written, µs.
+    pub end_to_end: Mutex<Histogram<u64>>,
+}
+
+impl SinkStats {
+    fn new() -> Self {
+        Self {
+            queued: Default::default(),
+            written: Default::default(),
+            batches: Default::default(),
+            end_to_end: Mutex::new(latency_histogram()),
+        }
+    }
+
+    pub fn written(&self, table: Table) -> u64 {
+        self.written[table.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn written_total(&self) -> u64 {
+        self.written.iter().map(|w| w.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn queued_total(&self) -> u64 {
+        self.queued.iter().map(|w| w.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Called by writers once a batch is safe.
+    pub(crate) fn committed(&self, batch: &[Envelope]) {
+        let now = std::time::Instant::now();
+        let mut by_table = [0u64; 9];
+        for e in batch {
+            by_table[e.record.table().index()] += 1;
+        }
+        for (i, n) in by_table.iter().enumerate() {
+            if *n > 0 {
+                self.written[i].fetch_add(*n, Ordering::Relaxed);
+                self.batches[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Ok(mut h) = self.end_to_end.lock() {
+            for e in batch {
+                let us = now.saturating_duration_since(e.received).as_micros() as u64;
+                h.saturating_record(us.max(1));
+            }
+        }
+    }
+}
+
+/// The shards' end of the queue. Cheap to clone: one per shard.
+#[derive(Clone)]
+pub struct SinkHandle {
+    tx: Sender<Envelope>,
+    stats: Arc<SinkStats>,
+}
+
+impl SinkHandle {
+    /// Queues a record, or gives it back when the queue is full.
+    pub fn try_send(&self, envelope: Envelope) -> Result<(), Envelope> {
+        let table = envelope.record.table();
+        match self.tx.try_send(envelope) {
+            Ok(()) => {
+                self.stats.queued[table.index()].fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
+        }
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn stats(&self) -> &Arc<SinkStats> {
+        &self.stats
+    }
+}
+
+/// The writer threads; [`SinkWorkers::finish`] waits until they have written
+/// everything, which happens once every [`SinkHandle`] is dropped.
+pub struct SinkWorkers {
+    threads: Vec<JoinHandle<Result<(), SinkError>>>,
+    pub stats: Arc<SinkStats>,
+}
+
+impl SinkWorkers {
+    pub fn finish(self) -> Result<(), SinkError> {
+        let mut result = Ok(());
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(SinkError::Panicked),
+            }
+        }
+        result
+    }
+}
+
+/// Starts the writers the configuration asks for.
+pub fn start(config: &Config) -> Result<(SinkHandle, SinkWorkers), SinkError> {
+    let (tx, rx) = crossbeam_channel::bounded(config.sink.queue_capacity);
+    let stats = Arc::new(SinkStats::new());
+    let threads = match config.sink.kind {
+        SinkKind::Count | SinkKind::File => vec![file::spawn(config, rx, stats.clone())?],
+        SinkKind::ClickHouse => return Err(SinkError::Unavailable(SinkKind::ClickHouse)),
+    };
+    Ok((SinkHandle { tx, stats: stats.clone() }, SinkWorkers { threads, stats }))
+}
+
+/// Takes what is queued, up to `max`, waiting at most `wait` for the first record.
+/// `None` once the queue is closed and empty.
+pub(crate) fn recv_batch(
+    rx: &Receiver<Envelope>,
+    batch: &mut Vec<Envelope>,
+    max: usize,
+    wait: std::time::Duration,
+) -> Option<()> {
+    match rx.recv_timeout(wait) {
+        Ok(e) => batch.push(e),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Some(()),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+    }
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(_) => break,
+        }
+    }
+    Some(())
+}
