@@ -26,10 +26,33 @@ struct Cli {
 enum Command {
     /// Run the server: accept badges, answer them, and store what they send.
     Serve(ServeArgs),
+    /// Manage the ClickHouse schema.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Decode hex-encoded frames (for example from a capture) and print what they contain.
     Decode {
         /// Hex bytes; spaces are ignored. Several frames may follow each other.
         hex: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Create the database, tables and views of schema/ (idempotent).
+    Apply {
+        /// ClickHouse HTTP URL.
+        #[arg(long, env = "BADGE_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+        clickhouse_url: String,
+        /// Database to create and fill.
+        #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
+        database: String,
+    },
+    /// Print the SQL that `apply` would run.
+    Print {
+        #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
+        database: String,
     },
 }
 
@@ -138,6 +161,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Decode { hex } => decode(&hex.join("")),
+        Command::Schema { command } => schema(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,9 +172,41 @@ fn main() -> ExitCode {
     }
 }
 
+fn schema(command: SchemaCommand) -> anyhow::Result<()> {
+    match command {
+        SchemaCommand::Apply { clickhouse_url, database } => {
+            let mut config = Config::default();
+            config.clickhouse.url = clickhouse_url;
+            config.clickhouse.database = database;
+            config.validate()?;
+            let n = apply_schema(&config)?;
+            println!("applied {n} statements to database {}", config.clickhouse.database);
+        }
+        SchemaCommand::Print { database } => {
+            for (name, sql) in badge_ingest::sink::schema::FILES {
+                println!("-- {name}");
+                for statement in badge_ingest::sink::schema::statements(sql, &database) {
+                    println!("{};", statement.trim_end());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_schema(config: &Config) -> anyhow::Result<usize> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(config, &config.clickhouse.database))
+        .with_context(|| format!("applying the schema at {}", config.clickhouse.url))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     init_logging(&config.log.filter, config.log.json);
+    if config.sink.kind == SinkKind::ClickHouse && config.clickhouse.apply_schema {
+        let n = apply_schema(&config)?;
+        tracing::info!(statements = n, database = %config.clickhouse.database, "schema applied");
+    }
     let config = Arc::new(config);
     let (sink, workers) = badge_ingest::sink::start(&config).context("starting the sink")?;
     let server = badge_ingest::server::start(config.clone(), sink).context("starting the server")?;

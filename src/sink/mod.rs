@@ -16,7 +16,11 @@ use crate::config::{Config, SinkKind};
 use crate::metrics::latency_histogram;
 use crate::record::{Envelope, Table};
 
+pub mod clickhouse;
 mod file;
+mod rowbinary;
+pub mod schema;
+pub mod spool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -27,8 +31,8 @@ pub enum SinkError {
     },
     #[error("writing records: {0}")]
     Write(#[from] std::io::Error),
-    #[error("sink kind {0:?} is not available in this build")]
-    Unavailable(SinkKind),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     #[error("writer thread panicked")]
     Panicked,
 }
@@ -43,6 +47,17 @@ pub struct SinkStats {
     pub batches: [AtomicU64; 9],
     /// From frame read to row written, µs.
     pub end_to_end: Mutex<Histogram<u64>>,
+    /// Duration of successful inserts, µs.
+    pub insert_latency: Mutex<Histogram<u64>>,
+    pub retries: AtomicU64,
+    pub insert_failures: AtomicU64,
+    pub spooled_batches: AtomicU64,
+    pub spooled_rows: AtomicU64,
+    pub replayed_batches: AtomicU64,
+    /// Times a batch could not be spooled (spool full, disk error); ingestion waits meanwhile.
+    pub spool_errors: AtomicU64,
+    /// The spool, when the sink has one (for its size and file count).
+    pub spool: std::sync::OnceLock<Arc<spool::Spool>>,
 }
 
 impl SinkStats {
@@ -52,6 +67,14 @@ impl SinkStats {
             written: Default::default(),
             batches: Default::default(),
             end_to_end: Mutex::new(latency_histogram()),
+            insert_latency: Mutex::new(latency_histogram()),
+            retries: AtomicU64::new(0),
+            insert_failures: AtomicU64::new(0),
+            spooled_batches: AtomicU64::new(0),
+            spooled_rows: AtomicU64::new(0),
+            replayed_batches: AtomicU64::new(0),
+            spool_errors: AtomicU64::new(0),
+            spool: std::sync::OnceLock::new(),
         }
     }
 
@@ -67,7 +90,7 @@ impl SinkStats {
         self.queued.iter().map(|w| w.load(Ordering::Relaxed)).sum()
     }
 
-    /// Called by writers once a batch is safe.
+    /// Called by writers once a batch of mixed tables is safe.
     pub(crate) fn committed(&self, batch: &[Envelope]) {
         let now = std::time::Instant::now();
         let mut by_table = [0u64; 9];
@@ -86,6 +109,36 @@ impl SinkStats {
                 h.saturating_record(us.max(1));
             }
         }
+    }
+
+    /// Called by writers once a batch of one table is committed. `received`
+    /// is empty for batches replayed from the spool (their read times are gone).
+    pub(crate) fn committed_rows(&self, table: Table, rows: u64, received: &[std::time::Instant]) {
+        self.written[table.index()].fetch_add(rows, Ordering::Relaxed);
+        self.batches[table.index()].fetch_add(1, Ordering::Relaxed);
+        if received.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Ok(mut h) = self.end_to_end.lock() {
+            for t in received {
+                let us = now.saturating_duration_since(*t).as_micros() as u64;
+                h.saturating_record(us.max(1));
+            }
+        }
+    }
+
+    pub(crate) fn record_insert(&self, took: std::time::Duration) {
+        if let Ok(mut h) = self.insert_latency.lock() {
+            h.saturating_record((took.as_micros() as u64).max(1));
+        }
+    }
+
+    /// (bytes, files) waiting in the spool.
+    pub fn spool_size(&self) -> (u64, u64) {
+        self.spool.get().map_or((0, 0), |s| {
+            (s.bytes.load(Ordering::Relaxed), s.files.load(Ordering::Relaxed))
+        })
     }
 }
 
@@ -145,7 +198,7 @@ pub fn start(config: &Config) -> Result<(SinkHandle, SinkWorkers), SinkError> {
     let stats = Arc::new(SinkStats::new());
     let threads = match config.sink.kind {
         SinkKind::Count | SinkKind::File => vec![file::spawn(config, rx, stats.clone())?],
-        SinkKind::ClickHouse => return Err(SinkError::Unavailable(SinkKind::ClickHouse)),
+        SinkKind::ClickHouse => clickhouse::spawn(config, rx, stats.clone())?,
     };
     Ok((SinkHandle { tx, stats: stats.clone() }, SinkWorkers { threads, stats }))
 }

@@ -29,13 +29,13 @@ impl<'a> AddressRequest<'a> {
     pub(super) fn decode(protocol: u8, content: &'a [u8]) -> Result<Self, MessageError> {
         let mut c = Cursor::new(n::name(protocol), content);
         let time = *c.read::<DeviceTime>("datetime")?;
+        if c.remaining() < 2 {
+            // Reports the language's own offset and size (it directly follows
+            // the datetime when there is no body).
+            c.take(2, "language")?;
+        }
         let rest = c.rest();
-        let Some(split) = rest.len().checked_sub(2) else {
-            return Err(Cursor::new(n::name(protocol), content)
-                .take(content.len() + 1, "language")
-                .unwrap_err());
-        };
-        let (body, language) = rest.split_at(split);
+        let (body, language) = rest.split_at(rest.len() - 2);
         Ok(Self {
             protocol,
             time,

@@ -9,9 +9,10 @@ use bytes::{BufMut, BytesMut};
 
 use crate::protocol::cursor::Cursor;
 
-use super::{Hex, MessageError};
+use super::MessageError;
 
-/// The SIM's ICCID: 10 BCD bytes, shown as 20 hex digits as the reference stores it.
+/// The SIM's ICCID: 10 BCD bytes, shown as 20 hex digits as the reference stores it
+/// (`bytes.hex()`: lower case, so a 19-digit ICCID ends in its `f` padding).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Iccid(pub [u8; 10]);
 
@@ -19,9 +20,14 @@ pub struct Iccid(pub [u8; 10]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Imsi(pub [u8; 8]);
 
+/// Lower-case hex, as Python's `bytes.hex()` writes it.
+fn lower_hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
 impl fmt::Display for Iccid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&Hex(&self.0), f)
+        lower_hex(&self.0, f)
     }
 }
 
@@ -33,7 +39,7 @@ impl fmt::Debug for Iccid {
 
 impl fmt::Display for Imsi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = format!("{:?}", Hex(&self.0));
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
         let trimmed = hex.trim_start_matches('0');
         f.write_str(if trimmed.is_empty() { "0" } else { trimmed })
     }
