@@ -218,6 +218,7 @@ impl<'a, 'b> ser::SerializeStruct for &'a mut RowBinary<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
 
     #[derive(Serialize)]
     struct Row {

@@ -44,7 +44,7 @@ pub fn statements(sql: &str, database: &str) -> Vec<String> {
 
 fn push_statement(out: &mut Vec<String>, current: &mut String, database: &str) {
     if !current.trim().is_empty() {
-        out.push(current.replace("{db}", database));
+        out.push(current.trim().replace("{db}", database));
     }
     current.clear();
 }
