@@ -5,6 +5,7 @@
 #   scripts/clickhouse.sh stop     stop the server started by `start` (SIGTERM, bounded wait, then SIGKILL)
 #   scripts/clickhouse.sh status   print state; exit 0 when running, 3 when not
 #   scripts/clickhouse.sh url      print the HTTP URL (http://127.0.0.1:PORT)
+#   scripts/clickhouse.sh pidfile  print the path of the server's pid file (tests kill it by PID)
 #   scripts/clickhouse.sh client [ARGS...]   clickhouse-client on the native port, extra args passed through
 #
 # Environment:
@@ -504,6 +505,7 @@ main() {
         stop) cmd_stop "$@" ;;
         status) cmd_status "$@" ;;
         url) echo "$URL" ;;
+        pidfile) echo "$PID_FILE" ;;
         client) cmd_client "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;

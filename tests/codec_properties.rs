@@ -35,6 +35,8 @@ use zerocopy::FromBytes;
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 512,
+        // No regression files in the source tree: failures print their minimal input.
+        failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
@@ -321,13 +323,15 @@ impl Owned {
 /// Bytes with a bias toward the framing bytes, so that content and garbage
 /// often look like markers and stop bytes.
 fn byte() -> impl Strategy<Value = u8> + Clone {
-    prop_oneof![
-        6 => any::<u8>(),
-        1 => Just(0x78u8),
-        1 => Just(0x79u8),
-        1 => Just(0x0Du8),
-        1 => Just(0x0Au8),
-    ]
+    // One byte in sixteen each of 78, 79, 0D and 0A, otherwise any byte (a
+    // map is much cheaper than a union per byte).
+    (any::<u8>(), any::<u8>()).prop_map(|(select, b)| match select % 16 {
+        0 => 0x78,
+        1 => 0x79,
+        2 => 0x0D,
+        3 => 0x0A,
+        _ => b,
+    })
 }
 
 fn bytes(len: RangeInclusive<usize>) -> impl Strategy<Value = Vec<u8>> + Clone {
@@ -944,7 +948,8 @@ proptest! {
                 let TimeSyncRequest { language: asked, .. } = match m { Message::TimeSync(t) => t, _ => unreachable!() };
                 prop_assert_eq!(language, asked);
                 let shift = if asked == 1 { 8 * 3600 } else { 0 };
-                prop_assert_eq!(i64::from(time), now + shift);
+                // The 4-byte field saturates past 2106 (the reference would crash there).
+                prop_assert_eq!(i64::from(time), (now + shift).min(i64::from(u32::MAX)));
                 prop_assert_eq!(&f.content[..4], &time.to_be_bytes());
                 prop_assert_eq!(&f.content[4..], &language.to_be_bytes());
             }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests", and what .ci/run calls).
+# Starts a throwaway ClickHouse on loopback (installing Debian's package if
+# needed), runs every Rust test against it, checks the schema and the
+# README's BI queries on it, and stops ClickHouse again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "test.sh: cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+started_here=0
+if ! scripts/clickhouse.sh status >/dev/null 2>&1; then
+    scripts/clickhouse.sh start
+    started_here=1
+fi
+cleanup() { if [ "$started_here" = 1 ]; then scripts/clickhouse.sh stop >/dev/null 2>&1 || true; fi; }
+trap cleanup EXIT
+
+export BADGE_TEST_CLICKHOUSE_URL="$(scripts/clickhouse.sh url)"
+export BADGE_TEST_CLICKHOUSE_PID_FILE="$(scripts/clickhouse.sh pidfile 2>/dev/null || true)"
+
+scripts/apply-schema-check.sh check
+cargo test --workspace --locked -- --test-threads 2

@@ -1,0 +1,175 @@
+//! The ClickHouse pipeline against a real ClickHouse: every message type to
+//! its rows, the spool surviving a restart of the server, and the schema.
+
+mod pipeline_support;
+
+use std::time::Duration;
+
+use pipeline_support::*;
+
+#[test]
+fn every_message_type_lands_in_its_table_with_its_values() {
+    let Some(url) = clickhouse_url() else { return };
+    let db = fresh_database(&url, "all");
+    let spool = temp_dir("all");
+    let running = start(config(&url, &db, &spool));
+    let samples = Samples::new();
+    let devices = [imei(1), imei(2), imei(3)];
+    let mut badges: Vec<Badge> = devices.iter().map(|i| Badge::connect(running.addr(), *i)).collect();
+    for b in &mut badges {
+        b.login();
+        for m in samples.messages() {
+            b.exchange(&m);
+        }
+    }
+    // A final acknowledged heartbeat proves every earlier frame was read.
+    for b in &mut badges {
+        b.exchange(&samples.messages()[0]);
+    }
+    let stats = running.stop();
+    assert_eq!(stats.spooled_rows.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    let n = devices.len() as u64;
+    let lo = devices.iter().map(|i| i.as_u64()).min().unwrap();
+    let hi = devices.iter().map(|i| i.as_u64()).max().unwrap();
+    let count_in = |table: &str| count(&url, &format!("SELECT count() FROM {db}.{table} WHERE imei BETWEEN {lo} AND {hi}"));
+    for (table, rows) in SAMPLE_ROWS {
+        let extra = if *table == "heartbeats" { 1 } else { 0 };
+        assert_eq!(count_in(table), (rows + extra) * n, "{table}");
+    }
+    // One login and, at shutdown, one logout per badge.
+    assert_eq!(
+        query(&url, &format!("SELECT event, reason, count() FROM {db}.device_events GROUP BY event, reason ORDER BY event FORMAT TSV")),
+        format!("login\t\t{n}\nlogout\tshutdown\t{n}\n")
+    );
+
+    let one = devices[0].as_u64();
+    let q = |sql: String| query(&url, &sql.replace("{db}", &db).replace("{imei}", &one.to_string()));
+    // GPS in both hemispheres, with device time read as UTC+8 and stored in UTC.
+    assert_eq!(
+        q("SELECT source, round(lat, 5), round(lon, 5), speed_kmh, course, satellites, mcc, lac, cell_id, mileage, toString(device_time), device_time_valid \
+           FROM {db}.locations WHERE imei = {imei} AND source IN ('gps', 'gps_4g') ORDER BY source FORMAT TSV".into()),
+        "gps\t22.5431\t114.05787\t12\t90\t9\t460\t10133\t940577\t1234\t2025-03-14 01:30:00\t1\n\
+         gps_4g\t-33.8688\t151.2093\t0\t0\t6\t0\t0\t0\t0\t2025-03-14 01:30:00\t1\n"
+    );
+    // LBS and WiFi: serving cell, non-empty neighbours only, APs as integers.
+    assert_eq!(
+        q("SELECT source, lac, cell_id, rssi, cells.lac, cells.cell_id, wifi.mac, wifi.rssi FROM {db}.locations \
+           WHERE imei = {imei} AND source IN ('lbs', 'wifi', 'lbs_4g') ORDER BY source, protocol FORMAT TSV".into()),
+        "lbs\t10133\t940577\t60\t[10133,10134]\t[940578,940801]\t[]\t[]\n\
+         lbs\t10133\t940577\t60\t[10133,10134]\t[940578,940801]\t[]\t[]\n\
+         lbs_4g\t75669\t4535755009\t70\t[75669]\t[4535755010]\t[]\t[]\n\
+         wifi\t10133\t940577\t60\t[10133,10134]\t[940578,940801]\t[189267380863491,189267380863492]\t[70,65]\n"
+    );
+    assert_eq!(
+        q("SELECT source, has_position, round(lat, 4), mcc, lac, cell_id FROM {db}.locations WHERE imei = {imei} \
+           AND source IN ('lbs_address_req', 'address_query', 'lbs_4g_address_req') ORDER BY source FORMAT TSV".into()),
+        "lbs_address_req\t0\t0\t460\t10133\t940577\naddress_query\t1\t22.5431\t0\t0\t0\nlbs_4g_address_req\t0\t0\t460\t75669\t4535755009\n"
+    );
+    assert_eq!(
+        q("SELECT source, alarm_code, alarm_type, fence_id, has_position, round(lat, 4), battery, length(wifi.mac) \
+           FROM {db}.alarms WHERE imei = {imei} ORDER BY source FORMAT TSV".into()),
+        "single_fence\t1\tsos\t0\t1\t22.5431\t85\t0\n\
+         multi_fence\t5\texit_fence\t3\t1\t-33.8688\t85\t0\n\
+         lbs\t2\tpower_cut\t0\t0\t0\t85\t0\n\
+         wifi\t35\tfall\t0\t0\t0\t0\t2\n"
+    );
+    assert_eq!(
+        q("SELECT protocol, kind, gps_positioned, battery, mcc, mnc, lac, length(cells.lac), length(wifi.mac), tz_offset_min \
+           FROM {db}.attendance WHERE imei = {imei} ORDER BY protocol FORMAT TSV".into()),
+        "176\tclock_in\t1\t100\t460\t0\t10133\t2\t2\t480\n177\tclock_out\t1\t100\t460\t11\t75669\t1\t0\t480\n"
+    );
+    assert_eq!(
+        q("SELECT kind, attendance, beacon_index, beacon_count, hex(reinterpretAsString(mac)), rssi, round(battery, 2), battery_unit, major, minor \
+           FROM {db}.bluetooth WHERE imei = {imei} ORDER BY kind, beacon_index FORMAT TSV".into()),
+        "punch\tclock_in\t0\t1\t0900000000C1\t-58\t3\tV\t10\t9\n\
+         location\tnone\t0\t3\t0100000000C1\t-60\t3.01\tV\t10\t1\n\
+         location\tnone\t1\t3\t0200000000C1\t-75\t88\tpercent\t10\t2\n\
+         location\tnone\t2\t3\t0300000000C1\t-50\t2.95\tV\t10\t3\n"
+    );
+    assert_eq!(
+        q("SELECT sub_protocol, iccid, imsi FROM {db}.device_info WHERE imei = {imei} FORMAT TSV".into()),
+        "10\t89860112345678901234\t460011234567890\n"
+    );
+    assert_eq!(
+        q("SELECT command_id, status, reply_text, server_flag FROM {db}.command_log WHERE imei = {imei} FORMAT TSV".into()),
+        "42\treplied\tOK!\t42\n"
+    );
+    assert_eq!(
+        q("SELECT protocol, frame, crc_ok FROM {db}.raw_frames WHERE imei = {imei} FORMAT TSV".into()),
+        "90\t7878085A010203".to_string() + &query_serial_crc(&url, &db, one) + "\t1\n"
+    );
+    assert_eq!(
+        q("SELECT battery, gsm_signal, language, extension FROM {db}.heartbeats WHERE imei = {imei} ORDER BY protocol DESC, serial LIMIT 2 FORMAT TSV".into()),
+        "86\t3\t2\tAABB\n87\t4\t1\t\n"
+    );
+    // Every row carries a unique ingest key.
+    assert_eq!(
+        count(&url, &format!("SELECT count() - uniqExact(ingest_instance, ingest_shard, ingest_seq) FROM {db}.locations")),
+        0
+    );
+    query(&url, &format!("DROP DATABASE {db}"));
+}
+
+/// The tail of the raw frame: serial, CRC and stop bytes, as stored.
+fn query_serial_crc(url: &str, db: &str, imei: u64) -> String {
+    let frame = query(url, &format!("SELECT frame FROM {db}.raw_frames WHERE imei = {imei} FORMAT TSV"));
+    frame.trim()[14..].to_string()
+}
+
+#[test]
+fn records_spooled_while_clickhouse_is_unreachable_are_replayed_after_a_restart() {
+    let Some(url) = clickhouse_url() else { return };
+    let db = fresh_database(&url, "replay");
+    let spool = temp_dir("replay");
+    // Nothing listens on port 9: every insert fails and goes to the spool.
+    let mut unreachable = config("http://127.0.0.1:9", &db, &spool);
+    unreachable.sink.batch_rows = 5;
+    let running = start(unreachable);
+    let samples = Samples::new();
+    let heartbeat = &samples.messages()[0];
+    let mut badge = Badge::connect(running.addr(), imei(100));
+    badge.login();
+    for _ in 0..40 {
+        badge.exchange(heartbeat);
+    }
+    drop(badge);
+    let stats = running.stop();
+    let spooled = stats.spooled_rows.load(std::sync::atomic::Ordering::Relaxed);
+    // 1 login + 40 heartbeats + 1 offline.
+    assert_eq!(spooled, 42);
+    assert!(std::fs::read_dir(&spool).unwrap().count() > 0);
+    assert_eq!(count(&url, &format!("SELECT count() FROM {db}.heartbeats")), 0);
+
+    // The same spool, now with ClickHouse reachable: replayed without any new traffic.
+    let running = start(config(&url, &db, &spool));
+    let stats = running.workers.stats.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || stats.spool_size() == (0, 0)),
+        "spool not drained: {:?}",
+        stats.spool_size()
+    );
+    running.stop();
+    assert_eq!(count(&url, &format!("SELECT count() FROM {db}.heartbeats")), 40);
+    assert_eq!(count(&url, &format!("SELECT count() FROM {db}.device_events")), 2);
+    query(&url, &format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn the_schema_applies_twice_to_a_fresh_database() {
+    let Some(url) = clickhouse_url() else { return };
+    let db = fresh_database(&url, "twice");
+    let mut config = badge_ingest::config::Config::default();
+    config.clickhouse.url = url.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let again = rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db)).expect("second apply succeeds");
+    assert!(again > 13);
+    let tables = query(&url, &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name FORMAT TSV"));
+    for t in [
+        "alarms", "attendance", "attendance_daily", "badge_latest", "beacons", "bluetooth", "command_log", "device_events",
+        "device_info", "heartbeats", "locations", "raw_frames",
+    ] {
+        assert!(tables.lines().any(|l| l == t), "{t} missing in {tables}");
+    }
+    query(&url, &format!("DROP DATABASE {db}"));
+}

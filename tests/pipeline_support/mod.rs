@@ -1,0 +1,324 @@
+//! Shared by the ClickHouse pipeline tests: a real ClickHouse (started by
+//! `scripts/test.sh`), a real server, and badges speaking real TCP.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use zerocopy::byteorder::big_endian::U16;
+
+use badge_ingest::config::{Config, SinkKind};
+use badge_ingest::protocol::layout::*;
+use badge_ingest::protocol::message::*;
+use badge_ingest::protocol::{FrameDecoder, Imei, Message};
+use badge_ingest::server::RunningServer;
+use badge_ingest::sink::SinkWorkers;
+
+/// The ClickHouse the tests use. Under CI a missing one is a failure.
+pub fn clickhouse_url() -> Option<String> {
+    match std::env::var("BADGE_TEST_CLICKHOUSE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("BADGE_TEST_CLICKHOUSE_URL is not set under CI: run the tests with scripts/test.sh")
+        }
+        _ => {
+            eprintln!("skipping: BADGE_TEST_CLICKHOUSE_URL not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Runs one statement over HTTP and returns the body; panics on an error answer.
+pub fn query(url: &str, sql: &str) -> String {
+    try_query(url, sql).unwrap_or_else(|e| panic!("{e}\nquery: {sql}"))
+}
+
+pub fn try_query(url: &str, sql: &str) -> Result<String, String> {
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(authority).map_err(|e| format!("connect {authority}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!(
+        "POST / HTTP/1.0\r\nHost: {authority}\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("ClickHouse answered: {head}\n{body}"));
+    }
+    Ok(body.to_string())
+}
+
+pub fn count(url: &str, sql: &str) -> u64 {
+    query(url, sql).trim().parse().unwrap_or_else(|e| panic!("{e}: {sql}"))
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A database of its own for one test, with the schema applied.
+pub fn fresh_database(url: &str, tag: &str) -> String {
+    let db = format!("t_{tag}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    query(url, &format!("DROP DATABASE IF EXISTS {db}"));
+    let mut config = Config::default();
+    config.clickhouse.url = url.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db)).expect("schema applies");
+    db
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "badge-test-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn config(url: &str, db: &str, spool: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shards = 2;
+    c.server.summary_interval_secs = 0;
+    c.sink.kind = SinkKind::ClickHouse;
+    c.sink.batch_age_ms = 100;
+    c.clickhouse.url = url.to_string();
+    c.clickhouse.database = db.to_string();
+    c.spool.dir = spool.to_owned();
+    c.validate().unwrap();
+    c
+}
+
+pub struct Running {
+    pub server: RunningServer,
+    pub workers: SinkWorkers,
+}
+
+pub fn start(config: Config) -> Running {
+    let config = Arc::new(config);
+    let (sink, workers) = badge_ingest::sink::start(&config).expect("sink starts");
+    let server = badge_ingest::server::start(config, sink).expect("server starts");
+    Running { server, workers }
+}
+
+impl Running {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stops the server and waits until the writers have inserted or spooled everything.
+    pub fn stop(self) -> Arc<badge_ingest::sink::SinkStats> {
+        self.server.shutdown();
+        let stats = self.workers.stats.clone();
+        self.workers.finish().expect("sink finishes");
+        stats
+    }
+}
+
+/// A badge on a real TCP connection.
+pub struct Badge {
+    pub imei: Imei,
+    stream: TcpStream,
+    serial: u16,
+    buf: Vec<u8>,
+}
+
+impl Badge {
+    pub fn connect(addr: SocketAddr, imei: Imei) -> Self {
+        let stream = TcpStream::connect(addr).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self { imei, stream, serial: 0, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, message: &Message<'_>) -> u16 {
+        self.serial = self.serial.wrapping_add(1);
+        let mut out = BytesMut::new();
+        message.encode(self.serial, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+        self.serial
+    }
+
+    /// Reads the next reply frame: (protocol, serial).
+    pub fn reply(&mut self) -> (u8, u16) {
+        loop {
+            let mut decoder = FrameDecoder::default();
+            let mut pos = 0;
+            if let Some(f) = decoder.next_frame(&self.buf, &mut pos) {
+                let got = (f.protocol, f.serial);
+                self.buf.drain(..pos);
+                return got;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("reply arrives");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn login(&mut self) {
+        let serial = self.send(&Message::Login(Login {
+            imei: self.imei,
+            type_code: Some(0x2404),
+            tz_language: Some(TzLanguage::new(480, 1)),
+        }));
+        assert_eq!(self.reply(), (0x01, serial));
+    }
+
+    /// Sends, and waits for the reply when the message gets one, so that
+    /// the server has processed it before the test goes on.
+    pub fn exchange(&mut self, message: &Message<'_>) {
+        let serial = self.send(message);
+        if let Some(reply) = badge_ingest::protocol::Reply::immediate(message, 0).map(|r| r.protocol()).or(match message {
+            Message::AddressRequest(r) => Some(if r.wants_english() { 0x97 } else { 0x17 }),
+            _ => None,
+        }) {
+            assert_eq!(self.reply(), (reply, serial));
+        }
+    }
+}
+
+pub fn imei(n: u64) -> Imei {
+    Imei::with_check_digit(86_000_000_000_000 + n).unwrap()
+}
+
+pub const TIME: DeviceTime = DeviceTime::new(25, 3, 14, 9, 30, 0);
+
+/// Backing storage for the borrowed parts of the sample messages.
+pub struct Samples {
+    pub cells2: Vec<Cell2g>,
+    pub cells4: Vec<Cell4g>,
+    pub aps: Vec<WifiAp>,
+    pub beacons: Vec<BeaconSighting>,
+    pub shenzhen: GpsFix,
+}
+
+impl Samples {
+    pub fn new() -> Self {
+        Self {
+            cells2: vec![
+                Cell2g::new(0x2795, 0x0E5A21, 60),
+                Cell2g::new(0x2795, 0x0E5A22, 50),
+                Cell2g::new(0, 0, 0),
+                Cell2g::new(0x2796, 0x0E5B01, 40),
+                Cell2g::new(0, 0, 0),
+                Cell2g::new(0, 0, 0),
+                Cell2g::new(0, 0, 0),
+            ],
+            cells4: vec![
+                Cell4g::new(0x0001_2795, 0x0000_0001_0E5A_2101, 70),
+                Cell4g::new(0x0001_2795, 0x0000_0001_0E5A_2102, 55),
+                Cell4g::new(0, 0, 0),
+                Cell4g::new(0, 0, 0),
+                Cell4g::new(0, 0, 0),
+                Cell4g::new(0, 0, 0),
+                Cell4g::new(0, 0, 0),
+            ],
+            aps: vec![
+                WifiAp::new([0xAC, 0x23, 0x3F, 0x01, 0x02, 0x03], 70),
+                WifiAp::new([0xAC, 0x23, 0x3F, 0x01, 0x02, 0x04], 65),
+            ],
+            beacons: vec![
+                BeaconSighting::new(-60, [0xC1, 0, 0, 0, 0, 1], [0xFD; 16], 10, 1, BeaconBattery::Centivolts(301)),
+                BeaconSighting::new(-75, [0xC1, 0, 0, 0, 0, 2], [0xFD; 16], 10, 2, BeaconBattery::Percent(88)),
+                BeaconSighting::new(-50, [0xC1, 0, 0, 0, 0, 3], [0xFD; 16], 10, 3, BeaconBattery::Centivolts(295)),
+            ],
+            shenzhen: GpsFix::new(22.543099, 114.057868, 12, 90, 9, true, true),
+        }
+    }
+
+    /// One message of every type the server stores, with the rows each
+    /// should produce in each table (login and logout aside).
+    pub fn messages(&self) -> Vec<Message<'_>> {
+        let net = MobileNetwork::new(460, 0);
+        let shenzhen = self.shenzhen;
+        let sydney = GpsFix::new(-33.8688, 151.2093, 0, 0, 6, true, true);
+        let alarm_status = AlarmStatus { terminal_info: 0x44, voltage_level: 5, gsm_signal: 4, alarm_code: 0x01, language: 1 };
+        let head = |kind| AttendanceHead {
+            time: TIME,
+            gps_flag: 1,
+            reserved: [0x12, 0x34],
+            fix: shenzhen,
+            terminal_info: TerminalInfo::for_attendance(kind).0,
+            voltage_level: 6,
+            gsm_signal: 3,
+            reserved_ext: [0, 0],
+        };
+        let punch = PunchBody {
+            time: TIME,
+            rssi: -58,
+            mac: [0xC1, 0, 0, 0, 0, 9],
+            uuid: [0xFD; 16],
+            major: U16::new(10),
+            minor: U16::new(9),
+            battery_centivolts: U16::new(300),
+            terminal_info: TerminalInfo::for_attendance(AttendanceKind::ClockIn).0,
+            reserved: [0xAB, 0xCD],
+        };
+        let gps_tail = GpsTail {
+            network: net,
+            cell: CellTower { lac: 0x2795, cell_id: 0x0E5A21, rssi: 0 },
+            acc: 1,
+            report_mode: 0,
+            realtime_upload: 0,
+            mileage: Some(1234),
+        };
+        vec![
+            Message::Heartbeat(Heartbeat { extended: false, status: HeartbeatStatus { terminal_info: 0x44, battery: 87, gsm_signal: 4 }, language: Some(1), extension: &[] }),
+            Message::Heartbeat(Heartbeat { extended: true, status: HeartbeatStatus { terminal_info: 0x40, battery: 86, gsm_signal: 3 }, language: Some(2), extension: &[0xAA, 0xBB] }),
+            Message::Gps(GpsReport { generation: Generation::G2, time: TIME, fix: shenzhen, tail: Some(gps_tail) }),
+            Message::Gps(GpsReport { generation: Generation::G4, time: TIME, fix: sydney, tail: None }),
+            Message::Lbs(LbsReport { protocol: 0x28, time: TIME, network: net, cells: Cells::G2(&self.cells2), timing_advance: Some(0), language: Some(1) }),
+            Message::Lbs(LbsReport { protocol: 0x2E, time: TIME, network: net, cells: Cells::G2(&self.cells2), timing_advance: Some(0), language: Some(1) }),
+            Message::Lbs(LbsReport { protocol: 0xA1, time: TIME, network: MobileNetwork::new(460, 11), cells: Cells::G4(&self.cells4), timing_advance: Some(0), language: Some(1) }),
+            Message::Wifi(WifiReport { time: TIME, network: net, cells: Cells::G2(&self.cells2), timing_advance: 0, aps: &self.aps }),
+            Message::Wifi(WifiReport { time: TIME, network: net, cells: Cells::G4(&self.cells4), timing_advance: 0, aps: &[] }),
+            Message::AddressRequest(AddressRequest { protocol: 0x17, time: TIME, body: &[0x01, 0xCC, 0x00, 0x27, 0x95, 0x0E, 0x5A, 0x21], language: 1 }),
+            Message::AddressRequest(AddressRequest { protocol: 0x1A, time: TIME, body: zerocopy::IntoBytes::as_bytes(&self.shenzhen), language: 2 }),
+            Message::AddressRequest(AddressRequest { protocol: 0xA7, time: TIME, body: &[0x01, 0xCC, 0x00, 0x00, 0x01, 0x27, 0x95, 0, 0, 0, 1, 0x0E, 0x5A, 0x21, 0x01], language: 1 }),
+            Message::Alarm(Alarm { source: AlarmSource::SingleFence, body: AlarmBody::Fence { time: TIME, fix: shenzhen, lbs_length: 12, network: net, cell: CellId4g::new(0x2795, 0x0E5A21), status: alarm_status, fence_id: None } }),
+            Message::Alarm(Alarm { source: AlarmSource::MultiFence, body: AlarmBody::Fence { time: TIME, fix: sydney, lbs_length: 12, network: net, cell: CellId4g::new(0x2795, 0x0E5A21), status: AlarmStatus { alarm_code: 0x05, ..alarm_status }, fence_id: Some(3) } }),
+            Message::Alarm(Alarm { source: AlarmSource::Lbs, body: AlarmBody::Lbs { network: net, cell: CellId4g::new(0x2795, 0x0E5A21), status: AlarmStatus { alarm_code: 0x02, ..alarm_status } } }),
+            Message::Alarm(Alarm { source: AlarmSource::Wifi, body: AlarmBody::Wifi { time: TIME, network: net, cells: Cells::G2(&self.cells2[..2]), timing_advance: 0, aps: &self.aps, alarm_code: 0x23, language: 1 } }),
+            Message::Attendance(Attendance { head: head(AttendanceKind::ClockIn), network: net, cells: Cells::G2(&self.cells2), timing_advance: 0, aps: &self.aps }),
+            Message::Attendance(Attendance { head: head(AttendanceKind::ClockOut), network: MobileNetwork { mcc: 460, mnc: 11, wide_mnc: true }, cells: Cells::G4(&self.cells4), timing_advance: 0, aps: &[] }),
+            Message::BluetoothPunch(BluetoothPunch { body: punch }),
+            Message::BluetoothLocation(BluetoothLocation { time: TIME, beacons: &self.beacons }),
+            Message::GeneralInfo(GeneralInfo::SimIds { imei: [0; 8], imsi: Imsi([0x04, 0x60, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90]), iccid: Iccid([0x89, 0x86, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34]) }),
+            Message::CommandReply(CommandReply { length: 9, server_flag: 42, text: b"OK!", language: Some(1) }),
+            Message::Unknown { protocol: 0x5A, content: &[1, 2, 3] },
+        ]
+    }
+}
+
+/// Rows per table that [`Samples::messages`] produce, besides login/logout.
+pub const SAMPLE_ROWS: &[(&str, u64)] = &[
+    ("heartbeats", 2),
+    ("locations", 10),
+    ("alarms", 4),
+    ("attendance", 2),
+    ("bluetooth", 4),
+    ("device_info", 1),
+    ("command_log", 1),
+    ("raw_frames", 1),
+];
