@@ -26,8 +26,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Where badges connect.
     pub listen: SocketAddr,
-    /// The control socket (loopback by default).
-    pub control: SocketAddr,
+    /// The control socket: `host:port` (loopback by default), or a Unix
+    /// socket path (`/run/badge-ingest.sock` or `unix:/path`).
+    pub control: String,
     /// Executors, one per core when 0.
     pub shards: usize,
     /// Connections over this are refused at accept. 0: the open-files limit
@@ -56,6 +57,12 @@ pub struct ServerConfig {
     pub summary_interval_secs: u64,
     /// Name of this server in the ingest key of every row.
     pub instance: String,
+    /// Shared secret for the control socket; empty means none (loopback only).
+    pub control_token: String,
+    /// Commands queued per offline badge; more are refused.
+    pub max_queued_commands: usize,
+    /// A queued command not delivered by then expires.
+    pub command_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -133,7 +140,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8841".parse().expect("literal"),
-            control: "127.0.0.1:8842".parse().expect("literal"),
+            control: "127.0.0.1:8842".into(),
             shards: 0,
             max_connections: 0,
             max_connections_per_ip: 0,
@@ -147,6 +154,9 @@ impl Default for ServerConfig {
             max_pending_output: 64 * 1024,
             summary_interval_secs: 60,
             instance: default_instance(),
+            control_token: String::new(),
+            max_queued_commands: 16,
+            command_ttl_secs: 86_400,
         }
     }
 }
@@ -227,6 +237,36 @@ impl Default for Config {
     }
 }
 
+/// Where the control socket listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ControlAddr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(ControlAddr::Unix(PathBuf::from(path)));
+        }
+        if s.starts_with('/') || s.starts_with('.') {
+            return Ok(ControlAddr::Unix(PathBuf::from(s)));
+        }
+        s.parse()
+            .map(ControlAddr::Tcp)
+            .map_err(|_| format!("`{s}` is neither host:port nor a socket path"))
+    }
+}
+
+impl std::fmt::Display for ControlAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlAddr::Tcp(a) => write!(f, "{a}"),
+            ControlAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -262,6 +302,10 @@ impl Config {
         } else {
             self.server.shards
         }
+    }
+
+    pub fn control_addr(&self) -> Result<ControlAddr, String> {
+        ControlAddr::parse(&self.server.control)
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -307,6 +351,22 @@ impl Config {
         }
         if s.max_pending_output < 1024 {
             return bad("server.max_pending_output", "must be at least 1024");
+        }
+        if s.max_queued_commands == 0 || s.max_queued_commands > 10_000 {
+            return bad("server.max_queued_commands", "must be between 1 and 10000");
+        }
+        if s.command_ttl_secs == 0 {
+            return bad("server.command_ttl_secs", "must be at least 1");
+        }
+        let control = match self.control_addr() {
+            Ok(c) => c,
+            Err(reason) => return bad("server.control", reason),
+        };
+        if matches!(control, ControlAddr::Tcp(a) if !a.ip().is_loopback()) && s.control_token.is_empty() {
+            return bad(
+                "server.control",
+                "a control socket outside loopback needs server.control_token (anyone who reaches it can command badges)",
+            );
         }
         if s.instance.is_empty() || s.instance.len() > 64 {
             return bad("server.instance", "must be 1 to 64 characters");
@@ -360,7 +420,8 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:8841");
-        assert_eq!(c.server.control.to_string(), "127.0.0.1:8842");
+        assert_eq!(c.server.control, "127.0.0.1:8842");
+        assert_eq!(c.control_addr().unwrap().to_string(), "127.0.0.1:8842");
         assert_eq!(c.idle_timeout(), Duration::from_secs(600));
     }
 
@@ -373,6 +434,20 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
         let e = toml::from_str::<Config>("[server]\nlisen = \"1.2.3.4:1\"\n").unwrap_err().to_string();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn control_outside_loopback_needs_a_token() {
+        let mut c = Config::default();
+        c.server.control = "0.0.0.0:8842".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("control_token"), "{e}");
+        c.server.control_token = "s3cret".into();
+        c.validate().unwrap();
+        c.server.control = "unix:/tmp/x.sock".into();
+        assert_eq!(c.control_addr().unwrap(), ControlAddr::Unix("/tmp/x.sock".into()));
+        c.server.control = "nonsense".into();
+        assert!(c.validate().is_err());
     }
 
     #[test]

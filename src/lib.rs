@@ -10,6 +10,7 @@
 //! tested and fuzzed in isolation.
 
 pub mod config;
+pub mod control;
 pub mod metrics;
 pub mod protocol;
 pub mod record;

@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the server: accept badges, answer them, and store what they send.
     Serve(ServeArgs),
+    /// Send one command to a running server's control socket (`ctl help` lists them).
+    Ctl(CtlArgs),
     /// Manage the ClickHouse schema.
     Schema {
         #[command(subcommand)]
@@ -36,6 +38,23 @@ enum Command {
         /// Hex bytes; spaces are ignored. Several frames may follow each other.
         hex: Vec<String>,
     },
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The server's control socket: host:port or a Unix socket path.
+    #[arg(long, env = "BADGE_CONTROL", default_value = "127.0.0.1:8842")]
+    control: String,
+    /// Shared secret, when the server has one.
+    #[arg(long, env = "BADGE_CONTROL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// The command and its arguments, e.g. `stats`, `send 353419032981446 WHERE#`,
+    /// or `watch` to refresh `stats` every second.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -66,9 +85,12 @@ struct ServeArgs {
     /// Address badges connect to [default 0.0.0.0:8841].
     #[arg(long, env = "BADGE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Control socket address [default 127.0.0.1:8842].
+    /// Control socket: host:port, or a Unix socket path [default 127.0.0.1:8842].
     #[arg(long, env = "BADGE_CONTROL")]
-    control: Option<std::net::SocketAddr>,
+    control: Option<String>,
+    /// Shared secret control clients must send with `auth TOKEN`.
+    #[arg(long, env = "BADGE_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
     /// Executors (one per core by default).
     #[arg(long, env = "BADGE_SHARDS")]
     shards: Option<usize>,
@@ -113,8 +135,11 @@ impl ServeArgs {
         if let Some(v) = self.listen {
             c.server.listen = v;
         }
-        if let Some(v) = self.control {
-            c.server.control = v;
+        if let Some(v) = &self.control {
+            c.server.control = v.clone();
+        }
+        if let Some(v) = &self.control_token {
+            c.server.control_token = v.clone();
         }
         if let Some(v) = self.shards {
             c.server.shards = v;
@@ -162,6 +187,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Decode { hex } => decode(&hex.join("")),
         Command::Schema { command } => schema(command),
+        Command::Ctl(args) => ctl(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -170,6 +196,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn ctl(args: CtlArgs) -> anyhow::Result<()> {
+    use badge_ingest::config::ControlAddr;
+    use badge_ingest::control::client::Client;
+    let addr = ControlAddr::parse(&args.control).map_err(anyhow::Error::msg)?;
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let mut client = Client::connect(&addr, args.token.as_deref(), timeout)?;
+    if args.command == ["watch"] {
+        loop {
+            let (ok, answer) = client.command("stats")?;
+            // Clear the screen and home the cursor, like top.
+            print!("\x1B[2J\x1B[H{}  (badge-ingest ctl watch, Ctrl-C to stop)\n{answer}", args.control);
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+            if !ok {
+                bail!("stats failed");
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    let (ok, answer) = client.command(&args.command.join(" "))?;
+    print!("{answer}");
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn schema(command: SchemaCommand) -> anyhow::Result<()> {
@@ -209,7 +262,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
     let (sink, workers) = badge_ingest::sink::start(&config).context("starting the sink")?;
+    let sink_stats = sink.stats().clone();
     let server = badge_ingest::server::start(config.clone(), sink).context("starting the server")?;
+    let control_ctx = badge_ingest::control::Context::new(
+        server.handle(),
+        sink_stats,
+        Some(config.server.control_token.clone()),
+    );
+    let control = badge_ingest::control::start(&config, control_ctx).context("starting the control socket")?;
 
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .context("installing signal handlers")?;
@@ -220,6 +280,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     handle.close();
     tracing::info!(?signal, "shutting down: closing connections and flushing records");
     drop(summary);
+    drop(control);
     let uptime = server.uptime();
     let shards = server.shutdown();
     workers.finish().context("flushing the sink")?;

@@ -846,6 +846,7 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
     assert_eq!(m.logins, 2);
     assert_eq!(m.reconnects, 0);
     drop(c);
+    srv.wait_for("the badge's hang-up", |m| m.connections_open == 0);
     let (_, rows) = srv.stop();
     let mine = rows_of(&rows, dev);
     assert_eq!(mine.len(), rows.len());

@@ -389,8 +389,9 @@ pub enum Verdict {
     /// The ALARMSMS address reply the reference sends after an alarm's 0x26
     /// when it knows the address: allowed, and checked.
     AlarmSms(Result<(), Failure>),
-    /// A frame that answers nothing we sent.
-    Unexpected(Failure),
+    /// A frame that answers nothing we sent; `request` is the protocol of
+    /// the no-reply message it answers, when its serial tells.
+    Unexpected { failure: Failure, request: Option<u8> },
 }
 
 /// How many recent serials of no-reply messages and alarms are remembered,
@@ -465,25 +466,31 @@ impl Outstanding {
             }
         }
         if let Some(&(_, request)) = self.no_reply.iter().find(|(s, _)| *s == frame.serial) {
-            return Verdict::Unexpected(Failure::new(
-                Mismatch::ReplyToNoReply,
+            return Verdict::Unexpected {
+                failure: Failure::new(
+                    Mismatch::ReplyToNoReply,
+                    format!(
+                        "0x{:02X} serial {} answers 0x{request:02X} ({}), which gets no reply",
+                        frame.protocol,
+                        frame.serial,
+                        n::name(request)
+                    ),
+                ),
+                request: Some(request),
+            };
+        }
+        Verdict::Unexpected {
+            failure: Failure::new(
+                Mismatch::Unexpected,
                 format!(
-                    "0x{:02X} serial {} answers 0x{request:02X} ({}), which gets no reply",
+                    "0x{:02X} serial {} matches nothing outstanding ({} waiting)",
                     frame.protocol,
                     frame.serial,
-                    n::name(request)
+                    self.fifo.len()
                 ),
-            ));
-        }
-        Verdict::Unexpected(Failure::new(
-            Mismatch::Unexpected,
-            format!(
-                "0x{:02X} serial {} matches nothing outstanding ({} waiting)",
-                frame.protocol,
-                frame.serial,
-                self.fifo.len()
             ),
-        ))
+            request: None,
+        }
     }
 
     /// When the oldest outstanding reply becomes overdue.
@@ -688,7 +695,10 @@ mod tests {
         // A reply to the GPS report, which must not be answered.
         let r2 = encoded(Reply::Ack { protocol: n::GPS }, 2);
         match with_frame(&r2, |f| o.on_frame(f, NOW)) {
-            Verdict::Unexpected(f) => assert_eq!(f.kind, Mismatch::ReplyToNoReply),
+            Verdict::Unexpected { failure, request } => {
+                assert_eq!(failure.kind, Mismatch::ReplyToNoReply);
+                assert_eq!(request, Some(n::GPS));
+            }
             v => panic!("{v:?}"),
         }
         let r4 = encoded(Reply::Ack { protocol: n::ALARM_ACK }, 4);
@@ -699,7 +709,7 @@ mod tests {
         // Nothing is outstanding now: any frame is unexpected.
         let stray = encoded(Reply::Ack { protocol: n::LOGIN }, 99);
         match with_frame(&stray, |f| o.on_frame(f, NOW)) {
-            Verdict::Unexpected(f) => assert_eq!(f.kind, Mismatch::Unexpected),
+            Verdict::Unexpected { failure, .. } => assert_eq!(failure.kind, Mismatch::Unexpected),
             v => panic!("{v:?}"),
         }
         assert!(o.is_empty());

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future::{poll_fn, poll_once};
@@ -64,7 +65,7 @@ impl Conn {
     }
 }
 
-fn unix_now() -> u32 {
+pub(crate) fn unix_now() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32)
@@ -78,16 +79,30 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
             let input = std::mem::take(&mut pending_input);
             conn.feed(&shard, &input, received)
         } else {
-            let read = poll_fn(|cx| {
+            // Wait for bytes from the badge, or for a command to write to it.
+            let event = poll_fn(|cx| {
+                if !conn.shared.downlink.borrow().is_empty() {
+                    return Poll::Ready(None);
+                }
+                let mut waker = conn.shared.waker.borrow_mut();
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                drop(waker);
                 let mut buf = shard.buf.borrow_mut();
-                Pin::new(&mut stream).poll_read(cx, &mut buf[..])
+                Pin::new(&mut stream).poll_read(cx, &mut buf[..]).map(Some)
             })
             .await;
             let received = Instant::now();
-            match read {
-                Ok(0) => break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed),
-                Err(_) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
-                Ok(len) => {
+            match event {
+                None => {
+                    let frames = std::mem::take(&mut *conn.shared.downlink.borrow_mut());
+                    shard.out.borrow_mut().extend_from_slice(&frames);
+                    Step::Continue
+                }
+                Some(Ok(0)) => break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed),
+                Some(Err(_)) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
+                Some(Ok(len)) => {
                     conn.shared.last_seen.set(received);
                     shard.metrics.borrow_mut().bytes_in += len as u64;
                     let buf = shard.buf.borrow();
@@ -221,6 +236,19 @@ impl Conn {
             }
         }
         shard.seq.set(seq);
+        if let Message::CommandReply(reply) = &message {
+            // Matched by the server flag we put in the command; the row then
+            // carries the command's own kind, text and creation time.
+            let matched = shard.downlinks.borrow_mut().replied(imei, reply.server_flag, &reply.text_lossy(), now);
+            if let Some(command) = matched {
+                for r in records.iter_mut() {
+                    if let Record::CommandLog(row) = r {
+                        let seq = row.ingest_seq;
+                        *r = super::downlink::log_row(imei, &command, now, shard.instance, shard.id as u16, seq);
+                    }
+                }
+            }
+        }
         for r in records {
             self.queue(shard, r, received);
         }
@@ -286,6 +314,8 @@ impl Conn {
         let record = self.records(shard, imei, serial, now, |r| r.login(&login, event, &peer, ""));
         self.queue(shard, record, received);
         self.reply(shard, &Message::Login(login), serial, now);
+        // Commands queued while the badge was away follow its login ack.
+        shard.deliver_queued(imei);
     }
 
     fn reply(&mut self, shard: &Shard, message: &Message<'_>, serial: u16, now: u32) {

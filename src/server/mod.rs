@@ -13,11 +13,12 @@ use crate::metrics::ShardMetrics;
 use crate::sink::SinkHandle;
 
 mod connection;
+pub mod downlink;
 pub mod limits;
 pub mod session;
 mod shard;
 
-pub use shard::{CloseReason, ShardMsg};
+pub use shard::{CloseReason, DeviceView, ShardMsg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -70,6 +71,12 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
     let instance: &'static str = Box::leak(config.server.instance.clone().into_boxed_str());
     let limits = limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
     let next_conn_id = Arc::new(AtomicU64::new(1));
+    // Command ids are the 4-byte server flag; starting from the clock keeps
+    // them unique across restarts unless commands outpace one a second.
+    let first_command_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
+    let next_command_id = Arc::new(std::sync::atomic::AtomicU32::new(first_command_id));
     let (peers, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::bounded(4096)).unzip();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -86,6 +93,7 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
             sink: sink.clone(),
             limits: limits.clone(),
             next_conn_id: next_conn_id.clone(),
+            next_command_id: next_command_id.clone(),
             ready: ready_tx.clone(),
         };
         let placement = if n <= cpus { Placement::Fixed(id) } else { Placement::Unbound };

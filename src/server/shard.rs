@@ -3,7 +3,7 @@
 //! owns, one coarse timer, and its counters.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
@@ -16,9 +16,11 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::protocol::{FrameConfig, FrameDecoder, Imei};
+use crate::record::{Envelope, Record};
 use crate::sink::SinkHandle;
 
-use super::connection::{self, Conn};
+use super::connection::{self, unix_now, Conn};
+use super::downlink::{self, CommandKind, CommandStatus, CommandView, Downlinks};
 use super::limits::{ConnPermit, ConnectionLimits, Refused};
 use super::session::Session;
 use super::LogLimiter;
@@ -29,9 +31,51 @@ pub enum ShardMsg {
     Handoff(Handoff),
     /// Send back a snapshot of the counters.
     Metrics(flume::Sender<ShardMetrics>),
+    /// The badges this shard owns that are online, up to a limit.
+    Devices {
+        limit: usize,
+        reply: flume::Sender<Vec<DeviceView>>,
+    },
+    /// One badge, if online here.
+    Device {
+        imei: Imei,
+        reply: flume::Sender<Option<DeviceView>>,
+    },
+    /// A command (0x80) or message (0x82) for a badge this shard owns. With
+    /// `wait`, the final status is sent there too.
+    Command {
+        imei: Imei,
+        kind: CommandKind,
+        text: String,
+        wait: Option<flume::Sender<CommandView>>,
+        reply: flume::Sender<Result<CommandView, String>>,
+    },
+    /// Recent and queued commands of a badge.
+    Commands {
+        imei: Imei,
+        reply: flume::Sender<Vec<CommandView>>,
+    },
+    /// Start the reply-latency histogram afresh.
+    ResetLatency,
     /// Stop accepting, close every connection after its in-flight frames,
     /// hand every record to the sink, and return.
     Shutdown,
+}
+
+/// What the control socket shows of an online badge.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceView {
+    pub imei: String,
+    pub online: bool,
+    pub shard: usize,
+    pub peer: String,
+    pub device_type: u16,
+    /// Unix seconds.
+    pub logged_in_at: u32,
+    pub last_frame_at: u32,
+    pub battery: Option<u8>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
 }
 
 /// A socket moving to the shard that owns its IMEI, with the bytes already
@@ -84,6 +128,10 @@ pub struct ConnShared {
     pub last_seen: Cell<Instant>,
     pub logged_in: Cell<bool>,
     pub close: Cell<Option<CloseReason>>,
+    /// Server-initiated frames waiting to be written by the connection's task.
+    pub downlink: RefCell<Vec<u8>>,
+    /// Wakes the connection's task when `downlink` gets bytes.
+    pub waker: RefCell<Option<std::task::Waker>>,
 }
 
 impl ConnShared {
@@ -96,6 +144,14 @@ impl ConnShared {
         // SAFETY: the fd stays open until the connection task drops its
         // stream, which happens only after it has left the shard's table.
         unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+    }
+
+    /// Hands the connection's task a frame to write.
+    pub fn push_downlink(&self, frame: &[u8]) {
+        self.downlink.borrow_mut().extend_from_slice(frame);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 }
 
@@ -122,6 +178,10 @@ pub(crate) struct Shard {
     pub stopping: Cell<bool>,
     pub decode_log: LogLimiter,
     pub accept_log: LogLimiter,
+    pub downlinks: RefCell<Downlinks>,
+    /// Records made outside a connection (command log) the sink had no room for.
+    pub backlog: RefCell<VecDeque<Envelope>>,
+    pub next_command_id: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Everything a shard thread needs to start.
@@ -136,6 +196,7 @@ pub(crate) struct ShardStart {
     pub sink: SinkHandle,
     pub limits: Arc<ConnectionLimits>,
     pub next_conn_id: Arc<std::sync::atomic::AtomicU64>,
+    pub next_command_id: Arc<std::sync::atomic::AtomicU32>,
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
@@ -169,6 +230,9 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         stopping: Cell::new(false),
         decode_log: LogLimiter::new(),
         accept_log: LogLimiter::new(),
+        downlinks: RefCell::new(Downlinks::default()),
+        backlog: RefCell::new(VecDeque::new()),
+        next_command_id: start.next_command_id,
         instance: start.instance,
         config,
     });
@@ -183,6 +247,22 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             ShardMsg::Metrics(reply) => {
                 let _ = reply.try_send(shard.snapshot());
             }
+            ShardMsg::Devices { limit, reply } => {
+                let sessions = shard.sessions.borrow();
+                let views = sessions.values().take(limit).map(|s| shard.view(s)).collect();
+                let _ = reply.try_send(views);
+            }
+            ShardMsg::Device { imei, reply } => {
+                let view = shard.sessions.borrow().get(&imei).map(|s| shard.view(s));
+                let _ = reply.try_send(view);
+            }
+            ShardMsg::Command { imei, kind, text, wait, reply } => {
+                let _ = reply.try_send(shard.submit(imei, kind, text, wait));
+            }
+            ShardMsg::Commands { imei, reply } => {
+                let _ = reply.try_send(shard.downlinks.borrow().list(imei));
+            }
+            ShardMsg::ResetLatency => shard.metrics.borrow_mut().reply_latency.reset(),
             ShardMsg::Shutdown => break,
         }
     }
@@ -203,6 +283,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     timer.cancel().await;
+    shard.drain_backlog().await;
     shard.snapshot()
 }
 
@@ -221,10 +302,138 @@ impl Shard {
             last_seen: Cell::new(accepted),
             logged_in: Cell::new(false),
             close: Cell::new(None),
+            downlink: RefCell::new(Vec::new()),
+            waker: RefCell::new(None),
         });
         self.conns.borrow_mut().insert(conn_id, shared.clone());
         self.metrics.borrow_mut().connections_open += 1;
         shared
+    }
+}
+
+impl Shard {
+    fn view(&self, s: &Session) -> DeviceView {
+        DeviceView {
+            imei: s.imei.to_string(),
+            online: true,
+            shard: self.id,
+            peer: s.peer.to_string(),
+            device_type: s.login.type_code.unwrap_or(0),
+            logged_in_at: s.logged_in_at,
+            last_frame_at: s.last_frame_at,
+            battery: s.battery,
+            latitude: s.last_position.map(|p| p.0),
+            longitude: s.last_position.map(|p| p.1),
+        }
+    }
+
+    /// Hands a record made outside any connection to the sink, keeping it
+    /// in order behind earlier ones when the queue is full.
+    pub fn emit(&self, record: Record) {
+        self.metrics.borrow_mut().records += 1;
+        let envelope = Envelope {
+            record,
+            received: Instant::now(),
+        };
+        let mut backlog = self.backlog.borrow_mut();
+        if !backlog.is_empty() {
+            backlog.push_back(envelope);
+        } else if let Err(e) = self.sink.try_send(envelope) {
+            backlog.push_back(e);
+        }
+    }
+
+    async fn drain_backlog(&self) {
+        loop {
+            let Some(envelope) = self.backlog.borrow_mut().pop_front() else { return };
+            if let Err(envelope) = self.sink.try_send(envelope) {
+                self.backlog.borrow_mut().push_front(envelope);
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    fn log_command(&self, imei: Imei, command: &CommandView) {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        self.emit(downlink::log_row(imei, command, unix_now(), self.instance, self.id as u16, seq));
+    }
+
+    /// Accepts a command: written at once to an online badge, queued for
+    /// an offline one (bounded), logged either way.
+    fn submit(
+        &self,
+        imei: Imei,
+        kind: CommandKind,
+        text: String,
+        wait: Option<flume::Sender<CommandView>>,
+    ) -> Result<CommandView, String> {
+        downlink::validate(kind, &text)?;
+        let id = self.next_command_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let command = Downlinks::new_command(imei, id, kind, text, unix_now());
+        if let Some(w) = wait {
+            self.downlinks.borrow_mut().wait(id, w);
+        }
+        if self.sessions.borrow().contains_key(&imei) {
+            return Ok(self.deliver(imei, command));
+        }
+        self.log_command(imei, &command);
+        let queued = self
+            .downlinks
+            .borrow_mut()
+            .enqueue(imei, command, self.config.server.max_queued_commands);
+        match queued {
+            Ok(()) => Ok(self.downlinks.borrow().list(imei).into_iter().find(|c| c.id == id).expect("just queued")),
+            Err(mut command) => {
+                command.status = CommandStatus::Failed;
+                command.error = "queue full".into();
+                self.downlinks.borrow_mut().remember(imei, &command);
+                self.log_command(imei, &command);
+                Err(format!(
+                    "{} commands already queued for {imei} (server.max_queued_commands)",
+                    self.config.server.max_queued_commands
+                ))
+            }
+        }
+    }
+
+    /// Writes a command to the badge's connection and marks it sent.
+    pub fn deliver(&self, imei: Imei, mut command: CommandView) -> CommandView {
+        let target = {
+            let mut sessions = self.sessions.borrow_mut();
+            sessions.get_mut(&imei).map(|s| (s.conn_id, s.next_serial()))
+        };
+        let conn = target.and_then(|(id, serial)| self.conns.borrow().get(&id).map(|c| (c.clone(), serial)));
+        command.updated_at = unix_now();
+        let mut frame = BytesMut::new();
+        match conn {
+            Some((conn, serial)) => match downlink::encode(command.kind, command.id, &command.text, serial, &mut frame) {
+                Ok(()) => {
+                    conn.push_downlink(&frame);
+                    command.serial = serial;
+                    command.status = CommandStatus::Sent;
+                }
+                Err(e) => {
+                    command.status = CommandStatus::Failed;
+                    command.error = e;
+                }
+            },
+            None => {
+                command.status = CommandStatus::Failed;
+                command.error = "badge went offline".into();
+            }
+        }
+        self.downlinks.borrow_mut().remember(imei, &command);
+        self.log_command(imei, &command);
+        command
+    }
+
+    /// Delivers what was queued while the badge was offline.
+    pub fn deliver_queued(&self, imei: Imei) {
+        let queued = self.downlinks.borrow_mut().take_queued(imei);
+        for command in queued {
+            self.deliver(imei, command);
+        }
     }
 }
 
@@ -321,8 +530,16 @@ async fn timer_loop(shard: Rc<Shard>) {
                 idle_timeouts += 1;
             }
         }
-        let mut m = shard.metrics.borrow_mut();
-        m.login_timeouts += login_timeouts;
-        m.idle_timeouts += idle_timeouts;
+        {
+            let mut m = shard.metrics.borrow_mut();
+            m.login_timeouts += login_timeouts;
+            m.idle_timeouts += idle_timeouts;
+        }
+        let ttl = Duration::from_secs(shard.config.server.command_ttl_secs);
+        let expired = shard.downlinks.borrow_mut().expire(unix_now(), ttl);
+        for (imei, command) in expired {
+            shard.log_command(imei, &command);
+        }
+        shard.drain_backlog().await;
     }
 }

@@ -1,0 +1,642 @@
+//! Counters, latency histograms and the report.
+//!
+//! Device tasks update [`Stats`] (atomics, and histograms behind a few
+//! mutexes); [`Stats::snapshot`] turns it into a plain, serialisable
+//! [`Snapshot`], which is also what worker processes send their parent and
+//! what the parent merges.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use badge_ingest::protocol::number as n;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::expect::{hex, Mismatch};
+
+/// How many mismatches are printed in full.
+pub const EXAMPLES: usize = 10;
+
+/// Histogram shards: device tasks run on two threads, and a mutex per
+/// shard keeps them from queueing on one lock.
+const HIST_SHARDS: usize = 16;
+
+pub fn latency_histogram() -> Histogram<u64> {
+    // 1 µs to 10 minutes at 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid")
+}
+
+fn per_protocol() -> Vec<AtomicU64> {
+    (0..256).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// Live counters of this process's devices.
+pub struct Stats {
+    pub sent: Vec<AtomicU64>,
+    pub expected: Vec<AtomicU64>,
+    pub received: Vec<AtomicU64>,
+    pub mismatched: Vec<AtomicU64>,
+    pub missing: Vec<AtomicU64>,
+    pub kinds: Vec<AtomicU64>,
+    /// Connections logged in right now.
+    pub connected: AtomicI64,
+    pub c: Counters<AtomicU64>,
+    examples: Mutex<Vec<String>>,
+    notes: Mutex<Vec<String>>,
+    reply_latency: Vec<Mutex<Histogram<u64>>>,
+    connect_latency: Mutex<Histogram<u64>>,
+    login_latency: Mutex<Histogram<u64>>,
+}
+
+/// Scalar counters, as atomics while running and as numbers in a snapshot.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Counters<T> {
+    /// TCP connections established.
+    pub connects: T,
+    pub connect_failures: T,
+    /// Logins acknowledged.
+    pub logins: T,
+    /// Logins unanswered or answered wrong.
+    pub login_failures: T,
+    /// Connections we closed (end of run or reconnect-storm).
+    pub closes: T,
+    /// Connections the server closed on us.
+    pub server_closes: T,
+    /// Closes where the server did not close its side within the deadline.
+    pub close_timeouts: T,
+    /// Reconnects asked for by the reconnect-storm profile.
+    pub reconnects: T,
+    /// Rows the server should write to `bluetooth` for what was sent.
+    pub bluetooth_rows: T,
+    /// 0x80 online commands received (and answered with 0x81).
+    pub downlink_commands: T,
+    /// 0x82 messages received.
+    pub downlink_messages: T,
+    /// ALARMSMS address replies after an alarm's 0x26.
+    pub alarm_sms: T,
+    pub bytes_sent: T,
+    pub bytes_received: T,
+}
+
+impl Counters<AtomicU64> {
+    fn load(&self) -> Counters<u64> {
+        Counters {
+            connects: self.connects.load(Relaxed),
+            connect_failures: self.connect_failures.load(Relaxed),
+            logins: self.logins.load(Relaxed),
+            login_failures: self.login_failures.load(Relaxed),
+            closes: self.closes.load(Relaxed),
+            server_closes: self.server_closes.load(Relaxed),
+            close_timeouts: self.close_timeouts.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            bluetooth_rows: self.bluetooth_rows.load(Relaxed),
+            downlink_commands: self.downlink_commands.load(Relaxed),
+            downlink_messages: self.downlink_messages.load(Relaxed),
+            alarm_sms: self.alarm_sms.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+        }
+    }
+}
+
+impl Counters<u64> {
+    fn add(&mut self, o: &Counters<u64>) {
+        self.connects += o.connects;
+        self.connect_failures += o.connect_failures;
+        self.logins += o.logins;
+        self.login_failures += o.login_failures;
+        self.closes += o.closes;
+        self.server_closes += o.server_closes;
+        self.close_timeouts += o.close_timeouts;
+        self.reconnects += o.reconnects;
+        self.bluetooth_rows += o.bluetooth_rows;
+        self.downlink_commands += o.downlink_commands;
+        self.downlink_messages += o.downlink_messages;
+        self.alarm_sms += o.alarm_sms;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+    }
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self {
+            sent: per_protocol(),
+            expected: per_protocol(),
+            received: per_protocol(),
+            mismatched: per_protocol(),
+            missing: per_protocol(),
+            kinds: Mismatch::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            connected: AtomicI64::new(0),
+            c: Counters::default(),
+            examples: Mutex::new(Vec::new()),
+            notes: Mutex::new(Vec::new()),
+            reply_latency: (0..HIST_SHARDS).map(|_| Mutex::new(latency_histogram())).collect(),
+            connect_latency: Mutex::new(latency_histogram()),
+            login_latency: Mutex::new(latency_histogram()),
+        }
+    }
+
+    /// Counts a mismatch against `request` (the request's protocol, when
+    /// known) and keeps the first few with their bytes.
+    pub fn mismatch(&self, kind: Mismatch, request: Option<u8>, imei: u64, detail: &str, raw: &[u8]) {
+        self.kinds[kind.index()].fetch_add(1, Relaxed);
+        if let Some(p) = request {
+            let per = if kind.is_missing() { &self.missing } else { &self.mismatched };
+            per[usize::from(p)].fetch_add(1, Relaxed);
+        }
+        let mut ex = self.examples.lock().unwrap_or_else(|p| p.into_inner());
+        if ex.len() < EXAMPLES {
+            let mut line = format!("{} imei {imei:015}", kind.name());
+            if let Some(p) = request {
+                let _ = write!(line, " request 0x{p:02X} ({})", n::name(p));
+            }
+            let _ = write!(line, ": {detail}");
+            if !raw.is_empty() {
+                const SHOWN: usize = 96;
+                let _ = write!(line, "\n    bytes: {}", hex(&raw[..raw.len().min(SHOWN)]));
+                if raw.len() > SHOWN {
+                    let _ = write!(line, " … ({} bytes)", raw.len());
+                }
+            }
+            ex.push(line);
+        }
+    }
+
+    /// Keeps the first few connection-level problems (connect, login
+    /// transport, lost connections), which are counted elsewhere.
+    pub fn note(&self, imei: u64, detail: &str) {
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        if notes.len() < EXAMPLES {
+            notes.push(format!("imei {imei:015}: {detail}"));
+        }
+    }
+
+    pub fn reply_latency(&self, device: u64, micros: u64) {
+        let shard = &self.reply_latency[device as usize % HIST_SHARDS];
+        let _ = shard.lock().unwrap_or_else(|p| p.into_inner()).record(micros.max(1));
+    }
+
+    pub fn connect_latency(&self, micros: u64) {
+        let _ = self.connect_latency.lock().unwrap_or_else(|p| p.into_inner()).record(micros.max(1));
+    }
+
+    pub fn login_latency(&self, micros: u64) {
+        let _ = self.login_latency.lock().unwrap_or_else(|p| p.into_inner()).record(micros.max(1));
+    }
+
+    /// Counters only (cheap; for the progress line).
+    pub fn progress(&self) -> Snapshot {
+        Snapshot {
+            sent: load(&self.sent),
+            expected: load(&self.expected),
+            received: load(&self.received),
+            mismatched: load(&self.mismatched),
+            missing: load(&self.missing),
+            kinds: load(&self.kinds),
+            connected: self.connected.load(Relaxed).max(0) as u64,
+            counters: self.c.load(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Everything, histograms included.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = self.progress();
+        s.examples = self.examples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.notes = self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut reply = latency_histogram();
+        for h in &self.reply_latency {
+            let _ = reply.add(&*h.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        s.reply_latency = Hist::of(&reply);
+        s.connect_latency = Hist::of(&self.connect_latency.lock().unwrap_or_else(|p| p.into_inner()));
+        s.login_latency = Hist::of(&self.login_latency.lock().unwrap_or_else(|p| p.into_inner()));
+        s
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn load(v: &[AtomicU64]) -> Vec<u64> {
+    v.iter().map(|a| a.load(Relaxed)).collect()
+}
+
+/// A histogram as (value, count) pairs: what a worker sends its parent.
+/// Each value is the highest equivalent value of its bucket, so recording
+/// it again lands in the same bucket.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Hist(pub Vec<(u64, u64)>);
+
+impl Hist {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Hist(h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+    }
+
+    pub fn to_histogram(&self) -> Histogram<u64> {
+        let mut h = latency_histogram();
+        for &(v, c) in &self.0 {
+            let _ = h.record_n(v, c);
+        }
+        h
+    }
+}
+
+/// Plain counters and histograms of a run or of part of it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Per protocol number (256 entries each): frames sent, replies expected,
+    /// replies received, received but wrong, never received.
+    pub sent: Vec<u64>,
+    pub expected: Vec<u64>,
+    pub received: Vec<u64>,
+    pub mismatched: Vec<u64>,
+    pub missing: Vec<u64>,
+    /// Per [`Mismatch`] kind.
+    pub kinds: Vec<u64>,
+    pub connected: u64,
+    pub counters: Counters<u64>,
+    pub examples: Vec<String>,
+    pub notes: Vec<String>,
+    pub reply_latency: Hist,
+    pub connect_latency: Hist,
+    pub login_latency: Hist,
+}
+
+fn add_vec(a: &mut Vec<u64>, b: &[u64]) {
+    if a.len() < b.len() {
+        a.resize(b.len(), 0);
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+impl Snapshot {
+    pub fn merge(&mut self, o: &Snapshot) {
+        add_vec(&mut self.sent, &o.sent);
+        add_vec(&mut self.expected, &o.expected);
+        add_vec(&mut self.received, &o.received);
+        add_vec(&mut self.mismatched, &o.mismatched);
+        add_vec(&mut self.missing, &o.missing);
+        add_vec(&mut self.kinds, &o.kinds);
+        self.connected += o.connected;
+        self.counters.add(&o.counters);
+        for e in &o.examples {
+            if self.examples.len() < EXAMPLES {
+                self.examples.push(e.clone());
+            }
+        }
+        for e in &o.notes {
+            if self.notes.len() < EXAMPLES {
+                self.notes.push(e.clone());
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.reply_latency, &o.reply_latency),
+            (&mut self.connect_latency, &o.connect_latency),
+            (&mut self.login_latency, &o.login_latency),
+        ] {
+            let mut h = mine.to_histogram();
+            let _ = h.add(theirs.to_histogram());
+            *mine = Hist::of(&h);
+        }
+    }
+
+    pub fn sent_total(&self) -> u64 {
+        self.sent.iter().sum()
+    }
+
+    pub fn received_total(&self) -> u64 {
+        self.received.iter().sum()
+    }
+
+    pub fn sent_of(&self, protocols: &[u8]) -> u64 {
+        protocols.iter().map(|&p| self.sent.get(usize::from(p)).copied().unwrap_or(0)).sum()
+    }
+
+    pub fn kind(&self, k: Mismatch) -> u64 {
+        self.kinds.get(k.index()).copied().unwrap_or(0)
+    }
+
+    pub fn mismatches(&self) -> u64 {
+        Mismatch::ALL.iter().filter(|k| !k.is_missing()).map(|&k| self.kind(k)).sum()
+    }
+
+    pub fn missing_replies(&self) -> u64 {
+        Mismatch::ALL.iter().filter(|k| k.is_missing()).map(|&k| self.kind(k)).sum()
+    }
+
+    /// Failures that make the run fail besides mismatches: devices that
+    /// could not connect or log in, connections the server dropped.
+    pub fn connection_errors(&self) -> u64 {
+        let c = &self.counters;
+        c.connect_failures + c.login_failures + c.server_closes
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.mismatches() + self.missing_replies() + self.connection_errors()
+    }
+}
+
+/// Latency percentiles in µs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "n={:<9} p50 {:>8} µs  p90 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  max {:>8} µs",
+            self.count, self.p50, self.p90, self.p99, self.p999, self.max
+        )
+    }
+}
+
+/// One protocol's line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeLine {
+    pub protocol: String,
+    pub name: &'static str,
+    pub sent: u64,
+    pub replies_expected: u64,
+    pub replies_received: u64,
+    pub mismatches: u64,
+    pub missing: u64,
+}
+
+/// The final report: what is printed, and what `--json` prints as one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub profile: &'static str,
+    pub devices: u64,
+    pub procs: u32,
+    pub seed: u64,
+    pub imei_first: String,
+    pub imei_last: String,
+    pub duration_s: f64,
+    pub frames_sent: u64,
+    pub frames_per_s: f64,
+    pub replies_received: u64,
+    pub replies_per_s: f64,
+    pub by_type: Vec<TypeLine>,
+    pub mismatches: u64,
+    pub missing_replies: u64,
+    pub mismatch_kinds: BTreeMap<&'static str, u64>,
+    pub first_mismatches: Vec<String>,
+    pub connection_problems: Vec<String>,
+    pub counters: Counters<u64>,
+    pub reply_latency_us: Percentiles,
+    pub connect_latency_us: Percentiles,
+    pub login_latency_us: Percentiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::Verification>,
+    pub ok: bool,
+}
+
+pub struct RunInfo {
+    pub target: String,
+    pub profile: &'static str,
+    pub devices: u64,
+    pub procs: u32,
+    pub seed: u64,
+    pub imei_first: String,
+    pub imei_last: String,
+    pub duration_s: f64,
+}
+
+impl Report {
+    pub fn new(info: RunInfo, s: &Snapshot) -> Self {
+        let mut by_type = Vec::new();
+        for p in 0..256usize {
+            let get = |v: &Vec<u64>| v.get(p).copied().unwrap_or(0);
+            let line = TypeLine {
+                protocol: format!("0x{p:02X}"),
+                name: n::name(p as u8),
+                sent: get(&s.sent),
+                replies_expected: get(&s.expected),
+                replies_received: get(&s.received),
+                mismatches: get(&s.mismatched),
+                missing: get(&s.missing),
+            };
+            if line.sent + line.replies_received + line.mismatches + line.missing > 0 {
+                by_type.push(line);
+            }
+        }
+        let mismatch_kinds = Mismatch::ALL
+            .iter()
+            .filter(|&&k| s.kind(k) > 0)
+            .map(|&k| (k.name(), s.kind(k)))
+            .collect();
+        let secs = info.duration_s.max(1e-3);
+        let ok = s.errors() == 0;
+        Report {
+            target: info.target,
+            profile: info.profile,
+            devices: info.devices,
+            procs: info.procs,
+            seed: info.seed,
+            imei_first: info.imei_first,
+            imei_last: info.imei_last,
+            duration_s: info.duration_s,
+            frames_sent: s.sent_total(),
+            frames_per_s: s.sent_total() as f64 / secs,
+            replies_received: s.received_total(),
+            replies_per_s: s.received_total() as f64 / secs,
+            by_type,
+            mismatches: s.mismatches(),
+            missing_replies: s.missing_replies(),
+            mismatch_kinds,
+            first_mismatches: s.examples.clone(),
+            connection_problems: s.notes.clone(),
+            counters: s.counters.clone(),
+            reply_latency_us: Percentiles::of(&s.reply_latency.to_histogram()),
+            connect_latency_us: Percentiles::of(&s.connect_latency.to_histogram()),
+            login_latency_us: Percentiles::of(&s.login_latency.to_histogram()),
+            verify: None,
+            ok,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "badge-loadgen: {} devices, profile {}, {:.1} s against {} ({} process{}, seed {}, IMEIs {}..{})",
+            self.devices,
+            self.profile,
+            self.duration_s,
+            self.target,
+            self.procs,
+            if self.procs == 1 { "" } else { "es" },
+            self.seed,
+            self.imei_first,
+            self.imei_last
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "{:<6} {:<24} {:>11} {:>11} {:>11} {:>10} {:>9}",
+            "proto", "message", "sent", "replies exp", "replies rcv", "mismatch", "missing"
+        );
+        for l in &self.by_type {
+            let _ = writeln!(
+                o,
+                "{:<6} {:<24} {:>11} {:>11} {:>11} {:>10} {:>9}",
+                l.protocol, l.name, l.sent, l.replies_expected, l.replies_received, l.mismatches, l.missing
+            );
+        }
+        let sum = |f: fn(&TypeLine) -> u64| self.by_type.iter().map(f).sum::<u64>();
+        let _ = writeln!(
+            o,
+            "{:<6} {:<24} {:>11} {:>11} {:>11} {:>10} {:>9}",
+            "",
+            "total",
+            sum(|l| l.sent),
+            sum(|l| l.replies_expected),
+            sum(|l| l.replies_received),
+            sum(|l| l.mismatches),
+            sum(|l| l.missing)
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "throughput: {:.0} frames/s sent, {:.0} replies/s received ({} frames, {} replies)",
+            self.frames_per_s, self.replies_per_s, self.frames_sent, self.replies_received
+        );
+        let _ = writeln!(o, "reply latency:   {}", self.reply_latency_us);
+        let _ = writeln!(o, "connect latency: {}", self.connect_latency_us);
+        let _ = writeln!(o, "login latency:   {}", self.login_latency_us);
+        let c = &self.counters;
+        let _ = writeln!(
+            o,
+            "connections: {} connected, {} connect failures, {} logins, {} login failures, {} closed by us, {} closed by the server, {} reconnects, {} close timeouts",
+            c.connects, c.connect_failures, c.logins, c.login_failures, c.closes, c.server_closes, c.reconnects, c.close_timeouts
+        );
+        let _ = writeln!(
+            o,
+            "downlink: {} online commands (answered 0x81), {} messages, {} alarm address replies; {} bytes sent, {} bytes received",
+            c.downlink_commands, c.downlink_messages, c.alarm_sms, c.bytes_sent, c.bytes_received
+        );
+        if self.mismatch_kinds.is_empty() {
+            let _ = writeln!(o, "mismatches: none; missing replies: none");
+        } else {
+            let kinds: Vec<String> = self.mismatch_kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(
+                o,
+                "MISMATCHES: {} wrong, {} missing ({})",
+                self.mismatches,
+                self.missing_replies,
+                kinds.join(", ")
+            );
+            for e in &self.first_mismatches {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
+        if !self.connection_problems.is_empty() {
+            let _ = writeln!(o, "connection problems (first {}):", self.connection_problems.len());
+            for e in &self.connection_problems {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
+        if let Some(v) = &self.verify {
+            let _ = writeln!(o);
+            o.push_str(&v.text());
+        }
+        let _ = writeln!(o, "result: {}", if self.ok { "OK" } else { "FAILED" });
+        o
+    }
+}
+
+/// The once-a-second line on stderr.
+pub struct Progress {
+    last: Option<Snapshot>,
+    start: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self {
+            last: None,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub fn line(&mut self, now: &Snapshot, devices: u64) -> String {
+        let (sent, rcv) = match &self.last {
+            Some(l) => (now.sent_total() - l.sent_total().min(now.sent_total()), now.received_total() - l.received_total().min(now.received_total())),
+            None => (now.sent_total(), now.received_total()),
+        };
+        let line = format!(
+            "[{:>5.0}s] connected {:>6}/{devices}  sent {:>7}/s  replies {:>7}/s  errors {} (mismatch {}, missing {}, connection {})",
+            self.start.elapsed().as_secs_f64(),
+            now.connected,
+            sent,
+            rcv,
+            now.errors(),
+            now.mismatches(),
+            now.missing_replies(),
+            now.connection_errors()
+        );
+        self.last = Some(now.clone());
+        line
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_survive_the_trip_through_a_snapshot() {
+        let stats = Stats::new();
+        for v in [1u64, 10, 100, 1_000, 10_000, 123_456] {
+            stats.reply_latency(v, v);
+        }
+        stats.mismatch(Mismatch::Timeout, Some(n::HEARTBEAT), 1, "late", &[]);
+        let a = stats.snapshot();
+        let json = serde_json::to_string(&a).unwrap();
+        let b: Snapshot = serde_json::from_str(&json).unwrap();
+        let mut merged = a.clone();
+        merged.merge(&b);
+        let h = merged.reply_latency.to_histogram();
+        assert_eq!(h.len(), 12);
+        assert_eq!(h.max(), a.reply_latency.to_histogram().max());
+        assert_eq!(merged.missing_replies(), 2);
+        assert_eq!(merged.missing[usize::from(n::HEARTBEAT)], 2);
+        assert_eq!(merged.examples.len(), 2);
+    }
+}
