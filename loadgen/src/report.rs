@@ -78,6 +78,8 @@ pub struct Counters<T> {
     pub alarm_sms: T,
     pub bytes_sent: T,
     pub bytes_received: T,
+    /// Badge tasks that panicked or were abandoned: a loadgen bug, never ignored.
+    pub task_failures: T,
 }
 
 impl Counters<AtomicU64> {
@@ -97,6 +99,7 @@ impl Counters<AtomicU64> {
             alarm_sms: self.alarm_sms.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
+            task_failures: self.task_failures.load(Relaxed),
         }
     }
 }
@@ -117,6 +120,7 @@ impl Counters<u64> {
         self.alarm_sms += o.alarm_sms;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.task_failures += o.task_failures;
     }
 }
 
@@ -337,7 +341,7 @@ impl Snapshot {
     /// could not connect or log in, connections the server dropped.
     pub fn connection_errors(&self) -> u64 {
         let c = &self.counters;
-        c.connect_failures + c.login_failures + c.server_closes
+        c.connect_failures + c.login_failures + c.server_closes + c.task_failures
     }
 
     pub fn errors(&self) -> u64 {

@@ -1,0 +1,394 @@
+//! `--verify-clickhouse`: did every frame of the run become the rows it should?
+//!
+//! Row counts per table for this run's IMEIs and time range are compared with
+//! what `src/record/build.rs` makes of the frames that were sent. ClickHouse
+//! is spoken to over plain HTTP/1.1 (a few lines over a TcpStream), which
+//! works with every server version from 18.16 on and needs no client library.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use badge_ingest::protocol::number as n;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::report::Snapshot;
+
+/// ClickHouse inserts are batched and asynchronous: counts are polled until
+/// they match or this passes.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_secs(1);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds what a misbehaving server can make us buffer.
+const MAX_RESPONSE: usize = 1 << 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCheck {
+    pub table: &'static str,
+    pub expected: u64,
+    pub found: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub url: String,
+    pub database: String,
+    pub imei_lo: u64,
+    pub imei_hi: u64,
+    pub since_unix: i64,
+    pub tables: Vec<TableCheck>,
+    pub waited_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ok: bool,
+}
+
+impl Verification {
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "ClickHouse {} database {}: rows for IMEIs {:015}..{:015} since {} (waited {:.1} s)",
+            self.url, self.database, self.imei_lo, self.imei_hi, self.since_unix, self.waited_s
+        );
+        if let Some(e) = &self.error {
+            let _ = writeln!(o, "  ERROR: {e}");
+        }
+        let _ = writeln!(o, "  {:<14} {:>12} {:>12}", "table", "expected", "found");
+        for t in &self.tables {
+            let verdict = match t.found.cmp(&t.expected) {
+                std::cmp::Ordering::Less => "  SHORT",
+                std::cmp::Ordering::Greater => "  more than expected",
+                std::cmp::Ordering::Equal => "",
+            };
+            let _ = writeln!(o, "  {:<14} {:>12} {:>12}{verdict}", t.table, t.expected, t.found);
+        }
+        o
+    }
+}
+
+/// The table, the column that holds the server's time, an extra condition,
+/// and the rows expected.
+struct Expectation {
+    table: &'static str,
+    time_column: &'static str,
+    filter: &'static str,
+    rows: u64,
+}
+
+/// What the frames sent should have produced (see `src/record/build.rs`).
+fn expectations(s: &Snapshot) -> Vec<Expectation> {
+    let e = |table, rows| Expectation {
+        table,
+        time_column: "server_time",
+        filter: "",
+        rows,
+    };
+    vec![
+        // A login row per login, and a logout/offline row when that connection ends.
+        e("device_events", 2 * s.sent_of(&[n::LOGIN])),
+        e("heartbeats", s.sent_of(&[n::HEARTBEAT, n::HEARTBEAT_EXT])),
+        e(
+            "locations",
+            s.sent_of(&[
+                n::GPS,
+                n::GPS_4G,
+                n::LBS_MULTI,
+                n::LBS_MULTI_REPLY,
+                n::LBS_4G,
+                n::WIFI,
+                n::WIFI_4G,
+                n::LBS_ADDRESS_REQUEST,
+                n::ADDRESS_QUERY,
+                n::LBS_4G_ADDRESS_REQUEST,
+            ]),
+        ),
+        e(
+            "alarms",
+            s.sent_of(&[n::ALARM_SINGLE_FENCE, n::ALARM_MULTI_FENCE, n::ALARM_LBS_4G, n::ALARM_WIFI]),
+        ),
+        e("attendance", s.sent_of(&[n::ATTENDANCE, n::ATTENDANCE_4G])),
+        // One per punch, one per beacon of each 0xB3, one for an 0xB3 with none.
+        e("bluetooth", s.counters.bluetooth_rows),
+        e("device_info", s.sent_of(&[n::GENERAL_INFO])),
+        // The server's own command rows (queued, sent) are not ours to count.
+        Expectation {
+            table: "command_log",
+            time_column: "event_time",
+            filter: " AND protocol = 129",
+            rows: s.sent_of(&[n::ONLINE_COMMAND_REPLY]),
+        },
+    ]
+}
+
+/// `http://[user[:password]@]host[:port][/]`
+struct Url {
+    host: String,
+    port: u16,
+    auth: Option<String>,
+}
+
+fn parse_url(url: &str) -> anyhow::Result<Url> {
+    let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('?') {
+        bail!("{url}: give the server only (http://host:port); the database goes in --database");
+    }
+    let (auth, hostport) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(base64(a.as_bytes())), h),
+        None => (None, rest),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').with_context(|| format!("{url}: unclosed ["))?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, p),
+            None if after.is_empty() => (h, "8123"),
+            None => bail!("{url}: unexpected {after:?} after the address"),
+        }
+    } else {
+        hostport.rsplit_once(':').unwrap_or((hostport, "8123"))
+    };
+    let port: u16 = port.parse().with_context(|| format!("{url}: bad port {port}"))?;
+    Ok(Url {
+        host: host.to_string(),
+        port,
+        auth,
+    })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let v = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(v >> (18 - 6 * i) & 0x3F) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A minimal ClickHouse HTTP client: one POST per query, connection closed after.
+struct Client {
+    addr: SocketAddr,
+    url: Url,
+    database: String,
+}
+
+impl Client {
+    async fn query(&self, sql: &str) -> anyhow::Result<String> {
+        tokio::time::timeout(HTTP_TIMEOUT, self.query_inner(sql))
+            .await
+            .with_context(|| format!("ClickHouse at {} did not answer within {HTTP_TIMEOUT:?}", self.addr))?
+    }
+
+    async fn query_inner(&self, sql: &str) -> anyhow::Result<String> {
+        let mut stream = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connecting to ClickHouse at {}", self.addr))?;
+        let mut req = format!(
+            "POST /?database={} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.database,
+            self.url.host,
+            self.url.port,
+            sql.len()
+        );
+        if let Some(a) = &self.url.auth {
+            let _ = write!(req, "Authorization: Basic {a}\r\n");
+        }
+        req.push_str("\r\n");
+        req.push_str(sql);
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_RESPONSE {
+                bail!("ClickHouse response over {MAX_RESPONSE} bytes");
+            }
+        }
+        parse_response(&buf)
+    }
+}
+
+/// Status, headers and body (plain or chunked) of an HTTP/1.1 response read to EOF.
+fn parse_response(buf: &[u8]) -> anyhow::Result<String> {
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("ClickHouse answered without a complete HTTP header")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let raw = &buf[head_end + 4..];
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if code != 200 {
+        bail!("ClickHouse answered {status}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").context("truncated chunked body")?;
+        let size_text = String::from_utf8_lossy(&raw[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// Polls ClickHouse until every table has at least the expected rows or the
+/// deadline passes.
+pub async fn verify(
+    url: &str,
+    database: &str,
+    allow_remote: bool,
+    imei_lo: u64,
+    imei_hi: u64,
+    since_unix: i64,
+    snapshot: &Snapshot,
+) -> Verification {
+    let started = Instant::now();
+    let exp = expectations(snapshot);
+    let mut v = Verification {
+        url: url.to_string(),
+        database: database.to_string(),
+        imei_lo,
+        imei_hi,
+        since_unix,
+        tables: exp
+            .iter()
+            .map(|e| TableCheck {
+                table: e.table,
+                expected: e.rows,
+                found: 0,
+            })
+            .collect(),
+        waited_s: 0.0,
+        error: None,
+        ok: false,
+    };
+    let client = match client(url, database, allow_remote).await {
+        Ok(c) => c,
+        Err(e) => {
+            v.error = Some(format!("{e:#}"));
+            return v;
+        }
+    };
+    loop {
+        let mut failed = None;
+        for (e, t) in exp.iter().zip(v.tables.iter_mut()) {
+            let sql = format!(
+                "SELECT count() FROM {} WHERE imei BETWEEN {imei_lo} AND {imei_hi} AND {} >= toDateTime({since_unix}){} FORMAT TabSeparated",
+                e.table, e.time_column, e.filter
+            );
+            match client.query(&sql).await.and_then(|body| {
+                body.trim().parse::<u64>().with_context(|| format!("count of {} is not a number: {body:?}", e.table))
+            }) {
+                Ok(found) => t.found = found,
+                Err(err) => {
+                    failed = Some(format!("{err:#}"));
+                    break;
+                }
+            }
+        }
+        v.error = failed;
+        let complete = v.error.is_none() && v.tables.iter().all(|t| t.found >= t.expected);
+        if complete || started.elapsed() + POLL > DEADLINE {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    v.waited_s = started.elapsed().as_secs_f64();
+    v.ok = v.error.is_none() && v.tables.iter().all(|t| t.found >= t.expected);
+    v
+}
+
+async fn client(url: &str, database: &str, allow_remote: bool) -> anyhow::Result<Client> {
+    let parsed = parse_url(url)?;
+    let addr = tokio::net::lookup_host((parsed.host.as_str(), parsed.port))
+        .await
+        .with_context(|| format!("resolving {}", parsed.host))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", parsed.host))?;
+    if !allow_remote && !addr.ip().is_loopback() {
+        bail!("ClickHouse at {addr} is not on loopback; pass --allow-remote to use it");
+    }
+    Ok(Client {
+        addr,
+        url: parsed,
+        database: database.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("http://127.0.0.1:18123/").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.auth.is_none()), ("127.0.0.1", 18123, true));
+        let u = parse_url("http://default:pw@localhost").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("localhost", 8123));
+        assert_eq!(u.auth.as_deref(), Some("ZGVmYXVsdDpwdw=="));
+        let u = parse_url("http://[::1]:8123").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8123));
+        assert!(parse_url("https://x").is_err());
+        assert!(parse_url("http://x:1/?database=a").is_err());
+    }
+
+    #[test]
+    fn responses() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n42\n";
+        assert_eq!(parse_response(plain).unwrap(), "42\n");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n42\n\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), "42\n");
+        let err = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nno table!";
+        assert!(parse_response(err).unwrap_err().to_string().contains("no table!"));
+    }
+
+    #[test]
+    fn expected_rows_follow_the_record_builder() {
+        let mut s = Snapshot { sent: vec![0; 256], ..Snapshot::default() };
+        s.sent[usize::from(n::LOGIN)] = 3;
+        s.sent[usize::from(n::GPS)] = 10;
+        s.sent[usize::from(n::ADDRESS_QUERY)] = 1;
+        s.sent[usize::from(n::TIME_SYNC)] = 5;
+        s.counters.bluetooth_rows = 7;
+        let rows: Vec<(&str, u64)> = expectations(&s).iter().map(|e| (e.table, e.rows)).collect();
+        assert!(rows.contains(&("device_events", 6)));
+        assert!(rows.contains(&("locations", 11)));
+        assert!(rows.contains(&("bluetooth", 7)));
+        // Time syncs store nothing.
+        assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 6 + 11 + 7);
+    }
+}
