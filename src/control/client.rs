@@ -15,8 +15,8 @@ pub enum ClientError {
     Refused(String),
 }
 
-trait Stream: std::io::Read + std::io::Write {}
-impl<T: std::io::Read + std::io::Write> Stream for T {}
+trait Stream: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> Stream for T {}
 
 pub struct Client {
     reader: BufReader<Box<dyn Stream>>,

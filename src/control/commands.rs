@@ -432,7 +432,11 @@ async fn send(ctx: &Context, line: &str, kind: CommandKind) -> Answer {
     };
     match tokio::time::timeout(wait, wait_rx.recv_async()).await {
         Ok(Ok(done)) => {
-            let text = format!("{} {} {}", done.id, done.status.as_str(), done.reply);
+            // The reply text only when there is one (no trailing space for expired or failed).
+            let mut text = format!("{} {}", done.id, done.status.as_str());
+            if !done.reply.is_empty() {
+                text = format!("{text} {}", done.reply);
+            }
             Answer::ok(text, json!({ "command": done }))
         }
         _ => Answer::ok(

@@ -181,14 +181,19 @@ impl Downlinks {
         Some(command)
     }
 
-    /// Queued commands past their time to live.
+    /// Queued commands past their time to live (whole seconds, so a command
+    /// lives at least `ttl`). Also forgets `send --wait` callers that gave up.
     pub fn expire(&mut self, now: u32, ttl: Duration) -> Vec<(Imei, CommandView)> {
+        self.waiters.retain(|_, senders| {
+            senders.retain(|s| !s.is_disconnected());
+            !senders.is_empty()
+        });
         let mut expired = Vec::new();
         for (imei, device) in self.devices.iter_mut() {
             while device
                 .queued
                 .front()
-                .is_some_and(|c| u64::from(now.saturating_sub(c.created_at)) >= ttl.as_secs())
+                .is_some_and(|c| u64::from(now.saturating_sub(c.created_at)) > ttl.as_secs())
             {
                 let mut c = device.queued.pop_front().expect("checked");
                 c.status = CommandStatus::Expired;
@@ -260,9 +265,9 @@ mod tests {
         }
         let third = Downlinks::new_command(imei, 3, CommandKind::OnlineCommand, "X".into(), 100);
         assert!(d.enqueue(imei, third, 2).is_err());
-        let expired = d.expire(150, Duration::from_secs(60));
-        assert!(expired.is_empty());
         let expired = d.expire(160, Duration::from_secs(60));
+        assert!(expired.is_empty());
+        let expired = d.expire(161, Duration::from_secs(60));
         assert_eq!(expired.len(), 2);
         assert!(expired.iter().all(|(_, c)| c.status == CommandStatus::Expired));
 
@@ -276,6 +281,13 @@ mod tests {
         assert_eq!((replied.status, replied.reply.as_str()), (CommandStatus::Replied, "OK"));
         assert_eq!(rx.try_recv().unwrap().status, CommandStatus::Replied);
         assert_eq!(d.list(imei).first().unwrap().id, 9);
+
+        // A caller that stopped waiting is forgotten at the next tick.
+        let (tx, rx) = flume::bounded(1);
+        d.wait(10, tx);
+        drop(rx);
+        d.expire(300, Duration::from_secs(60));
+        assert!(d.waiters.is_empty());
     }
 
     #[test]
