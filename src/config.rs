@@ -184,7 +184,7 @@ impl Default for SinkConfig {
         Self {
             kind: SinkKind::ClickHouse,
             file: PathBuf::from("records.jsonl"),
-            queue_capacity: 262_144,
+            queue_capacity: 65_536,
             writers: 1,
             batch_rows: 50_000,
             batch_bytes: 16 * 1024 * 1024,

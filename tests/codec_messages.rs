@@ -2,10 +2,27 @@
 //!
 //! Every uplink frame below is written out by hand, field by field, and every
 //! reply is the full byte string the reference server (`kks_tcp_server.py`)
-//! would send. The CRCs were computed with an independent bit-by-bit
-//! CRC-16/X-25 in Python (`/tmp/codecgen/gen.py` at the time of writing: init
-//! 0xFFFF, reflected poly 0x8408, xorout 0xFFFF, checked against the catalogue
-//! value 0x906E and the GT06 manual's login frame), never with the crate.
+//! would send, its payload built as the reference's handlers build it. The
+//! CRCs were computed with this independent Python, never with the crate
+//! (checked against the catalogue value `x25(b"123456789") == 0x906E` and the
+//! GT06 manual's login frame `78 78 0D 01 01 23 45 67 89 01 23 45 00 01 8C DD 0D 0A`):
+//!
+//! ```python
+//! def x25(data):                      # CRC-ITU = CRC-16/X-25
+//!     crc = 0xFFFF
+//!     for b in data:
+//!         crc ^= b
+//!         for _ in range(8):
+//!             crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+//!     return crc ^ 0xFFFF
+//!
+//! def build(proto, payload, serial, long=None):
+//!     length = 1 + len(payload) + 4   # protocol + content + serial + CRC
+//!     long = length > 0xFF if long is None else long
+//!     start, lf = (b"\x79\x79", length.to_bytes(2, "big")) if long else (b"\x78\x78", bytes([length]))
+//!     body = lf + bytes([proto]) + payload + serial.to_bytes(2, "big")
+//!     return start + body + x25(body).to_bytes(2, "big") + b"\r\n"
+//! ```
 
 use badge_ingest::protocol::downlink::{DownlinkError, OnlineCommand, TextMessage};
 use badge_ingest::protocol::layout::{
@@ -968,6 +985,29 @@ fn general_info_sub_protocols() {
     assert_reencodes(&bytes);
 }
 
+#[test]
+fn general_info_layouts_need_their_whole_length() {
+    // 0x0A needs 26 bytes after the sub-protocol, 0x00 ten, 0x09 one
+    // (`len(content) >= 27 / 11 / 2` in the reference); shorter is kept raw.
+    let bytes = hex(GI_SIM_IDS);
+    let f = frame_of(&bytes);
+    let m = Message::decode_content(0x94, &f.content[..26]).unwrap();
+    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x0A, data: &f.content[1..26] }));
+    let Message::GeneralInfo(g) = Message::decode_content(0x94, &f.content[..27]).unwrap() else { panic!() };
+    assert_eq!(g.sub_protocol(), 0x0A);
+    assert_eq!(g.iccid().unwrap().to_string(), "8986011234567890123f");
+
+    let bytes = hex(GI_ICCID);
+    let f = frame_of(&bytes);
+    let m = Message::decode_content(0x94, &f.content[..10]).unwrap();
+    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x00, data: &f.content[1..10] }));
+    let Message::GeneralInfo(g) = Message::decode_content(0x94, f.content).unwrap() else { panic!() };
+    assert_eq!(g.iccid().map(|i| i.0.len()), Some(10));
+
+    let m = Message::decode_content(0x94, &[0x09]).unwrap();
+    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x09, data: &[] }));
+}
+
 // ---------------------------------------------------------------------------
 // 0x81 command reply, unknown protocols
 // ---------------------------------------------------------------------------
@@ -1040,6 +1080,23 @@ fn online_command_and_text_messages() {
     TextMessage { server_flag: 10, text: &long }.encode(0x0009, &mut out).unwrap();
     assert_eq!(&out[..], &hex(R_MESSAGE_LONG)[..]);
     assert_eq!(frame_of(&out).marker, Marker::Long);
+}
+
+#[test]
+fn frames_switch_to_79_79_above_a_length_of_255() {
+    // Length = protocol(1) + content + serial(2) + CRC(2): 250 content bytes
+    // make 255, the largest a 78 78 frame can say.
+    let content = [0xAB; 251];
+    let mut out = BytesMut::new();
+    Message::Unknown { protocol: 0x5A, content: &content[..250] }.encode(0x0102, &mut out).unwrap();
+    assert_eq!(&out[..4], &[0x78, 0x78, 0xFF, 0x5A]);
+    assert_eq!(out.len(), 3 + 255 + 2);
+    assert_eq!(frame_of(&out).content, &content[..250]);
+    out.clear();
+    Message::Unknown { protocol: 0x5A, content: &content }.encode(0x0102, &mut out).unwrap();
+    assert_eq!(&out[..5], &[0x79, 0x79, 0x01, 0x00, 0x5A]);
+    assert_eq!(out.len(), 4 + 256 + 2);
+    assert_eq!(frame_of(&out).content, &content[..]);
 }
 
 #[test]
@@ -1144,6 +1201,21 @@ fn truncated_content_names_the_message_field_and_offset() {
         assert_eq!(e.kind, MessageErrorKind::Truncated { field, needed, available }, "{e}");
         assert!(e.to_string().starts_with(message), "{e}");
     }
+}
+
+#[test]
+fn time_sync_requests_never_fail() {
+    // The reference reads the language only from 8 bytes or more; anything
+    // shorter is a Chinese request, and 0x8A carries nothing it reads.
+    let bytes = hex(TIME_SYNC_EN);
+    let f = frame_of(&bytes);
+    for keep in 0..8 {
+        assert_eq!(
+            Message::decode_content(0x1F, &f.content[..keep]),
+            Ok(Message::TimeSync(TimeSyncRequest { device_time: None, language: 1 }))
+        );
+    }
+    assert_eq!(Message::decode_content(0x8A, &[1, 2, 3]), Ok(Message::TimeSync2));
 }
 
 #[test]

@@ -656,7 +656,7 @@ fn general_info() -> impl Strategy<Value = Owned> {
         }),
         any::<[u8; 10]>().prop_map(|i| OwnedGeneralInfo::Iccid(Iccid(i))),
         any::<u8>().prop_map(OwnedGeneralInfo::GpsStatus),
-        (any::<u8>(), bytes(0..=60)).prop_map(|(sub_protocol, mut data)| {
+        (prop_oneof![select(vec![0x0Au8, 0x00, 0x09]), any::<u8>()], bytes(0..=60)).prop_map(|(sub_protocol, mut data)| {
             // A known sub-protocol is only kept raw when too short for its layout.
             match sub_protocol {
                 0x0A => data.truncate(25),

@@ -1304,13 +1304,9 @@ fn ctl_binary_prints_the_answer_and_exits_by_outcome() {
 }
 
 /// Frame counters across a handoff: a login accepted by one shard and
-/// handed to its owner must be counted once. Today `Conn::frame`
-/// (src/server/connection.rs) counts the login frame on the accepting shard
-/// before it hands the socket off, and the owner shard counts it again when
-/// it replays the bytes, so `frames` is over by the number of handoffs.
-/// Ignored until that is fixed; run with `cargo test --test control -- --ignored`.
+/// handed to its owner is counted once (the accepting shard takes back its
+/// count when it hands the socket over; the owner decodes it again).
 #[test]
-#[ignore = "bug in src/server/connection.rs: a handed-off login frame is counted on both shards"]
 fn a_login_handed_to_its_owner_shard_is_counted_once() {
     let server = Server::start(config(2));
     let mut ctl = server.ctl();

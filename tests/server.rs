@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -210,7 +210,7 @@ fn fix() -> GpsFix {
 }
 
 fn cells2() -> Vec<Cell2g> {
-    let mut v = vec![Cell2g::new(0x251A, 0x000F_A1, 0x40)];
+    let mut v = vec![Cell2g::new(0x251A, 0x0FA1, 0x40)];
     v.extend((1..7u16).map(|i| Cell2g::new(0x2500 + i, 0x100 + u32::from(i), 0x20 + i as u8)));
     v
 }
@@ -514,6 +514,10 @@ struct TestServer {
     workers: Option<SinkWorkers>,
     path: PathBuf,
     addr: SocketAddr,
+    /// When the sink writes into a FIFO: the thread reading it, and a switch
+    /// that stops it reading (a stalled database stand-in).
+    reader: Option<std::thread::JoinHandle<String>>,
+    paused: Arc<AtomicBool>,
 }
 
 fn temp_file(name: &str) -> PathBuf {
@@ -528,7 +532,36 @@ fn temp_file(name: &str) -> PathBuf {
 
 impl TestServer {
     fn start(name: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(name, false, tweak)
+    }
+
+    /// With `fifo`, the sink file is a FIFO drained by a thread of ours,
+    /// which [`TestServer::pause_sink`] can stop.
+    fn start_with(name: &str, fifo: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         let path = temp_file(name);
+        let paused = Arc::new(AtomicBool::new(false));
+        let reader = fifo.then(|| {
+            let paused = paused.clone();
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo reads the NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut f = std::fs::File::open(&path).unwrap();
+                let mut all = Vec::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    while paused.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    match f.read(&mut buf).unwrap() {
+                        0 => break,
+                        n => all.extend_from_slice(&buf[..n]),
+                    }
+                }
+                String::from_utf8(all).unwrap()
+            })
+        });
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.server.shards = 1;
@@ -549,7 +582,14 @@ impl TestServer {
             workers: Some(workers),
             path,
             addr,
+            reader,
+            paused,
         }
+    }
+
+    fn pause_sink(&self, paused: bool) {
+        assert!(self.reader.is_some(), "only a FIFO sink can be paused");
+        self.paused.store(paused, Ordering::Release);
     }
 
     fn connect(&self) -> Client {
@@ -581,12 +621,18 @@ impl TestServer {
 
     /// Shuts the server down, waits for the sink, and returns the final
     /// counters (per shard) and every row written.
-    fn stop(mut self) -> (Vec<ShardMetrics>, Vec<Value>) {
+    fn stop(self) -> (Vec<ShardMetrics>, Vec<Value>) {
+        self.stop_with(|_| {})
+    }
+
+    /// [`TestServer::stop`], running `meanwhile` while the shutdown is under way.
+    fn stop_with(mut self, meanwhile: impl FnOnce(&Self)) -> (Vec<ShardMetrics>, Vec<Value>) {
         let server = self.server.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(server.shutdown());
         });
+        meanwhile(&self);
         let shards = rx.recv_timeout(Duration::from_secs(40)).expect("shutdown did not finish");
         let workers = self.workers.take().unwrap();
         let stats = workers.stats.clone();
@@ -594,10 +640,20 @@ impl TestServer {
         std::thread::spawn(move || {
             let _ = tx.send(workers.finish().map_err(|e| e.to_string()));
         });
-        rx.recv_timeout(Duration::from_secs(20))
-            .expect("the sink did not finish: a SinkHandle outlived the shards")
-            .unwrap();
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let finished = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the sink did not finish: a SinkHandle outlived the shards");
+        match finished {
+            Ok(()) => {}
+            // The file sink ends with an fsync, which a FIFO refuses (EINVAL)
+            // after every row was written into it.
+            Err(e) if self.reader.is_some() && e.contains("os error 22") => {}
+            Err(e) => panic!("sink: {e}"),
+        }
+        let text = match self.reader.take() {
+            Some(reader) => reader.join().unwrap(),
+            None => std::fs::read_to_string(&self.path).unwrap_or_default(),
+        };
         let rows: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
@@ -612,6 +668,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        self.paused.store(false, Ordering::Release);
         if let Some(server) = self.server.take() {
             // A failed test: stop the shards, leave the writer thread be.
             let _ = std::thread::spawn(move || server.shutdown());
@@ -661,9 +718,12 @@ impl Client {
     }
 
     /// `frame` gets no reply: a heartbeat sent right after is answered first.
-    fn no_reply(&mut self, frame: &[u8], probe_serial: u16) {
+    fn no_reply(&mut self, what: &str, frame: &[u8], probe_serial: u16) {
         self.send(frame);
-        self.exchange(&heartbeat(probe_serial), &ack(0x13, probe_serial));
+        self.send(&heartbeat(probe_serial));
+        let want = ack(0x13, probe_serial);
+        let got = self.read_n(want.len(), DEADLINE);
+        assert_eq!(to_hex(&got), to_hex(&want), "{what} got a reply");
     }
 
     /// The server closes the connection (read returns 0) within `within`;
@@ -698,7 +758,7 @@ fn table(r: &Value) -> &str {
     r["table"].as_str().unwrap()
 }
 
-fn rows_of<'a>(rows: &'a [Value], imei: Imei) -> Vec<&'a Value> {
+fn rows_of(rows: &[Value], imei: Imei) -> Vec<&Value> {
     rows.iter().filter(|r| r["imei"].as_u64() == Some(imei.as_u64())).collect()
 }
 
@@ -834,8 +894,7 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
         ("unknown 0x55", unknown(0x0909)),
     ];
     for (i, (what, frame)) in silent.iter().enumerate() {
-        eprintln!("no reply to {what}");
-        c.no_reply(frame, 0x0A00 + i as u16);
+        c.no_reply(what, frame, 0x0A00 + i as u16);
     }
 
     let m = srv.metrics();
@@ -1167,6 +1226,7 @@ fn a_connection_that_never_logs_in_is_closed() {
         c.server.login_timeout_secs = 1;
         c.server.timer_interval_ms = 100;
     });
+    let connected = Instant::now();
     let mut silent = srv.connect();
     let mut chatty = srv.connect();
     let mut good = srv.connect();
@@ -1174,8 +1234,9 @@ fn a_connection_that_never_logs_in_is_closed() {
     good.login(dev, 1);
     chatty.send(&heartbeat(1));
 
-    let took = silent.expect_closed(Duration::from_secs(5));
-    assert!(took >= Duration::from_millis(800), "closed after {took:?}, before the login timeout");
+    silent.expect_closed(Duration::from_secs(5));
+    let took = connected.elapsed();
+    assert!(took >= Duration::from_secs(1), "closed after {took:?}, before the login timeout");
     chatty.expect_closed(Duration::from_secs(5));
     srv.wait_for("two login timeouts", |m| m.login_timeouts == 2 && m.connections_open == 1);
     // The logged-in connection is not touched.
@@ -1201,16 +1262,20 @@ fn a_silent_logged_in_connection_is_closed_after_the_idle_timeout() {
     // Traffic keeps it open past the timeout ...
     let start = Instant::now();
     let mut s = 2;
-    while start.elapsed() < Duration::from_millis(1600) {
+    let mut last_sent;
+    loop {
+        last_sent = Instant::now();
         c.exchange(&heartbeat(s), &ack(0x13, s));
         s += 1;
+        if start.elapsed() > Duration::from_millis(1600) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     // ... and silence closes it.
-    let quiet = Instant::now();
     c.expect_closed(Duration::from_secs(5));
-    let took = quiet.elapsed();
-    assert!(took >= Duration::from_millis(600), "closed {took:?} after the last frame");
+    let took = last_sent.elapsed();
+    assert!(took >= Duration::from_secs(1), "closed {took:?} after the last frame");
     srv.wait_for("one idle timeout", |m| m.idle_timeouts == 1 && m.connections_open == 0);
     let m = srv.metrics();
     assert_eq!(m.login_timeouts, 0);
@@ -1276,6 +1341,13 @@ fn logins_are_handed_to_the_shard_that_owns_the_imei() {
     assert_eq!(total.handoffs_out, total.handoffs_in);
     assert_eq!(total.connections_accepted, DEVICES);
     assert_eq!(total.logins, DEVICES);
+    // A handed-off login is counted once, on the shard that handles it.
+    assert_eq!(total.frame.frames, 2 * DEVICES, "{:?}", total.frame);
+    assert_eq!(total.frames[0x01], DEVICES);
+    assert_eq!(total.frames_total(), 2 * DEVICES);
+    let sent = DEVICES * (login(devs[0], 1).len() + heartbeat(2).len()) as u64;
+    assert_eq!(total.frame.frame_bytes, sent);
+    assert_eq!(total.bytes_in, sent);
     for m in &per_shard {
         let owned = devs.iter().filter(|d| owner_shard(**d, 2) == m.shard).count() as u64;
         assert_eq!(m.sessions, owned, "shard {}", m.shard);
@@ -1399,4 +1471,187 @@ fn shutdown_writes_every_record_and_logs_every_device_out() {
         m
     });
     assert!(by_shard.keys().all(|s| *s < 2));
+}
+
+fn big_bt_location(serial: u16) -> Vec<u8> {
+    let beacons: Vec<BeaconSighting> = (0..255u16)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            BeaconSighting::new(-60, [0xC2, 0, 0, 0, hi, lo], [0x33; 16], i, i, BeaconBattery::Percent(90))
+        })
+        .collect();
+    encode(
+        &Message::BluetoothLocation(BluetoothLocation {
+            time: DT,
+            beacons: &beacons,
+        }),
+        serial,
+    )
+}
+
+#[test]
+fn shutdown_under_sink_backpressure_loses_nothing() {
+    // The smallest sink queue, and a sink that stops taking rows: a badge on
+    // shard 1 fills the queue and waits for room, while a badge on shard 0
+    // has nothing left but its logout when the shutdown comes.
+    let srv = TestServer::start_with("backpressure", true, |c| {
+        c.server.shards = 2;
+        c.sink.queue_capacity = 1024;
+        c.sink.batch_rows = 256;
+    });
+    let quiet = (500..).map(imei).find(|d| owner_shard(*d, 2) == 0).unwrap();
+    let busy = (500..).map(imei).find(|d| owner_shard(*d, 2) == 1).unwrap();
+    let mut a = srv.connect();
+    a.login(quiet, 1);
+    srv.wait_for("the quiet badge's login written", |m| m.records == 1);
+    srv.pause_sink(true);
+
+    const FRAMES: usize = 8;
+    let mut b = srv.connect();
+    b.login(busy, 1);
+    let mut burst = Vec::new();
+    for s in 0..FRAMES {
+        burst.extend(big_bt_location(10 + s as u16));
+    }
+    burst.extend(heartbeat(999));
+    b.send(&burst);
+    b.expect(&ack(0x13, 999));
+    srv.wait_for("the busy badge held back by the full queue", |m| m.sink_full_waits > 0);
+
+    let handle = srv.server.as_ref().unwrap().handle();
+    let (shards, rows) = srv.stop_with(|srv| {
+        // Give shard 0 the chance to finish early (it would, if it did not
+        // wait for its badge's logout to be queued), then let the sink go.
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            let (tx, _rx) = flume::bounded(1);
+            if !handle.send(0, badge_ingest::server::ShardMsg::Metrics(tx)) {
+                break; // shard 0 is gone
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        srv.pause_sink(false);
+    });
+    assert!(shards.iter().map(|m| m.sink_full_waits).sum::<u64>() > 0);
+    expect_tables(&rows_of(&rows, quiet), &[("device_events", 2)]);
+    expect_tables(
+        &rows_of(&rows, busy),
+        &[("device_events", 2), ("heartbeats", 1), ("bluetooth", FRAMES * 255)],
+    );
+    for d in [quiet, busy] {
+        let ev = events(&rows_of(&rows, d));
+        assert_eq!((ev[1].0, ev[1].1.as_str()), (2, "shutdown"), "{ev:?}");
+    }
+    drop((a, b));
+}
+
+/// Shrinks a socket's buffers, so that a peer that stops reading stalls the
+/// other side after a few kilobytes instead of megabytes.
+fn small_buffers(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt reads `size` for the duration of the call.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+}
+
+/// A badge that keeps sending time requests (16-byte answers, no rows) but
+/// never reads its answers, until the socket will not take more.
+fn stop_reading(c: &mut Client, until: impl Fn() -> bool) {
+    let mut burst = Vec::new();
+    for s in 0..1000u16 {
+        burst.extend(time_sync_2(s));
+    }
+    c.s.set_nonblocking(true).unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut off = 0;
+    let mut blocked_since: Option<Instant> = None;
+    loop {
+        match c.s.write(&burst[off..]) {
+            Ok(n) => {
+                off = (off + n) % burst.len();
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                blocked_since.get_or_insert_with(Instant::now);
+                if until() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The server gave up on us: the condition should follow.
+            Err(_) => {
+                while !until() {
+                    assert!(Instant::now() < end, "condition not reached after the connection failed");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return;
+            }
+        }
+        assert!(Instant::now() < end, "condition not reached (blocked since {blocked_since:?})");
+    }
+}
+
+#[test]
+fn a_badge_that_stops_reading_is_still_closed_by_the_idle_timeout() {
+    let srv = TestServer::start("stuck-idle", |c| {
+        c.server.idle_timeout_secs = 1;
+        c.server.timer_interval_ms = 100;
+        // Each read's answers stay under the limit: the connection waits on the
+        // socket instead of being closed for overflow.
+        c.server.max_pending_output = 1 << 20;
+    });
+    let dev = imei(400);
+    let mut c = srv.connect();
+    small_buffers(&c.s);
+    c.login(dev, 1);
+    stop_reading(&mut c, || {
+        let m = srv.metrics();
+        m.idle_timeouts == 1 && m.connections_open == 0
+    });
+    let m = srv.metrics();
+    assert_eq!(m.output_overflows, 0);
+    let (_, rows) = srv.stop();
+    let ev = events(&rows_of(&rows, dev));
+    assert_eq!(ev.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(), vec![(1, ""), (3, "idle_timeout")]);
+}
+
+#[test]
+fn shutdown_does_not_wait_for_a_badge_that_stops_reading() {
+    let srv = TestServer::start("stuck-shutdown", |c| {
+        c.server.max_pending_output = 1 << 20;
+    });
+    let dev = imei(401);
+    let mut c = srv.connect();
+    small_buffers(&c.s);
+    c.login(dev, 1);
+    // Until the server stops reading from us.
+    let last = std::cell::Cell::new((0u64, Instant::now()));
+    stop_reading(&mut c, || {
+        let now = srv.metrics().bytes_in;
+        let (before, since) = last.get();
+        if now != before {
+            last.set((now, Instant::now()));
+            false
+        } else {
+            since.elapsed() > Duration::from_millis(300)
+        }
+    });
+    let start = Instant::now();
+    let (_, rows) = srv.stop();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    let ev = events(&rows_of(&rows, dev));
+    assert_eq!(ev.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(), vec![(1, ""), (2, "shutdown")]);
+    drop(c);
 }

@@ -31,7 +31,7 @@ pub struct Cli {
     /// Seconds of traffic (at most 3600); then replies are drained and connections closed.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Seconds over which badges connect [default: devices / 10000, at most half the duration].
+    /// Seconds over which badges connect [default: devices / 1000, at most a quarter of the duration].
     #[arg(long)]
     pub ramp: Option<f64>,
     #[arg(long, value_enum, default_value_t = ProfileArg::Realistic)]
@@ -208,8 +208,9 @@ impl Cli {
                 bail!("--ramp {r} must be between 0 and the duration")
             }
             Some(r) => Duration::from_secs_f64(r),
-            // 10 000 connects a second keeps the listen backlog from overflowing.
-            None => Duration::from_secs_f64((total as f64 / 10_000.0).min(self.duration as f64 / 2.0)),
+            // 1000 connects a second: a fleet coming online, not a thundering
+            // herd (--ramp 0 for that), so the steady state dominates the figures.
+            None => Duration::from_secs_f64((total as f64 / 1000.0).min(self.duration as f64 / 4.0)),
         };
         let reconnect_rate = match self.reconnect_rate {
             Some(r) if !(r > 0.0 && r.is_finite()) => bail!("--reconnect-rate must be positive"),

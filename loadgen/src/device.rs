@@ -25,9 +25,10 @@ use crate::report::Stats;
 /// it has recorded the session's end.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Buffers that grew for a long frame are given back past this size, so
-/// that 200 000 idle badges stay small.
-const BUFFER_KEEP: usize = 4096;
+/// Buffers that grew for a long frame (an 0xB3 with many beacons, a long
+/// address reply) are given back past this size, so that 200 000 badges
+/// stay small.
+const BUFFER_KEEP: usize = 1024;
 /// Replies can be long (0x97 addresses): accept up to the largest frame.
 const MAX_REPLY_FRAME: usize = 65_535 + 6;
 
@@ -222,8 +223,8 @@ impl<'a> Conn<'a> {
             stats: &shared.stats,
             device,
             imei,
-            rbuf: BytesMut::with_capacity(512),
-            wbuf: BytesMut::with_capacity(512),
+            rbuf: BytesMut::with_capacity(256),
+            wbuf: BytesMut::with_capacity(256),
             unflushed: Vec::new(),
             decoder: FrameDecoder::new(FrameConfig {
                 max_frame_len: MAX_REPLY_FRAME,
@@ -286,7 +287,7 @@ impl<'a> Conn<'a> {
         self.unflushed.clear();
         self.wbuf.clear();
         if self.wbuf.capacity() > BUFFER_KEEP {
-            self.wbuf = BytesMut::with_capacity(512);
+            self.wbuf = BytesMut::with_capacity(256);
         }
         Ok(())
     }
@@ -538,7 +539,7 @@ impl<'a> Conn<'a> {
         }
         self.rbuf.advance(pos);
         if self.rbuf.is_empty() && self.rbuf.capacity() > BUFFER_KEEP {
-            self.rbuf = BytesMut::with_capacity(512);
+            self.rbuf = BytesMut::with_capacity(256);
         }
         for (flag, serial) in commands {
             // Answer 0x80 at once, echoing the server flag, as a badge does.

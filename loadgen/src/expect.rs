@@ -611,7 +611,7 @@ mod tests {
             assert_eq!(parsed.phone, "0".repeat(21));
         }
         // A long Chinese address goes out as a 79 79 frame with a true length byte.
-        let long: String = std::iter::repeat('路').take(200).collect();
+        let long = "路".repeat(200);
         let bytes = encoded(Reply::Address { english: false, alarm: false, address: &long, phone: "" }, 3);
         assert_eq!(&bytes[..2], &[0x79, 0x79]);
         assert_eq!(check_bytes(Expected::Address { english: false }, 3, &bytes, NOW), Ok(()));
@@ -642,7 +642,7 @@ mod tests {
                 let bytes = encoded(Reply::Punch { protocol, time, kind, reserved: [0xAB, 0xCD] }, 0x10);
                 let expected = Expected::Punch { protocol, time: [24, 5, 1, 8, 30, 0], kind: kind as u8, reserved: [0xAB, 0xCD] };
                 assert_eq!(check_bytes(expected, 0x10, &bytes, NOW), Ok(()));
-                let wrong = Expected::Punch { reserved: [0xAB, 0xCE], ..expected };
+                let wrong = Expected::Punch { protocol, time: [24, 5, 1, 8, 30, 0], kind: kind as u8, reserved: [0xAB, 0xCE] };
                 assert_eq!(kind_of(check_bytes(wrong, 0x10, &bytes, NOW)), Some(Mismatch::BadValue));
             }
         }

@@ -156,12 +156,15 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
         seed: s.seed,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Held here until every badge is done, so that no receiver ever sees a
+    // closed channel (which would read as "stop").
+    let stop_tx = Arc::new(stop_tx);
+    let mut stopped = stop_rx.clone();
+    let interrupt = stop_tx.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("badge-loadgen: interrupted; draining replies and closing connections");
-            let _ = stop_tx.send(true);
-            // Keep the sender alive so receivers see the value, not a closed channel.
-            std::future::pending::<()>().await;
+            let _ = interrupt.send(true);
         }
     });
 
@@ -181,6 +184,8 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
     // Badges stop by themselves after the duration, the drain and the
     // close; this only guards against one that never does.
     let hard_stop = end + 2 * s.reply_timeout + Duration::from_secs(30);
+    let mut abandoned = false;
+    let mut stopped_at: Option<Instant> = None;
     let mut progress = Progress::new();
     let mut tick = tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
     loop {
@@ -193,12 +198,16 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
                 }
                 Some(_) => {}
             },
+            _ = stopped.changed(), if stopped_at.is_none() => {
+                stopped_at = Some(Instant::now().min(end));
+            }
             _ = tick.tick() => {
                 match output {
                     Output::Stderr => eprintln!("{}", progress.line(&stats.progress(), slice.count)),
                     Output::JsonLines => print_line(&procs::WorkerLine::Progress(stats.progress()))?,
                 }
-                if Instant::now() > hard_stop {
+                if Instant::now() > hard_stop && !abandoned {
+                    abandoned = true;
                     stats.note(0, &format!("{} badges had not finished 30 s after the run; abandoned", tasks.len()));
                     stats.c.task_failures.fetch_add(tasks.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     tasks.abort_all();
@@ -206,5 +215,9 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
             }
         }
     }
-    Ok(stats.snapshot())
+    drop(stop_tx);
+    let mut snapshot = stats.snapshot();
+    let traffic_end = if *stopped.borrow_and_update() { stopped_at.unwrap_or(end) } else { end };
+    snapshot.traffic_s = traffic_end.saturating_duration_since(t0).as_secs_f64();
+    Ok(snapshot)
 }

@@ -155,9 +155,30 @@ struct WorkerState {
     bad_lines: u64,
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C reaches the workers too (same process group); each drains and
+/// reports. The parent must outlive them to read those reports, so it only
+/// notes the interrupt. A handler (not SIG_IGN) is reset by exec, so the
+/// workers still get the default until they install their own.
+fn survive_interrupt() {
+    // SAFETY: installs an async-signal-safe handler (one atomic store).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
 /// Runs the badges in `s.procs` worker processes and merges their results.
 pub fn run_parent(s: &Settings) -> anyhow::Result<Snapshot> {
     let exe = std::env::current_exe().context("finding this program to start workers")?;
+    survive_interrupt();
     let procs = u64::from(s.procs);
     // A moment for every worker to start before the first badge connects.
     let epoch_ms = unix_ms() + 500 + 20 * procs;
@@ -228,6 +249,9 @@ pub fn run_parent(s: &Settings) -> anyhow::Result<Snapshot> {
             }
         }
         eprintln!("{}", progress.line(&merged, s.devices));
+        if INTERRUPTED.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("badge-loadgen: interrupted; waiting for the workers to drain and report");
+        }
         if statuses.iter().all(Option::is_some) {
             break;
         }

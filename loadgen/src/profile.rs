@@ -106,7 +106,7 @@ impl Profile {
 }
 
 /// Every message a badge can be asked to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Heartbeat,
     HeartbeatExt,
@@ -138,6 +138,7 @@ pub enum Kind {
     GeneralInfo,
 }
 
+#[cfg(test)]
 impl Kind {
     pub const ALL: [Kind; 25] = [
         Kind::Heartbeat,
@@ -1008,7 +1009,7 @@ fn secs(s: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expect::{check, Expected};
+    use crate::expect::check;
     use badge_ingest::protocol::{FrameConfig, FrameDecoder, Reply};
 
     const NOW_UNIX: i64 = 1_750_000_000;

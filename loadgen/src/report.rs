@@ -271,6 +271,9 @@ pub struct Snapshot {
     pub reply_latency: Hist,
     pub connect_latency: Hist,
     pub login_latency: Hist,
+    /// Seconds from the start of the run to the end of traffic (shorter
+    /// than the duration when interrupted).
+    pub traffic_s: f64,
 }
 
 fn add_vec(a: &mut Vec<u64>, b: &[u64]) {
@@ -292,6 +295,7 @@ impl Snapshot {
         add_vec(&mut self.kinds, &o.kinds);
         self.connected += o.connected;
         self.counters.add(&o.counters);
+        self.traffic_s = self.traffic_s.max(o.traffic_s);
         for e in &o.examples {
             if self.examples.len() < EXAMPLES {
                 self.examples.push(e.clone());
@@ -406,6 +410,8 @@ pub struct Report {
     pub imei_first: String,
     pub imei_last: String,
     pub duration_s: f64,
+    /// Seconds of traffic the rates are over (the duration unless interrupted).
+    pub traffic_s: f64,
     pub frames_sent: u64,
     pub frames_per_s: f64,
     pub replies_received: u64,
@@ -459,7 +465,8 @@ impl Report {
             .filter(|&&k| s.kind(k) > 0)
             .map(|&k| (k.name(), s.kind(k)))
             .collect();
-        let secs = info.duration_s.max(1e-3);
+        let traffic_s = if s.traffic_s > 0.0 { s.traffic_s.min(info.duration_s) } else { info.duration_s };
+        let secs = traffic_s.max(1e-3);
         let ok = s.errors() == 0;
         Report {
             target: info.target,
@@ -470,6 +477,7 @@ impl Report {
             imei_first: info.imei_first,
             imei_last: info.imei_last,
             duration_s: info.duration_s,
+            traffic_s,
             frames_sent: s.sent_total(),
             frames_per_s: s.sent_total() as f64 / secs,
             replies_received: s.received_total(),
@@ -493,10 +501,11 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "badge-loadgen: {} devices, profile {}, {:.1} s against {} ({} process{}, seed {}, IMEIs {}..{})",
+            "badge-loadgen: {} devices, profile {}, {:.1} s{} against {} ({} process{}, seed {}, IMEIs {}..{})",
             self.devices,
             self.profile,
             self.duration_s,
+            if self.traffic_s + 0.5 < self.duration_s { format!(" (interrupted after {:.1} s)", self.traffic_s) } else { String::new() },
             self.target,
             self.procs,
             if self.procs == 1 { "" } else { "es" },

@@ -114,11 +114,13 @@ fn expectations(s: &Snapshot) -> Vec<Expectation> {
         // One per punch, one per beacon of each 0xB3, one for an 0xB3 with none.
         e("bluetooth", s.counters.bluetooth_rows),
         e("device_info", s.sent_of(&[n::GENERAL_INFO])),
-        // The server's own command rows (queued, sent) are not ours to count.
+        // One 'replied' row per 0x81 (carrying the command's protocol when
+        // the server matched it to its command); the server's own rows for
+        // queued and sent commands are not ours to count.
         Expectation {
             table: "command_log",
             time_column: "event_time",
-            filter: " AND protocol = 129",
+            filter: " AND status = 'replied'",
             rows: s.sent_of(&[n::ONLINE_COMMAND_REPLY]),
         },
     ]

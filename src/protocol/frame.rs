@@ -33,6 +33,9 @@ pub const LONG_OVERHEAD: usize = 11;
 /// 255 beacons: 6 + 1 + 255 × 30 = 7 657 content bytes, 7 668 on the wire.
 pub const DEFAULT_MAX_FRAME: usize = 8192;
 
+/// Start markers checked ahead of an incomplete frame, per read.
+const LOOKAHEAD_CANDIDATES: usize = 4;
+
 /// Which start marker a frame used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Marker {
@@ -247,10 +250,15 @@ impl FrameDecoder {
     }
 
     /// The offset of the first complete frame with a good CRC that starts
-    /// after the first byte of `rest`. Runs only while a frame is incomplete.
+    /// after the first byte of `rest`. Runs only while a frame is incomplete,
+    /// and looks at no more than [`LOOKAHEAD_CANDIDATES`] markers: a sender
+    /// trickling a partial frame stuffed with markers must not make every
+    /// read rescan (and CRC) all of them. Past the cap, the decoder simply
+    /// waits for the candidate to complete, as it would without lookahead.
     fn later_valid_frame(&self, rest: &[u8]) -> Option<usize> {
         let mut from = 1;
-        while let Some(i) = find_start(&rest[from..]).map(|i| i + from) {
+        for _ in 0..LOOKAHEAD_CANDIDATES {
+            let i = find_start(&rest[from..])? + from;
             if complete_valid_frame(&rest[i..], self.config.max_frame_len) {
                 return Some(i);
             }

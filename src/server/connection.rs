@@ -111,18 +111,20 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
             }
         };
         if let Err(reason) = conn.flush(&shard, &mut stream, received).await {
-            break reason;
+            // A write fails when the connection was closed from outside
+            // (timeout, newer login, shutdown): that is the reason to record.
+            break conn.shared.close.get().unwrap_or(reason);
         }
         match step {
             Step::Continue => {}
             Step::Close(reason) => break reason,
             Step::Handoff { owner, bytes } => {
-                conn.hand_off(&shard, stream, owner, bytes).await;
+                Box::pin(conn.hand_off(&shard, stream, owner, bytes)).await;
                 return;
             }
         }
     };
-    conn.finish(&shard, reason).await;
+    Box::pin(conn.finish(&shard, reason)).await;
     drop(stream);
 }
 
@@ -148,6 +150,13 @@ impl Conn {
             match self.frame(shard, &frame, now, received) {
                 Step::Continue => {}
                 Step::Handoff { owner, .. } => {
+                    // The owner decodes the login again and counts it there.
+                    {
+                        let mut decoder = shard.decoder.borrow_mut();
+                        decoder.stats.frames -= 1;
+                        decoder.stats.frame_bytes -= frame.raw.len() as u64;
+                    }
+                    shard.metrics.borrow_mut().frames[usize::from(frame.protocol)] -= 1;
                     let start = frame.raw.as_ptr() as usize - data.as_ptr() as usize;
                     return Step::Handoff {
                         owner,
@@ -380,16 +389,25 @@ impl Conn {
                 shard.metrics.borrow_mut().output_overflows += 1;
                 return Err(CloseReason::OutputOverflow);
             }
-            let unsent = std::mem::take(&mut self.unsent);
-            stream.write_all(&unsent).await.map_err(|_| CloseReason::IoError)?;
-            shard.metrics.borrow_mut().bytes_out += unsent.len() as u64;
+            // The slow paths are boxed: every connection's task is as large
+            // as its largest await, and idle badges should cost little.
+            Box::pin(self.write_unsent(shard, stream)).await?;
         }
         if self.replies > 0 {
             let us = received.elapsed().as_micros() as u64;
             let _ = shard.metrics.borrow_mut().reply_latency.record_n(us.max(1), self.replies);
             self.replies = 0;
         }
-        self.drain_records(shard).await;
+        if !self.unqueued.is_empty() {
+            Box::pin(self.drain_records(shard)).await;
+        }
+        Ok(())
+    }
+
+    async fn write_unsent(&mut self, shard: &Shard, stream: &mut TcpStream) -> Result<(), CloseReason> {
+        let unsent = std::mem::take(&mut self.unsent);
+        stream.write_all(&unsent).await.map_err(|_| CloseReason::IoError)?;
+        shard.metrics.borrow_mut().bytes_out += unsent.len() as u64;
         Ok(())
     }
 
@@ -443,8 +461,11 @@ impl Conn {
     /// connection that was replaced by a newer login of its IMEI records
     /// nothing: the device is not offline.
     async fn finish(&mut self, shard: &Shard, reason: CloseReason) {
-        shard.conns.borrow_mut().remove(&self.id);
-        shard.metrics.borrow_mut().connections_open -= 1;
+        // Still in the table until its records are handed over; marked, so
+        // that the timer does not count a timeout for it meanwhile.
+        if self.shared.close.get().is_none() {
+            self.shared.close.set(Some(reason));
+        }
         if let Some(imei) = self.imei {
             let current = {
                 let mut sessions = shard.sessions.borrow_mut();
@@ -469,6 +490,10 @@ impl Conn {
             }
         }
         self.drain_records(shard).await;
+        // Only now: a shutting-down shard waits for its table to empty, and
+        // must not stop while this connection still holds records.
+        shard.conns.borrow_mut().remove(&self.id);
+        shard.metrics.borrow_mut().connections_open -= 1;
         tracing::debug!(shard = shard.id, peer = %self.peer, imei = ?self.imei, reason = reason.as_str(), "connection closed");
     }
 }

@@ -1,7 +1,7 @@
 //! The ingestion server: one glommio executor per shard, connections
 //! sharded by IMEI, and the process-level start and shutdown around them.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,10 +63,11 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
         );
     }
 
-    // Bind once (without listening) to learn the port when 0 was asked for;
-    // every shard then listens on it with SO_REUSEPORT.
-    let reservation = reserve(config.server.listen)?;
-    let listen = reservation;
+    // Bind once (without listening) to learn the port when 0 was asked for,
+    // and hold it until every shard listens on it with SO_REUSEPORT, so
+    // nothing else can take the port in between. A socket that does not
+    // listen is never given connections.
+    let (reservation, listen) = reserve(config.server.listen)?;
 
     let instance: &'static str = Box::leak(config.server.instance.clone().into_boxed_str());
     let limits = limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
@@ -121,6 +122,7 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
             }
         }
     }
+    drop(reservation);
     tracing::info!(%listen, shards = n, "listening for badges");
     Ok(RunningServer {
         shards,
@@ -130,17 +132,21 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
     })
 }
 
-/// The address to listen on, with port 0 resolved to a free port.
-fn reserve(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    // A listening std socket would take a share of the connections; bind it,
-    // read the port, and close it before the shards bind the same port.
-    let l = StdListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-    let local = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-    drop(l);
-    Ok(local)
+/// A bound, non-listening `SO_REUSEPORT` socket on `addr`, and the address
+/// with port 0 resolved. Binding also reports a port already taken by
+/// another program (one without `SO_REUSEPORT`) before any shard starts.
+fn reserve(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), ServerError> {
+    use socket2::{Domain, Socket, Type};
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    let local = socket
+        .local_addr()
+        .map_err(err)?
+        .as_socket()
+        .ok_or_else(|| err(std::io::Error::other("not an IP socket")))?;
+    Ok((socket, local))
 }
 
 impl RunningServer {

@@ -137,13 +137,30 @@ pub struct ConnShared {
 impl ConnShared {
     /// Ends the connection from outside its task: the pending read returns
     /// end-of-file, and the task cleans up with `reason`.
+    ///
+    /// For a shutdown only the reading side is shut, so that the frames
+    /// already received are still answered. Every other reason shuts both
+    /// sides: a write waiting on a badge that stopped reading fails at once
+    /// instead of keeping the connection (and the shard's shutdown) forever.
     pub fn close(&self, reason: CloseReason) {
         if self.close.get().is_none() {
             self.close.set(Some(reason));
         }
+        let how = if reason == CloseReason::Shutdown {
+            libc::SHUT_RD
+        } else {
+            libc::SHUT_RDWR
+        };
         // SAFETY: the fd stays open until the connection task drops its
         // stream, which happens only after it has left the shard's table.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+        unsafe { libc::shutdown(self.fd, how) };
+    }
+
+    /// Also shuts the writing side of a connection closed for shutdown
+    /// that is still waiting to write.
+    pub fn force_close(&self) {
+        // SAFETY: as in `close`.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
     }
 
     /// Hands the connection's task a frame to write.
@@ -154,6 +171,10 @@ impl ConnShared {
         }
     }
 }
+
+/// How long a shutdown lets connections write the answers to their last
+/// frames before their writing side is shut as well.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Shard {
     pub id: usize,
@@ -273,12 +294,22 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         conn.close(CloseReason::Shutdown);
     }
     // Connections finish their in-flight frames and hand their records to
-    // the sink; sockets handed to us meanwhile are closed unprocessed.
+    // the sink; sockets handed to us meanwhile are closed unprocessed. A
+    // connection still writing after the grace period (its badge stopped
+    // reading) has its writing side shut too, which ends the write.
+    let grace = Instant::now() + SHUTDOWN_WRITE_GRACE;
+    let mut forced = false;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
         while let Ok(ShardMsg::Handoff(h)) = start.inbox.try_recv() {
             // SAFETY: the fd was dup'ed for us and nobody else owns it.
             unsafe { libc::close(h.fd) };
+        }
+        if !forced && Instant::now() >= grace {
+            forced = true;
+            for conn in shard.conns.borrow().values() {
+                conn.force_close();
+            }
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }

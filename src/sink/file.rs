@@ -59,7 +59,10 @@ pub(super) fn spawn(
             }
             if let Some(mut w) = out {
                 w.flush()?;
-                w.get_ref().sync_all()?;
+                // A pipe or /dev/stdout cannot be synced; only a regular file can.
+                if w.get_ref().metadata().is_ok_and(|m| m.is_file()) {
+                    w.get_ref().sync_all()?;
+                }
             }
             Ok(())
         })
