@@ -90,7 +90,11 @@ fn network(rng: &mut Rng) -> MobileNetwork {
         0..=5 => MobileNetwork::new(460, rng.range(0, 11) as u16),
         6 | 7 => MobileNetwork::new(234, 15),
         // A three-digit MNC sent as two bytes.
-        _ => MobileNetwork { mcc: 310, mnc: 260, wide_mnc: true },
+        _ => MobileNetwork {
+            mcc: 310,
+            mnc: 260,
+            wide_mnc: true,
+        },
     }
 }
 
@@ -99,7 +103,11 @@ fn cells_2g(rng: &mut Rng) -> Vec<Cell2g> {
     (0..7)
         .map(|i| {
             if i < seen {
-                Cell2g::new(rng.range(1, 0xFFFE) as u16, rng.range(1, 0xFF_FFFF) as u32, rng.range(20, 70) as u8)
+                Cell2g::new(
+                    rng.range(1, 0xFFFE) as u16,
+                    rng.range(1, 0xFF_FFFF) as u32,
+                    rng.range(20, 70) as u8,
+                )
             } else {
                 Cell2g::new(0, 0, 0)
             }
@@ -112,7 +120,11 @@ fn cells_4g(rng: &mut Rng) -> Vec<Cell4g> {
     (0..7)
         .map(|i| {
             if i < seen {
-                Cell4g::new(rng.range(1, 0xFFFF_FF) as u32, rng.range(1, 0xFFF_FFFF), rng.range(20, 70) as u8)
+                Cell4g::new(
+                    rng.range(1, 0xFFFF_FF) as u32,
+                    rng.range(1, 0xFFF_FFFF),
+                    rng.range(20, 70) as u8,
+                )
             } else {
                 Cell4g::new(0, 0, 0)
             }
@@ -121,7 +133,9 @@ fn cells_4g(rng: &mut Rng) -> Vec<Cell4g> {
 }
 
 fn aps(rng: &mut Rng, lo: u64, hi: u64) -> Vec<WifiAp> {
-    (0..rng.range(lo, hi)).map(|_| WifiAp::new(rng.mac(), rng.range(30, 95) as u8)).collect()
+    (0..rng.range(lo, hi))
+        .map(|_| WifiAp::new(rng.mac(), rng.range(30, 95) as u8))
+        .collect()
 }
 
 fn fix(rng: &mut Rng) -> GpsFix {
@@ -184,7 +198,11 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
         }),
         // 14 %: GPS, 2G (0x22) and 4G (0xA0), with and without the tail.
         400..=539 => {
-            let generation = if rng.percent(50) { Generation::G2 } else { Generation::G4 };
+            let generation = if rng.percent(50) {
+                Generation::G2
+            } else {
+                Generation::G4
+            };
             let tail = rng.percent(85).then(|| GpsTail {
                 network: network(rng),
                 cell: match generation {
@@ -204,7 +222,12 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
                 realtime_upload: 0,
                 mileage: rng.percent(60).then(|| rng.range(0, 1_000_000) as u32),
             });
-            Message::Gps(GpsReport { generation, time, fix: fix(rng), tail })
+            Message::Gps(GpsReport {
+                generation,
+                time,
+                fix: fix(rng),
+                tail,
+            })
         }
         // 10 %: LBS 0x28 / 0x2E (2G) and 0xA1 (4G).
         540..=639 => {
@@ -228,7 +251,11 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
             Message::Wifi(WifiReport {
                 time,
                 network: network(rng),
-                cells: if rng.percent(50) { Cells::G2(&c2) } else { Cells::G4(&c4) },
+                cells: if rng.percent(50) {
+                    Cells::G2(&c2)
+                } else {
+                    Cells::G4(&c4)
+                },
                 timing_advance: rng.range(0, 63) as u8,
                 aps: &msg_aps,
             })
@@ -236,7 +263,11 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
         // 4 %: attendance 0xB0.
         740..=779 => {
             msg_aps = aps(rng, 0, 6);
-            let kind = if rng.percent(50) { AttendanceKind::ClockIn } else { AttendanceKind::ClockOut };
+            let kind = if rng.percent(50) {
+                AttendanceKind::ClockIn
+            } else {
+                AttendanceKind::ClockOut
+            };
             let fix = fix(rng);
             Message::Attendance(Attendance {
                 head: AttendanceHead {
@@ -257,7 +288,11 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
         }
         // 4 %: bluetooth punch 0xB2.
         780..=819 => {
-            let kind = if rng.percent(50) { AttendanceKind::ClockIn } else { AttendanceKind::ClockOut };
+            let kind = if rng.percent(50) {
+                AttendanceKind::ClockIn
+            } else {
+                AttendanceKind::ClockOut
+            };
             Message::BluetoothPunch(BluetoothPunch {
                 body: PunchBody {
                     time,
@@ -275,9 +310,16 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
         // 17 %: bluetooth location 0xB3; one in five sees enough beacons
         // (9 or more: 7 + 9 × 30 > 250 content bytes) to need a 79 79 frame.
         820..=989 => {
-            let count = if rng.percent(20) { rng.range(9, 40) } else { rng.range(1, 8) };
+            let count = if rng.percent(20) {
+                rng.range(9, 40)
+            } else {
+                rng.range(1, 8)
+            };
             beacons = (0..count).map(|_| beacon(rng)).collect::<Vec<_>>();
-            Message::BluetoothLocation(BluetoothLocation { time, beacons: &beacons })
+            Message::BluetoothLocation(BluetoothLocation {
+                time,
+                beacons: &beacons,
+            })
         }
         // 1 %: alarms of every kind.
         _ => {
@@ -289,8 +331,12 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
                 language: 1,
             };
             let cell = CellId4g::new(rng.range(1, 0xFFFF) as u32, rng.range(1, 0xFFF_FFFF));
-            let source = [AlarmSource::SingleFence, AlarmSource::MultiFence, AlarmSource::Lbs, AlarmSource::Wifi]
-                [rng.range(0, 3) as usize];
+            let source = [
+                AlarmSource::SingleFence,
+                AlarmSource::MultiFence,
+                AlarmSource::Lbs,
+                AlarmSource::Wifi,
+            ][rng.range(0, 3) as usize];
             let body = match source {
                 AlarmSource::SingleFence | AlarmSource::MultiFence => AlarmBody::Fence {
                     time,
@@ -301,7 +347,11 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
                     status,
                     fence_id: (source == AlarmSource::MultiFence).then(|| rng.range(0, 8) as u8),
                 },
-                AlarmSource::Lbs => AlarmBody::Lbs { network: network(rng), cell, status },
+                AlarmSource::Lbs => AlarmBody::Lbs {
+                    network: network(rng),
+                    cell,
+                    status,
+                },
                 AlarmSource::Wifi => {
                     msg_aps = aps(rng, 1, 6);
                     AlarmBody::Wifi {
@@ -347,7 +397,9 @@ fn build_stream() -> Stream {
             long_frames += 1;
         }
         let mut pos = 0;
-        let frame = FrameDecoder::default().next_frame(&out[start..], &mut pos).unwrap();
+        let frame = FrameDecoder::default()
+            .next_frame(&out[start..], &mut pos)
+            .unwrap();
         if Reply::immediate(&Message::decode(&frame).unwrap(), NOW).is_some() {
             replies += 1;
         }
@@ -365,7 +417,8 @@ fn build_stream() -> Stream {
 fn frames_only(dec: &mut FrameDecoder, input: &[u8]) -> u64 {
     let mut acc = 0u64;
     for f in dec.frames(input) {
-        acc = acc.wrapping_add(u64::from(f.protocol) ^ u64::from(f.serial) ^ f.content.len() as u64);
+        acc =
+            acc.wrapping_add(u64::from(f.protocol) ^ u64::from(f.serial) ^ f.content.len() as u64);
     }
     acc
 }
@@ -403,7 +456,12 @@ fn replies(dec: &mut FrameDecoder, input: &[u8], out: &mut BytesMut) -> u64 {
 
 /// The server's read loop: each read is appended to the connection buffer,
 /// the complete frames decoded, and the consumed prefix split off.
-fn chunked(dec: &mut FrameDecoder, input: &[u8], buf: &mut BytesMut, out: Option<&mut BytesMut>) -> u64 {
+fn chunked(
+    dec: &mut FrameDecoder,
+    input: &[u8],
+    buf: &mut BytesMut,
+    out: Option<&mut BytesMut>,
+) -> u64 {
     let mut seen = 0u64;
     let mut out = out;
     for read in input.chunks(READ_SIZE) {
@@ -442,11 +500,22 @@ fn check(stream: &Stream) {
     assert_eq!(dec.stats.frames, stream.frames as u64);
     assert_eq!(dec.stats.rejected(), 0, "{:?}", dec.stats);
     assert_eq!(dec.stats.resyncs, 0, "{:?}", dec.stats);
-    assert_eq!(dec.stats.garbage_bytes, stream.garbage as u64, "{:?}", dec.stats);
-    assert_eq!(dec.stats.frame_bytes + dec.stats.garbage_bytes, input.len() as u64);
+    assert_eq!(
+        dec.stats.garbage_bytes, stream.garbage as u64,
+        "{:?}",
+        dec.stats
+    );
+    assert_eq!(
+        dec.stats.frame_bytes + dec.stats.garbage_bytes,
+        input.len() as u64
+    );
 
     let mut dec = FrameDecoder::default();
-    assert_eq!(frames_and_messages(&mut dec, input), 0, "message decode errors");
+    assert_eq!(
+        frames_and_messages(&mut dec, input),
+        0,
+        "message decode errors"
+    );
     assert_eq!(dec.stats.frames, stream.frames as u64);
 
     let mut dec = FrameDecoder::default();
@@ -490,7 +559,9 @@ fn benches(c: &mut Criterion) {
         g.throughput(throughput);
 
         let mut dec = FrameDecoder::default();
-        g.bench_function("frames_only", |b| b.iter(|| frames_only(&mut dec, black_box(input))));
+        g.bench_function("frames_only", |b| {
+            b.iter(|| frames_only(&mut dec, black_box(input)))
+        });
 
         let mut dec = FrameDecoder::default();
         g.bench_function("frames_and_messages", |b| {

@@ -24,13 +24,19 @@ use badge_ingest::protocol::message::*;
 use badge_ingest::protocol::{Imei, Message};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn query(url: &str, sql: &str) -> String {
     let authority = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(authority).expect("ClickHouse reachable");
-    let req = format!("POST / HTTP/1.0\r\nContent-Length: {}\r\n\r\n{sql}", sql.len());
+    let req = format!(
+        "POST / HTTP/1.0\r\nContent-Length: {}\r\n\r\n{sql}",
+        sql.len()
+    );
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
@@ -41,15 +47,24 @@ fn query(url: &str, sql: &str) -> String {
 }
 
 fn count(url: &str, table: &str) -> u64 {
-    query(url, &format!("SELECT count() FROM {table}")).trim().parse().unwrap()
+    query(url, &format!("SELECT count() FROM {table}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn frames_for(imei: Imei, n: u64, seed: u64) -> Vec<u8> {
     let mut out = BytesMut::new();
-    Message::Login(Login { imei, type_code: Some(0x2404), tz_language: Some(TzLanguage::new(480, 1)) })
-        .encode(1, &mut out)
-        .unwrap();
-    let cells: Vec<Cell2g> = (0..7).map(|i| Cell2g::new(0x2795, 0x0E5A21 + i, 60 - i as u8)).collect();
+    Message::Login(Login {
+        imei,
+        type_code: Some(0x2404),
+        tz_language: Some(TzLanguage::new(480, 1)),
+    })
+    .encode(1, &mut out)
+    .unwrap();
+    let cells: Vec<Cell2g> = (0..7)
+        .map(|i| Cell2g::new(0x2795, 0x0E5A21 + i, 60 - i as u8))
+        .collect();
     for i in 0..n {
         let serial = (i + 2) as u16;
         let lat = 22.5 + ((seed + i) % 1000) as f64 * 1e-5;
@@ -60,7 +75,11 @@ fn frames_for(imei: Imei, n: u64, seed: u64) -> Vec<u8> {
                 fix: GpsFix::new(lat, 114.05, 5, 90, 8, true, true),
                 tail: Some(GpsTail {
                     network: MobileNetwork::new(460, 0),
-                    cell: CellTower { lac: 0x2795, cell_id: 0x0E5A21, rssi: 0 },
+                    cell: CellTower {
+                        lac: 0x2795,
+                        cell_id: 0x0E5A21,
+                        rssi: 0,
+                    },
                     acc: 1,
                     report_mode: 0,
                     realtime_upload: 0,
@@ -104,12 +123,22 @@ fn main() {
     config.clickhouse.database = db.clone();
     config.spool.dir = std::env::temp_dir().join(format!("badge-e2e-spool-{}", std::process::id()));
     config.validate().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db)).expect("schema");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db))
+        .expect("schema");
 
     eprintln!("e2e: encoding {rows} frames for {connections} badges");
     let payloads: Vec<Vec<u8>> = (0..connections)
-        .map(|c| frames_for(Imei::with_check_digit(87_000_000_000_000 + c).unwrap(), per_conn, c * 7919))
+        .map(|c| {
+            frames_for(
+                Imei::with_check_digit(87_000_000_000_000 + c).unwrap(),
+                per_conn,
+                c * 7919,
+            )
+        })
         .collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
 
@@ -152,7 +181,11 @@ fn main() {
     let dump = std::env::temp_dir().join(format!("badge-e2e-{}.rowbinary", std::process::id()));
     let client_bin = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
     let status = Command::new(client_bin)
-        .args(["client", "--query", &format!("SELECT * FROM {table} FORMAT RowBinary")])
+        .args([
+            "client",
+            "--query",
+            &format!("SELECT * FROM {table} FORMAT RowBinary"),
+        ])
         .stdout(std::fs::File::create(&dump).unwrap())
         .status()
         .unwrap();
@@ -160,7 +193,11 @@ fn main() {
     query(&url, &format!("CREATE TABLE {db}.locations_raw AS {table}"));
     let raw_started = Instant::now();
     let status = Command::new(client_bin)
-        .args(["client", "--query", &format!("INSERT INTO {db}.locations_raw FORMAT RowBinary")])
+        .args([
+            "client",
+            "--query",
+            &format!("INSERT INTO {db}.locations_raw FORMAT RowBinary"),
+        ])
         .stdin(Stdio::from(std::fs::File::open(&dump).unwrap()))
         .status()
         .unwrap();

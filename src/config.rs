@@ -12,6 +12,7 @@ use crate::protocol::frame::DEFAULT_MAX_FRAME;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct Config {
     pub server: ServerConfig,
     pub protocol: ProtocolConfig,
@@ -224,18 +225,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            protocol: ProtocolConfig::default(),
-            sink: SinkConfig::default(),
-            clickhouse: ClickHouseConfig::default(),
-            spool: SpoolConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 /// Where the control socket listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,7 +335,10 @@ impl Config {
         if s.read_buffer < self.protocol.max_frame {
             return bad(
                 "server.read_buffer",
-                format!("must hold at least one whole frame ({} bytes, protocol.max_frame)", self.protocol.max_frame),
+                format!(
+                    "must hold at least one whole frame ({} bytes, protocol.max_frame)",
+                    self.protocol.max_frame
+                ),
             );
         }
         if s.max_pending_output < 1024 {
@@ -362,7 +354,9 @@ impl Config {
             Ok(c) => c,
             Err(reason) => return bad("server.control", reason),
         };
-        if matches!(control, ControlAddr::Tcp(a) if !a.ip().is_loopback()) && s.control_token.is_empty() {
+        if matches!(control, ControlAddr::Tcp(a) if !a.ip().is_loopback())
+            && s.control_token.is_empty()
+        {
             return bad(
                 "server.control",
                 "a control socket outside loopback needs server.control_token (anyone who reaches it can command badges)",
@@ -373,10 +367,16 @@ impl Config {
         }
         let p = &self.protocol;
         if !(64..=65_541).contains(&p.max_frame) {
-            return bad("protocol.max_frame", "must be between 64 and 65541 (the largest 79 79 frame)");
+            return bad(
+                "protocol.max_frame",
+                "must be between 64 and 65541 (the largest 79 79 frame)",
+            );
         }
         if p.device_utc_offset_minutes.abs() > 14 * 60 {
-            return bad("protocol.device_utc_offset_minutes", "must be within ±840 (UTC-14 to UTC+14)");
+            return bad(
+                "protocol.device_utc_offset_minutes",
+                "must be within ±840 (UTC-14 to UTC+14)",
+            );
         }
         let k = &self.sink;
         if k.queue_capacity < 1024 {
@@ -398,11 +398,21 @@ impl Config {
             return bad("sink.file", "must name a file when sink.kind = \"file\"");
         }
         let c = &self.clickhouse;
-        if k.kind == SinkKind::ClickHouse && !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+        if k.kind == SinkKind::ClickHouse
+            && !(c.url.starts_with("http://") || c.url.starts_with("https://"))
+        {
             return bad("clickhouse.url", "must start with http:// or https://");
         }
-        if c.database.is_empty() || !c.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return bad("clickhouse.database", "must be letters, digits and underscores");
+        if c.database.is_empty()
+            || !c
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return bad(
+                "clickhouse.database",
+                "must be letters, digits and underscores",
+            );
         }
         if self.spool.max_bytes < 1024 * 1024 {
             return bad("spool.max_bytes", "must be at least 1 MiB");
@@ -430,9 +440,13 @@ mod tests {
         let c: Config = toml::from_str("[server]\nring_depth = 0\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("config key `server.ring_depth`"), "{e}");
-        let e = toml::from_str::<Config>("[server]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        let e = toml::from_str::<Config>("[server]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = toml::from_str::<Config>("[server]\nlisen = \"1.2.3.4:1\"\n").unwrap_err().to_string();
+        let e = toml::from_str::<Config>("[server]\nlisen = \"1.2.3.4:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lisen"), "{e}");
     }
 
@@ -445,7 +459,10 @@ mod tests {
         c.server.control_token = "s3cret".into();
         c.validate().unwrap();
         c.server.control = "unix:/tmp/x.sock".into();
-        assert_eq!(c.control_addr().unwrap(), ControlAddr::Unix("/tmp/x.sock".into()));
+        assert_eq!(
+            c.control_addr().unwrap(),
+            ControlAddr::Unix("/tmp/x.sock".into())
+        );
         c.server.control = "nonsense".into();
         assert!(c.validate().is_err());
     }

@@ -62,7 +62,11 @@ enum SchemaCommand {
     /// Create the database, tables and views of schema/ (idempotent).
     Apply {
         /// ClickHouse HTTP URL.
-        #[arg(long, env = "BADGE_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+        #[arg(
+            long,
+            env = "BADGE_CLICKHOUSE_URL",
+            default_value = "http://127.0.0.1:8123"
+        )]
         clickhouse_url: String,
         /// Database to create and fill.
         #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
@@ -173,7 +177,9 @@ impl ServeArgs {
 fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -208,7 +214,10 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         loop {
             let (ok, answer) = client.command("stats")?;
             // Clear the screen and home the cursor, like top.
-            print!("\x1B[2J\x1B[H{}  (badge-ingest ctl watch, Ctrl-C to stop)\n{answer}", args.control);
+            print!(
+                "\x1B[2J\x1B[H{}  (badge-ingest ctl watch, Ctrl-C to stop)\n{answer}",
+                args.control
+            );
             use std::io::Write as _;
             std::io::stdout().flush()?;
             if !ok {
@@ -227,13 +236,19 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
 
 fn schema(command: SchemaCommand) -> anyhow::Result<()> {
     match command {
-        SchemaCommand::Apply { clickhouse_url, database } => {
+        SchemaCommand::Apply {
+            clickhouse_url,
+            database,
+        } => {
             let mut config = Config::default();
             config.clickhouse.url = clickhouse_url;
             config.clickhouse.database = database;
             config.validate()?;
             let n = apply_schema(&config)?;
-            println!("applied {n} statements to database {}", config.clickhouse.database);
+            println!(
+                "applied {n} statements to database {}",
+                config.clickhouse.database
+            );
         }
         SchemaCommand::Print { database } => {
             for (name, sql) in badge_ingest::sink::schema::FILES {
@@ -248,9 +263,14 @@ fn schema(command: SchemaCommand) -> anyhow::Result<()> {
 }
 
 fn apply_schema(config: &Config) -> anyhow::Result<usize> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(config, &config.clickhouse.database))
-        .with_context(|| format!("applying the schema at {}", config.clickhouse.url))
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(
+        config,
+        &config.clickhouse.database,
+    ))
+    .with_context(|| format!("applying the schema at {}", config.clickhouse.url))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -263,22 +283,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (sink, workers) = badge_ingest::sink::start(&config).context("starting the sink")?;
     let sink_stats = sink.stats().clone();
-    let server = badge_ingest::server::start(config.clone(), sink).context("starting the server")?;
+    let server =
+        badge_ingest::server::start(config.clone(), sink).context("starting the server")?;
     let control_ctx = badge_ingest::control::Context::new(
         server.handle(),
         sink_stats,
         Some(config.server.control_token.clone()),
     );
-    let control = badge_ingest::control::start(&config, control_ctx).context("starting the control socket")?;
+    let control = badge_ingest::control::start(&config, control_ctx)
+        .context("starting the control socket")?;
 
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")?;
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
     let handle = signals.handle();
     let summary = spawn_summary(server.handle(), config.server.summary_interval_secs);
     let mut signals = signals;
     let signal = signals.forever().next();
     handle.close();
-    tracing::info!(?signal, "shutting down: closing connections and flushing records");
+    tracing::info!(
+        ?signal,
+        "shutting down: closing connections and flushing records"
+    );
     drop(summary);
     drop(control);
     let uptime = server.uptime();
@@ -299,7 +327,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Logs a one-line summary every `secs` seconds until dropped.
-fn spawn_summary(handle: badge_ingest::server::ServerHandle, secs: u64) -> Option<std::sync::mpsc::Sender<()>> {
+fn spawn_summary(
+    handle: badge_ingest::server::ServerHandle,
+    secs: u64,
+) -> Option<std::sync::mpsc::Sender<()>> {
     if secs == 0 {
         return None;
     }

@@ -132,8 +132,13 @@ fn close(a: f64, b: f64) -> bool {
 fn login_with_type_code_and_east_half_hour_zone() {
     let bytes = hex(LOGIN);
     let (f, m) = decode(&bytes);
-    assert_eq!((f.marker, f.protocol, f.serial), (Marker::Short, n::LOGIN, 0x0001));
-    let Message::Login(l) = m else { panic!("{m:?}") };
+    assert_eq!(
+        (f.marker, f.protocol, f.serial),
+        (Marker::Short, n::LOGIN, 0x0001)
+    );
+    let Message::Login(l) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(l.imei.to_string(), "353419032981448");
     assert_eq!(l.imei.as_u64(), 353_419_032_981_448);
     assert_eq!(l.type_code, Some(0x2404));
@@ -150,13 +155,18 @@ fn login_with_leading_zero_imei_and_west_zone() {
     let bytes = hex(LOGIN_WEST);
     let (f, m) = decode(&bytes);
     assert_eq!(f.serial, 0x0102);
-    let Message::Login(l) = m else { panic!("{m:?}") };
+    let Message::Login(l) = m else {
+        panic!("{m:?}")
+    };
     // The reference strips exactly one padding digit: "012345678901234".
     assert_eq!(l.imei.to_string(), "012345678901234");
     assert_eq!(l.imei.as_u64(), 12_345_678_901_234);
     assert_eq!(l.type_code, Some(0x0101));
     let tz = l.tz_language.unwrap();
-    assert_eq!((tz.0, tz.offset_minutes(), tz.language()), (0x12C9, -180, 1));
+    assert_eq!(
+        (tz.0, tz.offset_minutes(), tz.language()),
+        (0x12C9, -180, 1)
+    );
     assert_eq!(TzLanguage::new(-180, 1), tz);
     assert_reencodes(&bytes);
 }
@@ -166,7 +176,9 @@ fn login_with_imei_only_and_marker_bytes_in_the_serial() {
     let bytes = hex(LOGIN_IMEI_ONLY);
     let (f, m) = decode(&bytes);
     assert_eq!(f.serial, 0x7878);
-    let Message::Login(l) = m else { panic!("{m:?}") };
+    let Message::Login(l) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(l.imei.to_string(), "8612345678901234");
     assert_eq!((l.type_code, l.tz_language), (None, None));
     assert_reencodes(&bytes);
@@ -178,7 +190,10 @@ fn login_is_acknowledged_with_an_empty_0x01() {
     assert_eq!(immediate_reply(&hex(LOGIN_WEST)), hex(R_LOGIN_WEST));
     let bytes = hex(LOGIN);
     let (_, m) = decode(&bytes);
-    assert_eq!(Reply::immediate(&m, NOW), Some(Reply::Ack { protocol: 0x01 }));
+    assert_eq!(
+        Reply::immediate(&m, NOW),
+        Some(Reply::Ack { protocol: 0x01 })
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -189,10 +204,19 @@ fn login_is_acknowledged_with_an_empty_0x01() {
 fn heartbeat() {
     let bytes = hex(HEARTBEAT);
     let (_, m) = decode(&bytes);
-    let Message::Heartbeat(h) = m else { panic!("{m:?}") };
+    let Message::Heartbeat(h) = m else {
+        panic!("{m:?}")
+    };
     assert!(!h.extended);
     assert_eq!(h.protocol(), 0x13);
-    assert_eq!(h.status, HeartbeatStatus { terminal_info: 0xC8, battery: 85, gsm_signal: 4 });
+    assert_eq!(
+        h.status,
+        HeartbeatStatus {
+            terminal_info: 0xC8,
+            battery: 85,
+            gsm_signal: 4
+        }
+    );
     let ti = h.terminal_info();
     assert!(ti.power_disconnected() && ti.gps_positioned() && ti.charging());
     assert_eq!(h.language, Some(2));
@@ -204,8 +228,17 @@ fn heartbeat() {
 fn heartbeat_padding_is_not_an_extension() {
     let bytes = hex(HEARTBEAT_PADDED);
     let (_, m) = decode(&bytes);
-    let Message::Heartbeat(h) = m else { panic!("{m:?}") };
-    assert_eq!(h.status, HeartbeatStatus { terminal_info: 0, battery: 20, gsm_signal: 1 });
+    let Message::Heartbeat(h) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        h.status,
+        HeartbeatStatus {
+            terminal_info: 0,
+            battery: 20,
+            gsm_signal: 1
+        }
+    );
     assert_eq!(h.language, Some(1));
     assert_eq!(h.extension, &[] as &[u8]);
     let ti = h.terminal_info();
@@ -216,10 +249,19 @@ fn heartbeat_padding_is_not_an_extension() {
 fn extended_heartbeat() {
     let bytes = hex(HEARTBEAT_EXT);
     let (_, m) = decode(&bytes);
-    let Message::Heartbeat(h) = m else { panic!("{m:?}") };
+    let Message::Heartbeat(h) = m else {
+        panic!("{m:?}")
+    };
     assert!(h.extended);
     assert_eq!(h.protocol(), 0x36);
-    assert_eq!(h.status, HeartbeatStatus { terminal_info: 0x46, battery: 50, gsm_signal: 3 });
+    assert_eq!(
+        h.status,
+        HeartbeatStatus {
+            terminal_info: 0x46,
+            battery: 50,
+            gsm_signal: 3
+        }
+    );
     assert!(h.terminal_info().gps_positioned());
     assert!(!h.terminal_info().charging());
     assert_eq!(h.language, Some(1));
@@ -228,8 +270,17 @@ fn extended_heartbeat() {
 
     let bytes = hex(HEARTBEAT_EXT_SHORT);
     let (_, m) = decode(&bytes);
-    let Message::Heartbeat(h) = m else { panic!("{m:?}") };
-    assert_eq!(h.status, HeartbeatStatus { terminal_info: 0, battery: 100, gsm_signal: 0 });
+    let Message::Heartbeat(h) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        h.status,
+        HeartbeatStatus {
+            terminal_info: 0,
+            battery: 100,
+            gsm_signal: 0
+        }
+    );
     assert_eq!((h.language, h.extension), (None, &[] as &[u8]));
     assert_reencodes(&bytes);
 }
@@ -252,7 +303,10 @@ fn gps_north_east_with_2g_tail_and_mileage() {
     assert_eq!(g.generation, Generation::G2);
     assert_eq!(g.time, DT);
     assert_eq!(g.fix.satellites(), 9);
-    assert_eq!((g.fix.latitude_raw.get(), g.fix.longitude_raw.get()), (40_500_000, 205_020_000));
+    assert_eq!(
+        (g.fix.latitude_raw.get(), g.fix.longitude_raw.get()),
+        (40_500_000, 205_020_000)
+    );
     assert_eq!(g.fix.latitude(), 22.5);
     assert!(close(g.fix.longitude(), 113.9));
     assert_eq!((g.fix.speed_kmh(), g.fix.course()), (40, 270));
@@ -278,10 +332,16 @@ fn gps_south_east_without_tail() {
     let Message::Gps(g) = m else { panic!("{m:?}") };
     assert_eq!(g.generation, Generation::G2);
     assert_eq!(g.time, DeviceTime::new(23, 12, 31, 23, 59, 59));
-    assert_eq!((g.fix.latitude_raw.get(), g.fix.longitude_raw.get()), (61_020_000, 272_160_000));
+    assert_eq!(
+        (g.fix.latitude_raw.get(), g.fix.longitude_raw.get()),
+        (61_020_000, 272_160_000)
+    );
     assert!(close(g.fix.latitude(), -33.9), "{}", g.fix.latitude());
     assert!(close(g.fix.longitude(), 151.2), "{}", g.fix.longitude());
-    assert_eq!((g.fix.speed_kmh(), g.fix.course(), g.fix.satellites()), (0, 0, 4));
+    assert_eq!(
+        (g.fix.speed_kmh(), g.fix.course(), g.fix.satellites()),
+        (0, 0, 4)
+    );
     assert!(g.fix.positioned());
     assert!(!g.fix.realtime());
     assert_eq!(g.tail, None);
@@ -295,10 +355,16 @@ fn gps_4g_north_west_with_two_byte_mnc() {
     let Message::Gps(g) = m else { panic!("{m:?}") };
     assert_eq!(g.generation, Generation::G4);
     assert_eq!(g.protocol(), 0xA0);
-    assert_eq!((g.fix.latitude_raw.get(), g.fix.longitude_raw.get()), (73_260_000, 133_200_000));
+    assert_eq!(
+        (g.fix.latitude_raw.get(), g.fix.longitude_raw.get()),
+        (73_260_000, 133_200_000)
+    );
     assert!(close(g.fix.latitude(), 40.7));
     assert!(close(g.fix.longitude(), -74.0));
-    assert_eq!((g.fix.speed_kmh(), g.fix.course(), g.fix.satellites()), (88, 359, 12));
+    assert_eq!(
+        (g.fix.speed_kmh(), g.fix.course(), g.fix.satellites()),
+        (88, 359, 12)
+    );
     assert!(g.fix.positioned() && g.fix.realtime());
     assert_eq!(
         g.tail,
@@ -319,10 +385,16 @@ fn gps_4g_south_west_with_wide_small_mnc_and_no_mileage() {
     let bytes = hex(GPS_SW);
     let (_, m) = decode(&bytes);
     let Message::Gps(g) = m else { panic!("{m:?}") };
-    assert_eq!((g.fix.latitude_raw.get(), g.fix.longitude_raw.get()), (62_280_000, 105_120_000));
+    assert_eq!(
+        (g.fix.latitude_raw.get(), g.fix.longitude_raw.get()),
+        (62_280_000, 105_120_000)
+    );
     assert!(close(g.fix.latitude(), -34.6));
     assert!(close(g.fix.longitude(), -58.4));
-    assert_eq!((g.fix.speed_kmh(), g.fix.course(), g.fix.satellites()), (5, 90, 7));
+    assert_eq!(
+        (g.fix.speed_kmh(), g.fix.course(), g.fix.satellites()),
+        (5, 90, 7)
+    );
     // MNC "007": two bytes on the wire, told apart from "07" by the MCC's high bit.
     assert_eq!(
         g.tail,
@@ -387,7 +459,10 @@ fn lbs_0x2e_with_three_stations_and_wide_mnc() {
     assert_eq!(l.network, net(460, 11, true));
     assert_eq!(l.cells.len(), 3);
     assert_eq!(l.cells.main(), Some(tower(0x1000, 0x123456, 0x50)));
-    assert_eq!(l.cells.neighbours().collect::<Vec<_>>(), vec![tower(0x1001, 0x123457, 0x20)]);
+    assert_eq!(
+        l.cells.neighbours().collect::<Vec<_>>(),
+        vec![tower(0x1001, 0x123457, 0x20)]
+    );
     assert_eq!((l.timing_advance, l.language), (Some(0), Some(2)));
     assert_reencodes(&bytes);
 }
@@ -404,7 +479,10 @@ fn lbs_4g_stations() {
     assert_eq!(l.cells.main(), Some(tower(0x251A, 0x0FA1_0001, 0x3C)));
     assert_eq!(
         l.cells.neighbours().collect::<Vec<_>>(),
-        vec![tower(0x251B, 0x0FA1_0002, 0x30), tower(0x1_0000, 0xFFFF_FFFF_FFFF, 0x10)]
+        vec![
+            tower(0x251B, 0x0FA1_0002, 0x30),
+            tower(0x1_0000, 0xFFFF_FFFF_FFFF, 0x10)
+        ]
     );
     assert_eq!((l.timing_advance, l.language), (Some(2), None));
     assert_reencodes(&bytes);
@@ -432,7 +510,10 @@ fn wifi_without_access_points() {
     assert_eq!(w.network, net(460, 0, false));
     assert_eq!((w.cells.generation(), w.cells.len()), (Generation::G2, 7));
     assert_eq!(w.cells.main(), Some(tower(0x251A, 0x000FA1, 0x3C)));
-    assert_eq!(w.cells.neighbours().collect::<Vec<_>>(), vec![tower(0x251A, 0x000FA2, 0x32)]);
+    assert_eq!(
+        w.cells.neighbours().collect::<Vec<_>>(),
+        vec![tower(0x251A, 0x000FA2, 0x32)]
+    );
     assert_eq!(w.timing_advance, 3);
     assert!(w.aps.is_empty());
     assert_reencodes(&bytes);
@@ -449,7 +530,11 @@ fn wifi_with_several_access_points() {
     assert_eq!(w.cells.main(), Some(tower(0x251A, 0x0FA1_0001, 0x3C)));
     assert_eq!(w.cells.neighbours().count(), 0);
     assert_eq!(w.timing_advance, 0);
-    let aps: Vec<(String, u8)> = w.aps.iter().map(|a| (a.mac().to_string(), a.rssi)).collect();
+    let aps: Vec<(String, u8)> = w
+        .aps
+        .iter()
+        .map(|a| (a.mac().to_string(), a.rssi))
+        .collect();
     assert_eq!(
         aps,
         vec![
@@ -465,7 +550,10 @@ fn wifi_with_several_access_points() {
     let (_, m) = decode(&bytes);
     let Message::Wifi(w) = m else { panic!("{m:?}") };
     assert_eq!((w.protocol(), w.timing_advance, w.aps.len()), (0x2C, 1, 2));
-    assert_eq!(w.aps[0].mac(), MacAddr([0xAC, 0x23, 0x3F, 0x01, 0x02, 0x03]));
+    assert_eq!(
+        w.aps[0].mac(),
+        MacAddr([0xAC, 0x23, 0x3F, 0x01, 0x02, 0x03])
+    );
     assert_eq!(w.aps[1].rssi, 0x50);
     assert_reencodes(&bytes);
 }
@@ -478,13 +566,31 @@ fn wifi_with_several_access_points() {
 fn time_sync_requests() {
     let bytes = hex(TIME_SYNC_EN);
     let (_, m) = decode(&bytes);
-    assert_eq!(m, Message::TimeSync(TimeSyncRequest { device_time: Some(DT), language: 2 }));
+    assert_eq!(
+        m,
+        Message::TimeSync(TimeSyncRequest {
+            device_time: Some(DT),
+            language: 2
+        })
+    );
     let bytes = hex(TIME_SYNC_ZH);
     let (_, m) = decode(&bytes);
-    assert_eq!(m, Message::TimeSync(TimeSyncRequest { device_time: Some(DT), language: 1 }));
+    assert_eq!(
+        m,
+        Message::TimeSync(TimeSyncRequest {
+            device_time: Some(DT),
+            language: 1
+        })
+    );
     let bytes = hex(TIME_SYNC_EMPTY);
     let (_, m) = decode(&bytes);
-    assert_eq!(m, Message::TimeSync(TimeSyncRequest { device_time: None, language: 1 }));
+    assert_eq!(
+        m,
+        Message::TimeSync(TimeSyncRequest {
+            device_time: None,
+            language: 1
+        })
+    );
     let bytes = hex(TIME_SYNC_2);
     let (_, m) = decode(&bytes);
     assert_eq!(m, Message::TimeSync2);
@@ -500,21 +606,35 @@ fn time_sync_replies() {
     let (_, m) = decode(&bytes);
     assert_eq!(
         Reply::immediate(&m, NOW),
-        Some(Reply::TimeSync { time: (NOW + 8 * 3600) as u32, language: 1 })
+        Some(Reply::TimeSync {
+            time: (NOW + 8 * 3600) as u32,
+            language: 1
+        })
     );
     assert_eq!(immediate_reply(&hex(TIME_SYNC_ZH)), hex(R_TIME_SYNC_ZH));
-    assert_eq!(immediate_reply(&hex(TIME_SYNC_EMPTY)), hex(R_TIME_SYNC_EMPTY));
+    assert_eq!(
+        immediate_reply(&hex(TIME_SYNC_EMPTY)),
+        hex(R_TIME_SYNC_EMPTY)
+    );
     // Language 2: plain UTC.
     let bytes = hex(TIME_SYNC_EN);
     let (_, m) = decode(&bytes);
-    assert_eq!(Reply::immediate(&m, NOW), Some(Reply::TimeSync { time: NOW as u32, language: 2 }));
+    assert_eq!(
+        Reply::immediate(&m, NOW),
+        Some(Reply::TimeSync {
+            time: NOW as u32,
+            language: 2
+        })
+    );
     assert_eq!(immediate_reply(&hex(TIME_SYNC_EN)), hex(R_TIME_SYNC_EN));
     // 0x8A: Beijing wall clock, across the new year.
     let bytes = hex(TIME_SYNC_2);
     let (_, m) = decode(&bytes);
     assert_eq!(
         Reply::immediate(&m, NOW),
-        Some(Reply::TimeSync2 { time: DeviceTime::new(25, 1, 1, 7, 59, 59) })
+        Some(Reply::TimeSync2 {
+            time: DeviceTime::new(25, 1, 1, 7, 59, 59)
+        })
     );
     assert_eq!(immediate_reply(&hex(TIME_SYNC_2)), hex(R_TIME_SYNC_2));
 }
@@ -527,21 +647,44 @@ fn time_sync_replies() {
 fn single_fence_alarm() {
     let bytes = hex(ALARM_A3);
     let (_, m) = decode(&bytes);
-    let Message::Alarm(a) = m else { panic!("{m:?}") };
-    assert_eq!((a.source, a.protocol(), a.source.as_str()), (AlarmSource::SingleFence, 0xA3, "single_fence"));
-    let AlarmBody::Fence { time, fix, lbs_length, network, cell, status, fence_id } = a.body else {
+    let Message::Alarm(a) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (a.source, a.protocol(), a.source.as_str()),
+        (AlarmSource::SingleFence, 0xA3, "single_fence")
+    );
+    let AlarmBody::Fence {
+        time,
+        fix,
+        lbs_length,
+        network,
+        cell,
+        status,
+        fence_id,
+    } = a.body
+    else {
         panic!("{a:?}")
     };
     assert_eq!(time, DT);
     assert_eq!(fix.latitude(), 22.5);
     assert!(close(fix.longitude(), 113.9));
-    assert_eq!((fix.speed_kmh(), fix.course(), fix.satellites()), (12, 180, 8));
+    assert_eq!(
+        (fix.speed_kmh(), fix.course(), fix.satellites()),
+        (12, 180, 8)
+    );
     assert_eq!(lbs_length, 0x0F);
     assert_eq!(network, net(460, 0, false));
     assert_eq!(cell, CellId4g::new(0x251A, 0x0ABC_DEF0));
     assert_eq!(
         status,
-        AlarmStatus { terminal_info: 0x44, voltage_level: 5, gsm_signal: 3, alarm_code: 0x01, language: 1 }
+        AlarmStatus {
+            terminal_info: 0x44,
+            voltage_level: 5,
+            gsm_signal: 3,
+            alarm_code: 0x01,
+            language: 1
+        }
     );
     // The trailing byte is not a fence id: only 0xA4 has one.
     assert_eq!(fence_id, None);
@@ -561,13 +704,26 @@ fn single_fence_alarm() {
 fn multi_fence_alarm_with_fence_id_and_no_fix() {
     let bytes = hex(ALARM_A4);
     let (_, m) = decode(&bytes);
-    let Message::Alarm(a) = m else { panic!("{m:?}") };
+    let Message::Alarm(a) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!((a.source, a.protocol()), (AlarmSource::MultiFence, 0xA4));
-    let AlarmBody::Fence { lbs_length, status, .. } = a.body else { panic!("{a:?}") };
+    let AlarmBody::Fence {
+        lbs_length, status, ..
+    } = a.body
+    else {
+        panic!("{a:?}")
+    };
     assert_eq!(lbs_length, 0x10);
     assert_eq!(
         status,
-        AlarmStatus { terminal_info: 0x02, voltage_level: 6, gsm_signal: 4, alarm_code: 0x05, language: 2 }
+        AlarmStatus {
+            terminal_info: 0x02,
+            voltage_level: 6,
+            gsm_signal: 4,
+            alarm_code: 0x05,
+            language: 2
+        }
     );
     assert_eq!(a.fence_id(), Some(7));
     assert_eq!(a.position(), None, "an unpositioned fix is no position");
@@ -582,14 +738,25 @@ fn multi_fence_alarm_with_fence_id_and_no_fix() {
 fn lbs_alarm_has_no_datetime() {
     let bytes = hex(ALARM_A5);
     let (_, m) = decode(&bytes);
-    let Message::Alarm(a) = m else { panic!("{m:?}") };
-    assert_eq!((a.source, a.protocol(), a.source.as_str()), (AlarmSource::Lbs, 0xA5, "lbs"));
+    let Message::Alarm(a) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (a.source, a.protocol(), a.source.as_str()),
+        (AlarmSource::Lbs, 0xA5, "lbs")
+    );
     assert_eq!(
         a.body,
         AlarmBody::Lbs {
             network: net(460, 0, false),
             cell: CellId4g::new(100_000, 0x12_3456_789A),
-            status: AlarmStatus { terminal_info: 0x80, voltage_level: 7, gsm_signal: 0, alarm_code: 0x7E, language: 1 },
+            status: AlarmStatus {
+                terminal_info: 0x80,
+                voltage_level: 7,
+                gsm_signal: 0,
+                alarm_code: 0x7E,
+                language: 1
+            },
         }
     );
     assert_eq!(a.time(), None);
@@ -606,23 +773,46 @@ fn lbs_alarm_has_no_datetime() {
 fn wifi_alarm_with_2g_cells() {
     let bytes = hex(ALARM_A9_2G);
     let (_, m) = decode(&bytes);
-    let Message::Alarm(a) = m else { panic!("{m:?}") };
-    assert_eq!((a.source, a.protocol(), a.source.as_str()), (AlarmSource::Wifi, 0xA9, "wifi"));
-    let AlarmBody::Wifi { time, network, cells, timing_advance, aps, alarm_code, language } = a.body else {
+    let Message::Alarm(a) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (a.source, a.protocol(), a.source.as_str()),
+        (AlarmSource::Wifi, 0xA9, "wifi")
+    );
+    let AlarmBody::Wifi {
+        time,
+        network,
+        cells,
+        timing_advance,
+        aps,
+        alarm_code,
+        language,
+    } = a.body
+    else {
         panic!("{a:?}")
     };
     assert_eq!((time, network), (DT, net(460, 1, false)));
     assert_eq!((cells.generation(), cells.len()), (Generation::G2, 2));
     assert_eq!(cells.main(), Some(tower(0x251A, 0x000FA1, 0x3C)));
-    assert_eq!(cells.neighbours().collect::<Vec<_>>(), vec![tower(0x251A, 0x000FA2, 0x32)]);
+    assert_eq!(
+        cells.neighbours().collect::<Vec<_>>(),
+        vec![tower(0x251A, 0x000FA2, 0x32)]
+    );
     assert_eq!(timing_advance, 4);
     assert_eq!(aps.len(), 2);
     assert_eq!(a.wifi(), aps);
-    assert_eq!((aps[0].mac().to_string().as_str(), aps[0].rssi), ("AC:23:3F:01:02:03", 0xC4));
+    assert_eq!(
+        (aps[0].mac().to_string().as_str(), aps[0].rssi),
+        ("AC:23:3F:01:02:03", 0xC4)
+    );
     assert_eq!((alarm_code, language), (0x01, 2));
     assert_eq!(a.alarm_code(), 0x01);
     assert_eq!(a.main_cell(), Some(tower(0x251A, 0x000FA1, 0x3C)));
-    assert_eq!((a.status(), a.battery_percent(), a.fence_id(), a.position()), (None, None, None, None));
+    assert_eq!(
+        (a.status(), a.battery_percent(), a.fence_id(), a.position()),
+        (None, None, None, None)
+    );
     assert_eq!(a.time(), Some(DT));
     assert_reencodes(&bytes);
 }
@@ -631,14 +821,28 @@ fn wifi_alarm_with_2g_cells() {
 fn wifi_alarm_with_4g_cells() {
     let bytes = hex(ALARM_A9_4G);
     let (_, m) = decode(&bytes);
-    let Message::Alarm(a) = m else { panic!("{m:?}") };
-    let AlarmBody::Wifi { network, cells, timing_advance, aps, alarm_code, language, .. } = a.body else {
+    let Message::Alarm(a) = m else {
+        panic!("{m:?}")
+    };
+    let AlarmBody::Wifi {
+        network,
+        cells,
+        timing_advance,
+        aps,
+        alarm_code,
+        language,
+        ..
+    } = a.body
+    else {
         panic!("{a:?}")
     };
     assert_eq!(network, net(310, 260, true));
     assert_eq!((cells.generation(), cells.len()), (Generation::G4, 1));
     assert_eq!(cells.main(), Some(tower(100_000, 0x12_3456_789A, 0x2A)));
-    assert_eq!((timing_advance, aps.len(), alarm_code, language), (0, 0, 0x13, 1));
+    assert_eq!(
+        (timing_advance, aps.len(), alarm_code, language),
+        (0, 0, 0x13, 1)
+    );
     assert_eq!(alarm_label(alarm_code), "tamper");
     assert_reencodes(&bytes);
 }
@@ -649,7 +853,16 @@ fn wifi_alarm_with_an_unknown_cell_type_is_rejected() {
     content[9] = 2;
     let e = Message::decode_content(0xA9, &content).unwrap_err();
     assert_eq!((e.message, e.offset), ("alarm_wifi", 10));
-    assert!(matches!(e.kind, MessageErrorKind::Invalid { field: "cell_type", .. }), "{e}");
+    assert!(
+        matches!(
+            e.kind,
+            MessageErrorKind::Invalid {
+                field: "cell_type",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -663,7 +876,10 @@ fn alarms_get_a_0x26_ack_then_alarmsms() {
     ] {
         let bytes = hex(frame);
         let (_, m) = decode(&bytes);
-        assert_eq!(Reply::immediate(&m, NOW), Some(Reply::Ack { protocol: 0x26 }));
+        assert_eq!(
+            Reply::immediate(&m, NOW),
+            Some(Reply::Ack { protocol: 0x26 })
+        );
         assert_eq!(immediate_reply(&hex(frame)), hex(reply));
     }
     let f = frame_of(&hex(ALARM_A3)).serial;
@@ -680,12 +896,17 @@ fn alarms_get_a_0x26_ack_then_alarmsms() {
 fn lbs_address_request() {
     let bytes = hex(ADDR_17);
     let (_, m) = decode(&bytes);
-    let Message::AddressRequest(r) = m else { panic!("{m:?}") };
+    let Message::AddressRequest(r) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!((r.protocol, r.time, r.language), (0x17, DT, 1));
     assert!(!r.wants_english());
     assert_eq!(r.body.len(), 3 + 2 + 3 + 21);
     assert_eq!(&r.body[8..22], b"+8613800138000");
-    assert_eq!(r.cell(), Some((net(460, 0, false), tower(0x251A, 0x000FA1, 0))));
+    assert_eq!(
+        r.cell(),
+        Some((net(460, 0, false), tower(0x251A, 0x000FA1, 0)))
+    );
     assert_eq!(r.gps(), None);
     assert_reencodes(&bytes);
 }
@@ -694,7 +915,9 @@ fn lbs_address_request() {
 fn gps_address_query() {
     let bytes = hex(ADDR_1A);
     let (_, m) = decode(&bytes);
-    let Message::AddressRequest(r) = m else { panic!("{m:?}") };
+    let Message::AddressRequest(r) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!((r.protocol, r.time, r.language), (0x1A, DT, 2));
     assert!(r.wants_english());
     assert_eq!(r.body.len(), 12 + 21);
@@ -709,11 +932,16 @@ fn gps_address_query() {
 fn lbs_4g_address_request() {
     let bytes = hex(ADDR_A7);
     let (_, m) = decode(&bytes);
-    let Message::AddressRequest(r) = m else { panic!("{m:?}") };
+    let Message::AddressRequest(r) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!((r.protocol, r.time, r.language), (0xA7, DT, 2));
     assert!(r.wants_english());
     assert_eq!(r.body.len(), 4 + 4 + 8);
-    assert_eq!(r.cell(), Some((net(460, 11, true), tower(100_000, 0x1_2345_6789, 0))));
+    assert_eq!(
+        r.cell(),
+        Some((net(460, 11, true), tower(100_000, 0x1_2345_6789, 0)))
+    );
     assert_eq!(r.gps(), None);
     assert_reencodes(&bytes);
 }
@@ -726,15 +954,22 @@ fn address_replies() {
     // 0x17 request in Chinese: 0x17 ADDRESS reply with a 1-byte length, UTF-16BE text.
     let bytes = hex(ADDR_17);
     let (f, m) = decode(&bytes);
-    let Message::AddressRequest(req) = m else { panic!() };
+    let Message::AddressRequest(req) = m else {
+        panic!()
+    };
     let r = Reply::address(&req, "广东省深圳市南山区科技园");
     assert_eq!(r.protocol(), 0x17);
     assert_eq!(reply_bytes(&r, f.serial), hex(R_ADDRESS_ZH));
-    assert_eq!(reply_bytes(&Reply::address(&req, ""), f.serial), hex(R_ADDRESS_EMPTY));
+    assert_eq!(
+        reply_bytes(&Reply::address(&req, ""), f.serial),
+        hex(R_ADDRESS_EMPTY)
+    );
     // 0x1A request in English: 0x97 with a 2-byte length.
     let bytes = hex(ADDR_1A);
     let (f, m) = decode(&bytes);
-    let Message::AddressRequest(req) = m else { panic!() };
+    let Message::AddressRequest(req) = m else {
+        panic!()
+    };
     let r = Reply::address(&req, "1 Science Park Rd, Nanshan, Shenzhen");
     assert_eq!(r.protocol(), 0x97);
     assert_eq!(reply_bytes(&r, f.serial), hex(R_ADDRESS_EN));
@@ -744,7 +979,9 @@ fn address_replies() {
 fn a_long_address_reply_needs_a_79_79_frame() {
     let bytes = hex(ADDR_A7);
     let (f, m) = decode(&bytes);
-    let Message::AddressRequest(req) = m else { panic!() };
+    let Message::AddressRequest(req) = m else {
+        panic!()
+    };
     let long = "Building 7, Phase 2, Shenzhen Bay Science and Technology Ecological Park, \
                 1819 Shahe West Road, Yuehai Subdistrict, Nanshan District, Shenzhen, \
                 Guangdong 518057, China";
@@ -762,20 +999,33 @@ fn a_long_address_reply_needs_a_79_79_frame() {
 fn attendance_2g_clock_in() {
     let bytes = hex(ATT_B0_IN);
     let (_, m) = decode(&bytes);
-    let Message::Attendance(a) = m else { panic!("{m:?}") };
+    let Message::Attendance(a) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(a.protocol(), 0xB0);
     let h = a.head;
     assert_eq!((h.time, h.gps_flag, h.reserved), (DT, 1, [0xAB, 0xCD]));
     assert_eq!(h.fix.latitude(), 22.5);
     assert_eq!(h.fix.satellites(), 9);
-    assert_eq!((h.terminal_info, h.voltage_level, h.gsm_signal, h.reserved_ext), (0x44, 4, 3, [0, 0]));
+    assert_eq!(
+        (
+            h.terminal_info,
+            h.voltage_level,
+            h.gsm_signal,
+            h.reserved_ext
+        ),
+        (0x44, 4, 3, [0, 0])
+    );
     assert_eq!(a.kind(), AttendanceKind::ClockIn);
     assert!(a.gps_positioned());
     assert_eq!(a.battery_percent(), Some(68));
     assert_eq!(a.network, net(460, 0, false));
     assert_eq!((a.cells.generation(), a.cells.len()), (Generation::G2, 7));
     assert_eq!(a.cells.main(), Some(tower(0x251A, 0x000FA1, 0x3C)));
-    assert_eq!(a.cells.neighbours().collect::<Vec<_>>(), vec![tower(0x251A, 0x000FA2, 0x32)]);
+    assert_eq!(
+        a.cells.neighbours().collect::<Vec<_>>(),
+        vec![tower(0x251A, 0x000FA2, 0x32)]
+    );
     assert_eq!(a.timing_advance, 1);
     assert_eq!(a.aps.len(), 2);
     assert_eq!(a.aps[1].mac().to_string(), "00:11:22:33:44:55");
@@ -786,7 +1036,9 @@ fn attendance_2g_clock_in() {
 fn attendance_2g_clock_out() {
     let bytes = hex(ATT_B0_OUT);
     let (_, m) = decode(&bytes);
-    let Message::Attendance(a) = m else { panic!("{m:?}") };
+    let Message::Attendance(a) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(a.head.time, DeviceTime::new(24, 5, 1, 18, 0, 5));
     assert_eq!((a.head.gps_flag, a.head.reserved), (0, [0x00, 0x07]));
     assert_eq!(a.kind(), AttendanceKind::ClockOut);
@@ -800,7 +1052,9 @@ fn attendance_2g_clock_out() {
 fn attendance_4g_clock_out() {
     let bytes = hex(ATT_B1_OUT);
     let (_, m) = decode(&bytes);
-    let Message::Attendance(a) = m else { panic!("{m:?}") };
+    let Message::Attendance(a) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(a.protocol(), 0xB1);
     assert_eq!(a.kind(), AttendanceKind::ClockOut);
     // The flag byte says 1, the GPS block says not positioned: the block wins.
@@ -810,7 +1064,10 @@ fn attendance_4g_clock_out() {
     assert_eq!(a.network, net(460, 1, true));
     assert_eq!((a.cells.generation(), a.cells.len()), (Generation::G4, 7));
     assert_eq!(a.cells.main(), Some(tower(0x251A, 0x0FA1_0001, 0x3C)));
-    assert_eq!(a.cells.neighbours().collect::<Vec<_>>(), vec![tower(0x251A, 0x0FA1_0002, 0x20)]);
+    assert_eq!(
+        a.cells.neighbours().collect::<Vec<_>>(),
+        vec![tower(0x251A, 0x0FA1_0002, 0x20)]
+    );
     assert_reencodes(&bytes);
 }
 
@@ -818,7 +1075,9 @@ fn attendance_4g_clock_out() {
 fn attendance_4g_clock_in_has_a_two_byte_mnc_without_the_mcc_bit() {
     let bytes = hex(ATT_B1_IN);
     let (_, m) = decode(&bytes);
-    let Message::Attendance(a) = m else { panic!("{m:?}") };
+    let Message::Attendance(a) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(a.kind(), AttendanceKind::ClockIn);
     assert_eq!(a.network, net(460, 2, true));
     assert_eq!(a.head.reserved, [0xFF, 0x00]);
@@ -836,7 +1095,9 @@ fn attendance_4g_clock_in_has_a_two_byte_mnc_without_the_mcc_bit() {
 fn bluetooth_punches() {
     let bytes = hex(PUNCH_IN);
     let (_, m) = decode(&bytes);
-    let Message::BluetoothPunch(p) = m else { panic!("{m:?}") };
+    let Message::BluetoothPunch(p) = m else {
+        panic!("{m:?}")
+    };
     let b = p.body;
     assert_eq!((b.time, b.rssi), (DT, -59));
     assert_eq!(p.mac().to_string(), "AC:23:3F:5A:10:01");
@@ -850,9 +1111,17 @@ fn bluetooth_punches() {
 
     let bytes = hex(PUNCH_OUT);
     let (_, m) = decode(&bytes);
-    let Message::BluetoothPunch(p) = m else { panic!("{m:?}") };
-    assert_eq!((p.body.time, p.body.rssi), (DeviceTime::new(24, 5, 1, 18, 1, 2), -100));
-    assert_eq!((p.body.terminal_info, p.body.reserved), (0x08, [0x00, 0xFF]));
+    let Message::BluetoothPunch(p) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        (p.body.time, p.body.rssi),
+        (DeviceTime::new(24, 5, 1, 18, 1, 2), -100)
+    );
+    assert_eq!(
+        (p.body.terminal_info, p.body.reserved),
+        (0x08, [0x00, 0xFF])
+    );
     assert_eq!(p.kind(), AttendanceKind::ClockOut);
     assert_reencodes(&bytes);
 }
@@ -863,7 +1132,12 @@ fn attendance_and_punch_replies_echo_datetime_type_and_reserved() {
     let (_, m) = decode(&bytes);
     assert_eq!(
         Reply::immediate(&m, NOW),
-        Some(Reply::Punch { protocol: 0xB0, time: DT, kind: AttendanceKind::ClockIn, reserved: [0xAB, 0xCD] })
+        Some(Reply::Punch {
+            protocol: 0xB0,
+            time: DT,
+            kind: AttendanceKind::ClockIn,
+            reserved: [0xAB, 0xCD]
+        })
     );
     for (frame, reply) in [
         (ATT_B0_IN, R_ATT_B0_IN),
@@ -885,7 +1159,9 @@ fn attendance_and_punch_replies_echo_datetime_type_and_reserved() {
 fn bluetooth_location_without_beacons() {
     let bytes = hex(BT_LOC_0);
     let (_, m) = decode(&bytes);
-    let Message::BluetoothLocation(l) = m else { panic!("{m:?}") };
+    let Message::BluetoothLocation(l) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(l.time, DT);
     assert!(l.beacons.is_empty());
     assert_eq!(l.strongest(|_| true), None);
@@ -896,14 +1172,19 @@ fn bluetooth_location_without_beacons() {
 fn bluetooth_location_with_one_beacon_in_volts() {
     let bytes = hex(BT_LOC_1);
     let (_, m) = decode(&bytes);
-    let Message::BluetoothLocation(l) = m else { panic!("{m:?}") };
+    let Message::BluetoothLocation(l) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(l.beacons.len(), 1);
     let b = &l.beacons[0];
     assert_eq!(b.rssi, -70);
     assert_eq!(b.mac().to_string(), "AC:23:3F:5A:10:01");
     assert_eq!(format_uuid(&b.uuid), "FDA50693-A4E2-4FB1-AFCF-C6EB07647825");
     assert_eq!((b.major.get(), b.minor.get()), (10001, 1));
-    assert_eq!((b.battery(), b.battery_unit), (BeaconBattery::Centivolts(310), 0));
+    assert_eq!(
+        (b.battery(), b.battery_unit),
+        (BeaconBattery::Centivolts(310), 0)
+    );
     assert!(close(b.battery().value(), 3.1));
     assert_reencodes(&bytes);
 }
@@ -914,25 +1195,56 @@ fn bluetooth_location_long_frame_with_three_beacons() {
     let (f, m) = decode(&bytes);
     assert_eq!(f.marker, Marker::Long);
     assert_eq!(f.serial, 0x00A2);
-    let Message::BluetoothLocation(l) = m else { panic!("{m:?}") };
+    let Message::BluetoothLocation(l) = m else {
+        panic!("{m:?}")
+    };
     let got: Vec<(i8, String, u16, u16, BeaconBattery)> = l
         .beacons
         .iter()
-        .map(|b| (b.rssi, b.mac().to_string(), b.major.get(), b.minor.get(), b.battery()))
+        .map(|b| {
+            (
+                b.rssi,
+                b.mac().to_string(),
+                b.major.get(),
+                b.minor.get(),
+                b.battery(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
         vec![
-            (-80, "AC:23:3F:5A:10:01".into(), 10001, 1, BeaconBattery::Centivolts(295)),
-            (-45, "AC:23:3F:5A:10:02".into(), 10001, 2, BeaconBattery::Percent(90)),
-            (-128, "AC:23:3F:5A:10:03".into(), 65535, 0, BeaconBattery::Percent(75)),
+            (
+                -80,
+                "AC:23:3F:5A:10:01".into(),
+                10001,
+                1,
+                BeaconBattery::Centivolts(295)
+            ),
+            (
+                -45,
+                "AC:23:3F:5A:10:02".into(),
+                10001,
+                2,
+                BeaconBattery::Percent(90)
+            ),
+            (
+                -128,
+                "AC:23:3F:5A:10:03".into(),
+                65535,
+                0,
+                BeaconBattery::Percent(75)
+            ),
         ]
     );
     // Any non-zero unit byte means percent.
     assert_eq!(l.beacons[2].battery_unit, 0x64);
     assert_eq!(l.beacons[1].battery().value(), 90.0);
     assert_eq!(l.strongest(|_| true).map(|b| b.minor.get()), Some(2));
-    assert_eq!(l.strongest(|b| b.minor.get() != 2).map(|b| b.rssi), Some(-80));
+    assert_eq!(
+        l.strongest(|b| b.minor.get() != 2).map(|b| b.rssi),
+        Some(-80)
+    );
     assert_eq!(l.strongest(|_| false), None);
     // The encoder picks the marker by size: the same message fits 78 78.
     let mut out = BytesMut::new();
@@ -950,18 +1262,27 @@ fn bluetooth_location_long_frame_with_three_beacons() {
 fn general_info_sub_protocols() {
     let bytes = hex(GI_SIM_IDS);
     let (_, m) = decode(&bytes);
-    let Message::GeneralInfo(g) = m else { panic!("{m:?}") };
-    let GeneralInfo::SimIds { imei, imsi, iccid } = g else { panic!("{g:?}") };
+    let Message::GeneralInfo(g) = m else {
+        panic!("{m:?}")
+    };
+    let GeneralInfo::SimIds { imei, imsi, iccid } = g else {
+        panic!("{g:?}")
+    };
     assert_eq!(imei, [0x03, 0x53, 0x41, 0x90, 0x32, 0x98, 0x14, 0x48]);
     assert_eq!(imsi.to_string(), "460011234567890");
     // content[17:27].hex() in the reference: lower-case, the F padding kept.
     assert_eq!(iccid.to_string(), "8986011234567890123f");
-    assert_eq!((g.sub_protocol(), g.imsi(), g.iccid()), (0x0A, Some(imsi), Some(iccid)));
+    assert_eq!(
+        (g.sub_protocol(), g.imsi(), g.iccid()),
+        (0x0A, Some(imsi), Some(iccid))
+    );
     assert_reencodes(&bytes);
 
     let bytes = hex(GI_ICCID);
     let (_, m) = decode(&bytes);
-    let Message::GeneralInfo(g) = m else { panic!("{m:?}") };
+    let Message::GeneralInfo(g) = m else {
+        panic!("{m:?}")
+    };
     assert_eq!(g.sub_protocol(), 0x00);
     assert_eq!(g.iccid().unwrap().to_string(), "89860112345678901234");
     assert_eq!(g.imsi(), None);
@@ -974,13 +1295,27 @@ fn general_info_sub_protocols() {
 
     let bytes = hex(GI_OTHER);
     let (_, m) = decode(&bytes);
-    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x04, data: b"ABC" }));
+    assert_eq!(
+        m,
+        Message::GeneralInfo(GeneralInfo::Other {
+            sub_protocol: 0x04,
+            data: b"ABC"
+        })
+    );
     assert_reencodes(&bytes);
 
     let bytes = hex(GI_SIM_IDS_SHORT);
     let (_, m) = decode(&bytes);
-    let Message::GeneralInfo(g) = m else { panic!("{m:?}") };
-    assert_eq!(g, GeneralInfo::Other { sub_protocol: 0x0A, data: &hex("03 53 41 90 32 98 14 48 04 60") });
+    let Message::GeneralInfo(g) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        g,
+        GeneralInfo::Other {
+            sub_protocol: 0x0A,
+            data: &hex("03 53 41 90 32 98 14 48 04 60")
+        }
+    );
     assert_eq!((g.iccid(), g.imsi()), (None, None));
     assert_reencodes(&bytes);
 }
@@ -992,20 +1327,42 @@ fn general_info_layouts_need_their_whole_length() {
     let bytes = hex(GI_SIM_IDS);
     let f = frame_of(&bytes);
     let m = Message::decode_content(0x94, &f.content[..26]).unwrap();
-    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x0A, data: &f.content[1..26] }));
-    let Message::GeneralInfo(g) = Message::decode_content(0x94, &f.content[..27]).unwrap() else { panic!() };
+    assert_eq!(
+        m,
+        Message::GeneralInfo(GeneralInfo::Other {
+            sub_protocol: 0x0A,
+            data: &f.content[1..26]
+        })
+    );
+    let Message::GeneralInfo(g) = Message::decode_content(0x94, &f.content[..27]).unwrap() else {
+        panic!()
+    };
     assert_eq!(g.sub_protocol(), 0x0A);
     assert_eq!(g.iccid().unwrap().to_string(), "8986011234567890123f");
 
     let bytes = hex(GI_ICCID);
     let f = frame_of(&bytes);
     let m = Message::decode_content(0x94, &f.content[..10]).unwrap();
-    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x00, data: &f.content[1..10] }));
-    let Message::GeneralInfo(g) = Message::decode_content(0x94, f.content).unwrap() else { panic!() };
+    assert_eq!(
+        m,
+        Message::GeneralInfo(GeneralInfo::Other {
+            sub_protocol: 0x00,
+            data: &f.content[1..10]
+        })
+    );
+    let Message::GeneralInfo(g) = Message::decode_content(0x94, f.content).unwrap() else {
+        panic!()
+    };
     assert_eq!(g.iccid().map(|i| i.0.len()), Some(10));
 
     let m = Message::decode_content(0x94, &[0x09]).unwrap();
-    assert_eq!(m, Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x09, data: &[] }));
+    assert_eq!(
+        m,
+        Message::GeneralInfo(GeneralInfo::Other {
+            sub_protocol: 0x09,
+            data: &[]
+        })
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1018,9 +1375,16 @@ fn command_replies() {
     let (_, m) = decode(&bytes);
     assert_eq!(
         m,
-        Message::CommandReply(CommandReply { length: 14, server_flag: 42, text: b"RESET OK", language: Some(2) })
+        Message::CommandReply(CommandReply {
+            length: 14,
+            server_flag: 42,
+            text: b"RESET OK",
+            language: Some(2)
+        })
     );
-    let Message::CommandReply(r) = m else { panic!() };
+    let Message::CommandReply(r) = m else {
+        panic!()
+    };
     assert_eq!(r.text_lossy(), "RESET OK");
     assert_reencodes(&bytes);
 
@@ -1029,7 +1393,12 @@ fn command_replies() {
     let (_, m) = decode(&bytes);
     assert_eq!(
         m,
-        Message::CommandReply(CommandReply { length: 3, server_flag: 256, text: b"OK", language: None })
+        Message::CommandReply(CommandReply {
+            length: 3,
+            server_flag: 256,
+            text: b"OK",
+            language: None
+        })
     );
     assert_reencodes(&bytes);
 }
@@ -1039,22 +1408,59 @@ fn unknown_protocols_are_kept() {
     let bytes = hex(UNKNOWN);
     let (f, m) = decode(&bytes);
     assert_eq!(f.serial, 0xFFFF);
-    assert_eq!(m, Message::Unknown { protocol: 0x5A, content: &[0xDE, 0xAD, 0xBE, 0xEF] });
+    assert_eq!(
+        m,
+        Message::Unknown {
+            protocol: 0x5A,
+            content: &[0xDE, 0xAD, 0xBE, 0xEF]
+        }
+    );
     assert_eq!(n::name(0x5A), "unknown");
     assert_reencodes(&bytes);
     no_immediate_reply(&bytes);
     // Downlink numbers a badge never sends are kept the same way.
-    for p in [n::ONLINE_COMMAND, n::MESSAGE, n::ALARM_ACK, n::ADDRESS_REPLY_EN] {
-        assert_eq!(Message::decode_content(p, b"xyz").unwrap(), Message::Unknown { protocol: p, content: b"xyz" });
+    for p in [
+        n::ONLINE_COMMAND,
+        n::MESSAGE,
+        n::ALARM_ACK,
+        n::ADDRESS_REPLY_EN,
+    ] {
+        assert_eq!(
+            Message::decode_content(p, b"xyz").unwrap(),
+            Message::Unknown {
+                protocol: p,
+                content: b"xyz"
+            }
+        );
     }
 }
 
 #[test]
 fn messages_the_reference_does_not_answer_get_no_immediate_reply() {
     for f in [
-        GPS_NE, GPS_SE, GPS_NW, GPS_SW, LBS, LBS_MIN, LBS_4G, WIFI, WIFI_4G, WIFI_2G_APS, BT_LOC_0, BT_LOC_1,
-        BT_LOC_3, GI_SIM_IDS, GI_ICCID, GI_GPS_STATUS, GI_OTHER, CMD_REPLY, CMD_REPLY_SHORT, ADDR_17, ADDR_1A,
-        ADDR_A7, UNKNOWN,
+        GPS_NE,
+        GPS_SE,
+        GPS_NW,
+        GPS_SW,
+        LBS,
+        LBS_MIN,
+        LBS_4G,
+        WIFI,
+        WIFI_4G,
+        WIFI_2G_APS,
+        BT_LOC_0,
+        BT_LOC_1,
+        BT_LOC_3,
+        GI_SIM_IDS,
+        GI_ICCID,
+        GI_GPS_STATUS,
+        GI_OTHER,
+        CMD_REPLY,
+        CMD_REPLY_SHORT,
+        ADDR_17,
+        ADDR_1A,
+        ADDR_A7,
+        UNKNOWN,
     ] {
         no_immediate_reply(&hex(f));
     }
@@ -1067,17 +1473,32 @@ fn messages_the_reference_does_not_answer_get_no_immediate_reply() {
 #[test]
 fn online_command_and_text_messages() {
     let mut out = BytesMut::new();
-    OnlineCommand { server_flag: 0x0102, text: "STATUS#" }.encode(0x0007, &mut out).unwrap();
+    OnlineCommand {
+        server_flag: 0x0102,
+        text: "STATUS#",
+    }
+    .encode(0x0007, &mut out)
+    .unwrap();
     assert_eq!(&out[..], &hex(R_COMMAND)[..]);
     assert_eq!(Message::decode(&frame_of(&out)).unwrap().protocol(), 0x80);
 
     out.clear();
-    TextMessage { server_flag: 9, text: "请于18:00前返回" }.encode(0x0008, &mut out).unwrap();
+    TextMessage {
+        server_flag: 9,
+        text: "请于18:00前返回",
+    }
+    .encode(0x0008, &mut out)
+    .unwrap();
     assert_eq!(&out[..], &hex(R_MESSAGE)[..]);
 
     out.clear();
     let long = "注意安全".repeat(33);
-    TextMessage { server_flag: 10, text: &long }.encode(0x0009, &mut out).unwrap();
+    TextMessage {
+        server_flag: 10,
+        text: &long,
+    }
+    .encode(0x0009, &mut out)
+    .unwrap();
     assert_eq!(&out[..], &hex(R_MESSAGE_LONG)[..]);
     assert_eq!(frame_of(&out).marker, Marker::Long);
 }
@@ -1088,12 +1509,22 @@ fn frames_switch_to_79_79_above_a_length_of_255() {
     // make 255, the largest a 78 78 frame can say.
     let content = [0xAB; 251];
     let mut out = BytesMut::new();
-    Message::Unknown { protocol: 0x5A, content: &content[..250] }.encode(0x0102, &mut out).unwrap();
+    Message::Unknown {
+        protocol: 0x5A,
+        content: &content[..250],
+    }
+    .encode(0x0102, &mut out)
+    .unwrap();
     assert_eq!(&out[..4], &[0x78, 0x78, 0xFF, 0x5A]);
     assert_eq!(out.len(), 3 + 255 + 2);
     assert_eq!(frame_of(&out).content, &content[..250]);
     out.clear();
-    Message::Unknown { protocol: 0x5A, content: &content }.encode(0x0102, &mut out).unwrap();
+    Message::Unknown {
+        protocol: 0x5A,
+        content: &content,
+    }
+    .encode(0x0102, &mut out)
+    .unwrap();
     assert_eq!(&out[..5], &[0x79, 0x79, 0x01, 0x00, 0x5A]);
     assert_eq!(out.len(), 4 + 256 + 2);
     assert_eq!(frame_of(&out).content, &content[..]);
@@ -1103,20 +1534,33 @@ fn frames_switch_to_79_79_above_a_length_of_255() {
 fn downlink_limits() {
     let mut out = BytesMut::new();
     let max = "x".repeat(OnlineCommand::MAX_TEXT);
-    OnlineCommand { server_flag: 1, text: &max }.encode(1, &mut out).unwrap();
+    OnlineCommand {
+        server_flag: 1,
+        text: &max,
+    }
+    .encode(1, &mut out)
+    .unwrap();
     let f = frame_of(&out);
     assert_eq!(f.content[0], 255, "the length byte is exactly full");
     assert_eq!(f.content.len(), 256);
     out.clear();
     let over = "x".repeat(OnlineCommand::MAX_TEXT + 1);
     assert_eq!(
-        OnlineCommand { server_flag: 1, text: &over }.encode(1, &mut out),
+        OnlineCommand {
+            server_flag: 1,
+            text: &over
+        }
+        .encode(1, &mut out),
         Err(DownlinkError::TooLong { len: 250, max: 249 })
     );
     assert!(out.is_empty(), "nothing written on error");
     let huge = "好".repeat(TextMessage::MAX_UTF16_BYTES / 2 + 1);
     assert!(matches!(
-        TextMessage { server_flag: 1, text: &huge }.encode(1, &mut out),
+        TextMessage {
+            server_flag: 1,
+            text: &huge
+        }
+        .encode(1, &mut out),
         Err(DownlinkError::TooLong { .. })
     ));
     assert!(out.is_empty());
@@ -1126,15 +1570,24 @@ fn downlink_limits() {
 fn the_longest_english_address_fills_the_frame_exactly() {
     let bytes = hex(ADDR_1A);
     let (_, m) = decode(&bytes);
-    let Message::AddressRequest(req) = m else { panic!() };
+    let Message::AddressRequest(req) = m else {
+        panic!()
+    };
     let huge = "A".repeat(70_000);
     let mut out = BytesMut::new();
     Reply::address(&req, &huge).encode(1, &mut out).unwrap();
-    let mut dec = FrameDecoder::new(FrameConfig { max_frame_len: 70_000, ..FrameConfig::default() });
+    let mut dec = FrameDecoder::new(FrameConfig {
+        max_frame_len: 70_000,
+        ..FrameConfig::default()
+    });
     let mut pos = 0;
     let f = dec.next_frame(&out, &mut pos).unwrap();
     assert_eq!(pos, out.len());
-    assert_eq!(u16::from_be_bytes([out[2], out[3]]), u16::MAX, "the frame length field is full");
+    assert_eq!(
+        u16::from_be_bytes([out[2], out[3]]),
+        u16::MAX,
+        "the frame length field is full"
+    );
     let inner = u16::from_be_bytes([f.content[0], f.content[1]]) as usize;
     assert_eq!(inner, f.content.len() - 2);
     assert!(f.content.ends_with(b"&&000000000000000000000##"));
@@ -1147,7 +1600,10 @@ fn the_longest_english_address_fills_the_frame_exactly() {
 fn truncated(protocol: u8, content: &[u8]) -> MessageError {
     match Message::decode_content(protocol, content) {
         Err(e) => e,
-        Ok(m) => panic!("0x{protocol:02X} with {} bytes decoded: {m:?}", content.len()),
+        Ok(m) => panic!(
+            "0x{protocol:02X} with {} bytes decoded: {m:?}",
+            content.len()
+        ),
     }
 }
 
@@ -1195,10 +1651,22 @@ fn truncated_content_names_the_message_field_and_offset() {
     for &(frame, keep, message, offset, field, needed, available) in cases {
         let bytes = hex(frame);
         let f = frame_of(&bytes);
-        assert!(keep < f.content.len(), "{message}: keep {keep} of {}", f.content.len());
+        assert!(
+            keep < f.content.len(),
+            "{message}: keep {keep} of {}",
+            f.content.len()
+        );
         let e = truncated(f.protocol, &f.content[..keep]);
         assert_eq!((e.message, e.offset), (message, offset), "{e}");
-        assert_eq!(e.kind, MessageErrorKind::Truncated { field, needed, available }, "{e}");
+        assert_eq!(
+            e.kind,
+            MessageErrorKind::Truncated {
+                field,
+                needed,
+                available
+            },
+            "{e}"
+        );
         assert!(e.to_string().starts_with(message), "{e}");
     }
 }
@@ -1212,21 +1680,34 @@ fn time_sync_requests_never_fail() {
     for keep in 0..8 {
         assert_eq!(
             Message::decode_content(0x1F, &f.content[..keep]),
-            Ok(Message::TimeSync(TimeSyncRequest { device_time: None, language: 1 }))
+            Ok(Message::TimeSync(TimeSyncRequest {
+                device_time: None,
+                language: 1
+            }))
         );
     }
-    assert_eq!(Message::decode_content(0x8A, &[1, 2, 3]), Ok(Message::TimeSync2));
+    assert_eq!(
+        Message::decode_content(0x8A, &[1, 2, 3]),
+        Ok(Message::TimeSync2)
+    );
 }
 
 #[test]
 fn lbs_without_a_whole_serving_cell_is_invalid() {
-    for (frame, keep, message) in [(LBS, 14, "lbs"), (LBS_REPLY, 10, "lbs_reply"), (LBS_4G, 21, "lbs_4g")] {
+    for (frame, keep, message) in [
+        (LBS, 14, "lbs"),
+        (LBS_REPLY, 10, "lbs_reply"),
+        (LBS_4G, 21, "lbs_4g"),
+    ] {
         let bytes = hex(frame);
         let f = frame_of(&bytes);
         let e = truncated(f.protocol, &f.content[..keep]);
         let network_end = if message == "lbs_reply" { 10 } else { 9 };
         assert_eq!((e.message, e.offset), (message, network_end), "{e}");
-        assert!(matches!(e.kind, MessageErrorKind::Invalid { field: "cells", .. }), "{e}");
+        assert!(
+            matches!(e.kind, MessageErrorKind::Invalid { field: "cells", .. }),
+            "{e}"
+        );
     }
 }
 
@@ -1236,29 +1717,40 @@ fn trailing_optional_fields_may_be_cut_without_error() {
     // 0x13 without language, login without time zone.
     let bytes = hex(ALARM_A4);
     let (f, _) = decode(&bytes);
-    let Message::Alarm(a) = Message::decode_content(0xA4, &f.content[..f.content.len() - 1]).unwrap() else {
+    let Message::Alarm(a) =
+        Message::decode_content(0xA4, &f.content[..f.content.len() - 1]).unwrap()
+    else {
         panic!()
     };
     assert_eq!(a.fence_id(), None);
     let bytes = hex(GPS_NE);
     let (f, _) = decode(&bytes);
-    let Message::Gps(g) = Message::decode_content(0x22, &f.content[..f.content.len() - 4]).unwrap() else {
+    let Message::Gps(g) = Message::decode_content(0x22, &f.content[..f.content.len() - 4]).unwrap()
+    else {
         panic!()
     };
     assert_eq!(g.tail.unwrap().mileage, None);
     let bytes = hex(LBS_REPLY);
     let (f, _) = decode(&bytes);
-    let Message::Lbs(l) = Message::decode_content(0x2E, &f.content[..f.content.len() - 2]).unwrap() else {
+    let Message::Lbs(l) = Message::decode_content(0x2E, &f.content[..f.content.len() - 2]).unwrap()
+    else {
         panic!()
     };
-    assert_eq!((l.cells.len(), l.timing_advance, l.language), (3, Some(0), None));
+    assert_eq!(
+        (l.cells.len(), l.timing_advance, l.language),
+        (3, Some(0), None)
+    );
     let bytes = hex(HEARTBEAT);
     let (f, _) = decode(&bytes);
-    let Message::Heartbeat(h) = Message::decode_content(0x13, &f.content[..3]).unwrap() else { panic!() };
+    let Message::Heartbeat(h) = Message::decode_content(0x13, &f.content[..3]).unwrap() else {
+        panic!()
+    };
     assert_eq!(h.language, None);
     let bytes = hex(LOGIN);
     let (f, _) = decode(&bytes);
-    let Message::Login(l) = Message::decode_content(0x01, &f.content[..10]).unwrap() else { panic!() };
+    let Message::Login(l) = Message::decode_content(0x01, &f.content[..10]).unwrap() else {
+        panic!()
+    };
     assert_eq!((l.type_code, l.tz_language), (Some(0x2404), None));
 }
 
@@ -1268,212 +1760,450 @@ fn trailing_optional_fields_may_be_cut_without_error() {
 
 /// 0x01 login: 15-digit IMEI, type 0x2404, UTC+5:30 and English (530 << 4 | 2).
 const LOGIN: &str = concat!(
-    "78 78 11 01",                 // short frame, length 17, protocol 0x01
-    " 03 53 41 90 32 98 14 48",    // IMEI 353419032981448 (BCD, one padding 0)
-    " 24 04",                      // type code 0x2404
-    " 21 22",                      // tz/lang: 530 << 4 = 0x2120, East, language 2
-    " 00 01",                      // serial 0x0001
-    " F7 6A 0D 0A",                // CRC-ITU, stop
+    "78 78 11 01",              // short frame, length 17, protocol 0x01
+    " 03 53 41 90 32 98 14 48", // IMEI 353419032981448 (BCD, one padding 0)
+    " 24 04",                   // type code 0x2404
+    " 21 22",                   // tz/lang: 530 << 4 = 0x2120, East, language 2
+    " 00 01",                   // serial 0x0001
+    " F7 6A 0D 0A",             // CRC-ITU, stop
 );
 
 /// 0x01 login: IMEI with a leading zero digit, UTC-3:00 (West bit) and Chinese.
 const LOGIN_WEST: &str = concat!(
-    "78 78 11 01",                 // short frame, length 17, protocol 0x01
-    " 00 12 34 56 78 90 12 34",    // IMEI 012345678901234
-    " 01 01",                      // type code 0x0101
-    " 12 C9",                      // tz/lang: 300 << 4 = 0x12C0, West 0x08, language 1
-    " 01 02",                      // serial 0x0102
-    " 26 93 0D 0A",                // CRC-ITU, stop
+    "78 78 11 01",              // short frame, length 17, protocol 0x01
+    " 00 12 34 56 78 90 12 34", // IMEI 012345678901234
+    " 01 01",                   // type code 0x0101
+    " 12 C9",                   // tz/lang: 300 << 4 = 0x12C0, West 0x08, language 1
+    " 01 02",                   // serial 0x0102
+    " 26 93 0D 0A",             // CRC-ITU, stop
 );
 
 /// 0x01 login from old firmware: a 16-digit IMEISV and nothing else.
 const LOGIN_IMEI_ONLY: &str = concat!(
-    "78 78 0D 01",                 // short frame, length 13, protocol 0x01
-    " 86 12 34 56 78 90 12 34",    // IMEI 8612345678901234
-    " 78 78",                      // serial 0x7878
-    " 44 01 0D 0A",                // CRC-ITU, stop
+    "78 78 0D 01",              // short frame, length 13, protocol 0x01
+    " 86 12 34 56 78 90 12 34", // IMEI 8612345678901234
+    " 78 78",                   // serial 0x7878
+    " 44 01 0D 0A",             // CRC-ITU, stop
 );
 
 /// 0x13 heartbeat: power cut + GPS fixed + charging, 85 %, signal 4, language 2.
 const HEARTBEAT: &str = concat!(
-    "78 78 0A 13",     // short frame, length 10, protocol 0x13
-    " C8",             // terminal info: 0x80 power cut, 0x40 GPS, 0x08 charging
-    " 55",             // battery 85 %
-    " 04",             // GSM signal 4
-    " 00 02",          // language 2
-    " 00 10",          // serial 0x0010
-    " C7 47 0D 0A",    // CRC-ITU, stop
+    "78 78 0A 13",  // short frame, length 10, protocol 0x13
+    " C8",          // terminal info: 0x80 power cut, 0x40 GPS, 0x08 charging
+    " 55",          // battery 85 %
+    " 04",          // GSM signal 4
+    " 00 02",       // language 2
+    " 00 10",       // serial 0x0010
+    " C7 47 0D 0A", // CRC-ITU, stop
 );
 
 /// 0x13 heartbeat with vendor padding after the language (not an extension).
 const HEARTBEAT_PADDED: &str = concat!(
-    "78 78 0C 13",     // short frame, length 12, protocol 0x13
-    " 00",             // terminal info 0
-    " 14",             // battery 20 %
-    " 01",             // GSM signal 1
-    " 00 01",          // language 1
-    " FF FF",          // vendor padding
-    " 00 11",          // serial 0x0011
-    " 90 0E 0D 0A",    // CRC-ITU, stop
+    "78 78 0C 13",  // short frame, length 12, protocol 0x13
+    " 00",          // terminal info 0
+    " 14",          // battery 20 %
+    " 01",          // GSM signal 1
+    " 00 01",       // language 1
+    " FF FF",       // vendor padding
+    " 00 11",       // serial 0x0011
+    " 90 0E 0D 0A", // CRC-ITU, stop
 );
 
 /// 0x36 extended heartbeat with four bytes of extension modules.
 const HEARTBEAT_EXT: &str = concat!(
-    "78 78 0E 36",     // short frame, length 14, protocol 0x36
-    " 46",             // terminal info 0x46
-    " 32",             // battery 50 %
-    " 03",             // GSM signal 3
-    " 00 01",          // language 1
-    " 01 02 0A 0B",    // extension modules
-    " 00 12",          // serial 0x0012
-    " 45 F9 0D 0A",    // CRC-ITU, stop
+    "78 78 0E 36",  // short frame, length 14, protocol 0x36
+    " 46",          // terminal info 0x46
+    " 32",          // battery 50 %
+    " 03",          // GSM signal 3
+    " 00 01",       // language 1
+    " 01 02 0A 0B", // extension modules
+    " 00 12",       // serial 0x0012
+    " 45 F9 0D 0A", // CRC-ITU, stop
 );
 
 /// 0x36 extended heartbeat with the status bytes only.
 const HEARTBEAT_EXT_SHORT: &str = concat!(
-    "78 78 08 36",     // short frame, length 8, protocol 0x36
-    " 00",             // terminal info 0
-    " 64",             // battery 100 %
-    " 00",             // GSM signal 0
-    " 00 13",          // serial 0x0013
-    " 44 A4 0D 0A",    // CRC-ITU, stop
+    "78 78 08 36",  // short frame, length 8, protocol 0x36
+    " 00",          // terminal info 0
+    " 64",          // battery 100 %
+    " 00",          // GSM signal 0
+    " 00 13",       // serial 0x0013
+    " 44 A4 0D 0A", // CRC-ITU, stop
 );
 
 /// 0x22 GPS, Shenzhen (N/E), 2G serving cell, 1-byte MNC, mileage.
 const GPS_NE: &str = concat!(
-    "78 78 26 22",           // short frame, length 38, protocol 0x22
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " C9",                   // GPS info: 12-byte block, 9 satellites
-    " 02 69 FB 20",          // latitude 22.5 N = 40500000
-    " 0C 38 5B 60",          // longitude 113.9 E = 205020000
-    " 28",                   // speed 40 km/h
-    " 35 0E",                // course 270, real-time, positioned, N/E
-    " 01 CC 00",             // MCC 460, MNC 0
-    " 25 1A",                // LAC 0x251A
-    " 0A BC DE",             // cell id 0x0ABCDE
-    " 01",                   // ACC on
-    " 00",                   // upload mode 0
-    " 01",                   // re-upload 1
-    " 00 01 E2 40",          // mileage 123456
-    " 00 20",                // serial 0x0020
-    " 47 71 0D 0A",          // CRC-ITU, stop
+    "78 78 26 22",        // short frame, length 38, protocol 0x22
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " C9",                // GPS info: 12-byte block, 9 satellites
+    " 02 69 FB 20",       // latitude 22.5 N = 40500000
+    " 0C 38 5B 60",       // longitude 113.9 E = 205020000
+    " 28",                // speed 40 km/h
+    " 35 0E",             // course 270, real-time, positioned, N/E
+    " 01 CC 00",          // MCC 460, MNC 0
+    " 25 1A",             // LAC 0x251A
+    " 0A BC DE",          // cell id 0x0ABCDE
+    " 01",                // ACC on
+    " 00",                // upload mode 0
+    " 01",                // re-upload 1
+    " 00 01 E2 40",       // mileage 123456
+    " 00 20",             // serial 0x0020
+    " 47 71 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0x22 GPS, Sydney (S/E), positioned but not real-time, no tail.
 const GPS_SE: &str = concat!(
-    "78 78 17 22",           // short frame, length 23, protocol 0x22
-    " 17 0C 1F 17 3B 3B",    // datetime 2023-12-31 23:59:59
-    " C4",                   // GPS info: 12-byte block, 4 satellites
-    " 03 A3 17 60",          // latitude 33.9 S = 61020000
-    " 10 38 D5 00",          // longitude 151.2 E = 272160000
-    " 00",                   // speed 0 km/h
-    " 10 00",                // course 0, positioned, S/E
-    " 00 21",                // serial 0x0021
-    " 87 E4 0D 0A",          // CRC-ITU, stop
+    "78 78 17 22",        // short frame, length 23, protocol 0x22
+    " 17 0C 1F 17 3B 3B", // datetime 2023-12-31 23:59:59
+    " C4",                // GPS info: 12-byte block, 4 satellites
+    " 03 A3 17 60",       // latitude 33.9 S = 61020000
+    " 10 38 D5 00",       // longitude 151.2 E = 272160000
+    " 00",                // speed 0 km/h
+    " 10 00",             // course 0, positioned, S/E
+    " 00 21",             // serial 0x0021
+    " 87 E4 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xA0 4G GPS, New York (N/W), 2-byte MNC 260 (MCC high bit), 4G cell, mileage.
 const GPS_NW: &str = concat!(
-    "78 78 2E A0",                 // short frame, length 46, protocol 0xA0
-    " 18 05 01 08 1E 00",          // datetime 2024-05-01 08:30:00
-    " CC",                         // GPS info: 12-byte block, 12 satellites
-    " 04 5D DB E0",                // latitude 40.7 N = 73260000
-    " 07 F0 78 80",                // longitude 74.0 W = 133200000
-    " 58",                         // speed 88 km/h
-    " 3D 67",                      // course 359, real-time, positioned, N/W
-    " 81 36 01 04",                // MCC 310 (high bit: 2-byte MNC), MNC 260
-    " 00 00 1F 40",                // LAC 8000
-    " 00 00 00 00 0A 1B 2C 3D",    // cell id 0x0A1B2C3D
-    " 00",                         // ACC off
-    " 02",                         // upload mode 2
-    " 00",                         // re-upload 0
-    " 00 00 03 E8",                // mileage 1000
-    " 00 22",                      // serial 0x0022
-    " 53 83 0D 0A",                // CRC-ITU, stop
+    "78 78 2E A0",              // short frame, length 46, protocol 0xA0
+    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
+    " CC",                      // GPS info: 12-byte block, 12 satellites
+    " 04 5D DB E0",             // latitude 40.7 N = 73260000
+    " 07 F0 78 80",             // longitude 74.0 W = 133200000
+    " 58",                      // speed 88 km/h
+    " 3D 67",                   // course 359, real-time, positioned, N/W
+    " 81 36 01 04",             // MCC 310 (high bit: 2-byte MNC), MNC 260
+    " 00 00 1F 40",             // LAC 8000
+    " 00 00 00 00 0A 1B 2C 3D", // cell id 0x0A1B2C3D
+    " 00",                      // ACC off
+    " 02",                      // upload mode 2
+    " 00",                      // re-upload 0
+    " 00 00 03 E8",             // mileage 1000
+    " 00 22",                   // serial 0x0022
+    " 53 83 0D 0A",             // CRC-ITU, stop
 );
 
 /// 0xA0 4G GPS, Buenos Aires (S/W), wide MNC 007, LAC above 16 bits, no mileage.
 const GPS_SW: &str = concat!(
-    "78 78 2A A0",                 // short frame, length 42, protocol 0xA0
-    " 18 05 01 08 1E 00",          // datetime 2024-05-01 08:30:00
-    " C7",                         // GPS info: 12-byte block, 7 satellites
-    " 03 B6 51 40",                // latitude 34.6 S = 62280000
-    " 06 44 01 00",                // longitude 58.4 W = 105120000
-    " 05",                         // speed 5 km/h
-    " 38 5A",                      // course 90, real-time, positioned, S/W
-    " 82 D2 00 07",                // MCC 722 (high bit: 2-byte MNC), MNC 7
-    " 00 01 00 00",                // LAC 65536
-    " 00 00 01 00 00 00 00 01",    // cell id 0x10000000001
-    " 01",                         // ACC on
-    " 00",                         // upload mode 0
-    " 01",                         // re-upload 1
-    " 00 23",                      // serial 0x0023
-    " D4 C6 0D 0A",                // CRC-ITU, stop
+    "78 78 2A A0",              // short frame, length 42, protocol 0xA0
+    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
+    " C7",                      // GPS info: 12-byte block, 7 satellites
+    " 03 B6 51 40",             // latitude 34.6 S = 62280000
+    " 06 44 01 00",             // longitude 58.4 W = 105120000
+    " 05",                      // speed 5 km/h
+    " 38 5A",                   // course 90, real-time, positioned, S/W
+    " 82 D2 00 07",             // MCC 722 (high bit: 2-byte MNC), MNC 7
+    " 00 01 00 00",             // LAC 65536
+    " 00 00 01 00 00 00 00 01", // cell id 0x10000000001
+    " 01",                      // ACC on
+    " 00",                      // upload mode 0
+    " 01",                      // re-upload 1
+    " 00 23",                   // serial 0x0023
+    " D4 C6 0D 0A",             // CRC-ITU, stop
 );
 
 /// 0x28 LBS: main cell, two neighbours (one with LAC 0), zeroed slots, TA and language.
 const LBS: &str = concat!(
-    "78 78 3B 28",           // short frame, length 59, protocol 0x28
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " 01 CC 00",             // MCC 460, MNC 0
-    " 25 1A 00 0F A1 3C",    // main: LAC 0x251A, cell 0x000FA1, RSSI 60
-    " 25 1A 00 0F A2 32",    // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
-    " 00 00 00 10 01 28",    // neighbour 2 (LAC 0, cell set: kept): LAC 0x0000, cell 0x001001, RSSI 40
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 1E",    // neighbour: empty slot with a signal byte
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 05",                   // timing advance 5
-    " 00 01",                // language 1
-    " 00 30",                // serial 0x0030
-    " BD 18 0D 0A",          // CRC-ITU, stop
+    "78 78 3B 28",        // short frame, length 59, protocol 0x28
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 01 CC 00",          // MCC 460, MNC 0
+    " 25 1A 00 0F A1 3C", // main: LAC 0x251A, cell 0x000FA1, RSSI 60
+    " 25 1A 00 0F A2 32", // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
+    " 00 00 00 10 01 28", // neighbour 2 (LAC 0, cell set: kept): LAC 0x0000, cell 0x001001, RSSI 40
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 1E", // neighbour: empty slot with a signal byte
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 05",                // timing advance 5
+    " 00 01",             // language 1
+    " 00 30",             // serial 0x0030
+    " BD 18 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0x28 LBS from firmware that saw one cell: no neighbours, no TA, no language.
 const LBS_MIN: &str = concat!(
-    "78 78 14 28",           // short frame, length 20, protocol 0x28
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " 01 CC 01",             // MCC 460, MNC 1
-    " 10 00 12 34 56 50",    // main: LAC 0x1000, cell 0x123456, RSSI 80
-    " 00 31",                // serial 0x0031
-    " 46 E7 0D 0A",          // CRC-ITU, stop
+    "78 78 14 28",        // short frame, length 20, protocol 0x28
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 01 CC 01",          // MCC 460, MNC 1
+    " 10 00 12 34 56 50", // main: LAC 0x1000, cell 0x123456, RSSI 80
+    " 00 31",             // serial 0x0031
+    " 46 E7 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0x2E LBS (acknowledged): three stations, wide MNC 11, TA, language 2.
 const LBS_REPLY: &str = concat!(
-    "78 78 24 2E",           // short frame, length 36, protocol 0x2E
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " 81 CC 00 0B",          // MCC 460 (high bit: 2-byte MNC), MNC 11
-    " 10 00 12 34 56 50",    // main: LAC 0x1000, cell 0x123456, RSSI 80
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 10 01 12 34 57 20",    // neighbour 2: LAC 0x1001, cell 0x123457, RSSI 32
-    " 00",                   // timing advance 0
-    " 00 02",                // language 2
-    " 00 32",                // serial 0x0032
-    " 5B 7F 0D 0A",          // CRC-ITU, stop
+    "78 78 24 2E",        // short frame, length 36, protocol 0x2E
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 81 CC 00 0B",       // MCC 460 (high bit: 2-byte MNC), MNC 11
+    " 10 00 12 34 56 50", // main: LAC 0x1000, cell 0x123456, RSSI 80
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 10 01 12 34 57 20", // neighbour 2: LAC 0x1001, cell 0x123457, RSSI 32
+    " 00",                // timing advance 0
+    " 00 02",             // language 2
+    " 00 32",             // serial 0x0032
+    " 5B 7F 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xA1 4G LBS: seven 4G stations (two real neighbours), TA, no language.
 const LBS_4G: &str = concat!(
-    "78 78 6A A1",                                // short frame, length 106, protocol 0xA1
-    " 18 05 01 08 1E 00",                         // datetime 2024-05-01 08:30:00
-    " 01 CC 00",                                  // MCC 460, MNC 0
-    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C",    // main: LAC 9498, cell 0xFA10001, RSSI 60
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 25 1B 00 00 00 00 0F A1 00 02 30",    // neighbour 2: LAC 9499, cell 0xFA10002, RSSI 48
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 01 00 00 00 00 FF FF FF FF FF FF 10",    // neighbour 5: LAC 65536, cell 0xFFFFFFFFFFFF, RSSI 16
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 02",                                        // timing advance 2
-    " 00 33",                                     // serial 0x0033
-    " AF 24 0D 0A",                               // CRC-ITU, stop
+    "78 78 6A A1",                             // short frame, length 106, protocol 0xA1
+    " 18 05 01 08 1E 00",                      // datetime 2024-05-01 08:30:00
+    " 01 CC 00",                               // MCC 460, MNC 0
+    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C", // main: LAC 9498, cell 0xFA10001, RSSI 60
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 25 1B 00 00 00 00 0F A1 00 02 30", // neighbour 2: LAC 9499, cell 0xFA10002, RSSI 48
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 01 00 00 00 00 FF FF FF FF FF FF 10", // neighbour 5: LAC 65536, cell 0xFFFFFFFFFFFF, RSSI 16
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 02",                                     // timing advance 2
+    " 00 33",                                  // serial 0x0033
+    " AF 24 0D 0A",                            // CRC-ITU, stop
 );
 
 /// 0x2C WiFi: seven 2G stations, TA, no access points.
 const WIFI: &str = concat!(
-    "78 78 3A 2C",           // short frame, length 58, protocol 0x2C
+    "78 78 3A 2C",        // short frame, length 58, protocol 0x2C
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 01 CC 00",          // MCC 460, MNC 0
+    " 25 1A 00 0F A1 3C", // main: LAC 0x251A, cell 0x000FA1, RSSI 60
+    " 25 1A 00 0F A2 32", // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 03",                // timing advance 3
+    " 00",                // 0 access points
+    " 00 40",             // serial 0x0040
+    " 1B 72 0D 0A",       // CRC-ITU, stop
+);
+
+/// 0xA2 4G WiFi: wide MNC 1, seven 4G stations, three access points.
+const WIFI_4G: &str = concat!(
+    "78 78 81 A2",                             // short frame, length 129, protocol 0xA2
+    " 18 05 01 08 1E 00",                      // datetime 2024-05-01 08:30:00
+    " 81 CC 00 01",                            // MCC 460 (high bit: 2-byte MNC), MNC 1
+    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C", // main: LAC 9498, cell 0xFA10001, RSSI 60
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00",                                     // timing advance 0
+    " 03",                                     // 3 access points
+    " AC 23 3F 01 02 03 C4",                   // WiFi AP AC:23:3F:01:02:03, signal 196
+    " 00 11 22 33 44 55 50",                   // WiFi AP 00:11:22:33:44:55, signal 80
+    " FF EE DD CC BB AA 01",                   // WiFi AP FF:EE:DD:CC:BB:AA, signal 1
+    " 00 41",                                  // serial 0x0041
+    " 3C F1 0D 0A",                            // CRC-ITU, stop
+);
+
+/// 0x2C WiFi with two access points.
+const WIFI_2G_APS: &str = concat!(
+    "78 78 48 2C",           // short frame, length 72, protocol 0x2C
     " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
+    " 01 CC 00",             // MCC 460, MNC 0
+    " 25 1A 00 0F A1 3C",    // main: LAC 0x251A, cell 0x000FA1, RSSI 60
+    " 00 00 00 00 00 00",    // neighbour: empty slot
+    " 00 00 00 00 00 00",    // neighbour: empty slot
+    " 00 00 00 00 00 00",    // neighbour: empty slot
+    " 00 00 00 00 00 00",    // neighbour: empty slot
+    " 00 00 00 00 00 00",    // neighbour: empty slot
+    " 00 00 00 00 00 00",    // neighbour: empty slot
+    " 01",                   // timing advance 1
+    " 02",                   // 2 access points
+    " AC 23 3F 01 02 03 C4", // WiFi AP AC:23:3F:01:02:03, signal 196
+    " 00 11 22 33 44 55 50", // WiFi AP 00:11:22:33:44:55, signal 80
+    " 00 42",                // serial 0x0042
+    " 4C ED 0D 0A",          // CRC-ITU, stop
+);
+
+/// 0x1F time sync request: device clock, language 2.
+const TIME_SYNC_EN: &str = concat!(
+    "78 78 0D 1F",        // short frame, length 13, protocol 0x1F
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 00 02",             // language 2
+    " 00 50",             // serial 0x0050
+    " 8D 07 0D 0A",       // CRC-ITU, stop
+);
+
+/// 0x1F time sync request: device clock, language 1.
+const TIME_SYNC_ZH: &str = concat!(
+    "78 78 0D 1F",        // short frame, length 13, protocol 0x1F
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 00 01",             // language 1
+    " 00 51",             // serial 0x0051
+    " 73 EA 0D 0A",       // CRC-ITU, stop
+);
+
+/// 0x1F time sync request without content: Chinese by default.
+const TIME_SYNC_EMPTY: &str = concat!(
+    "78 78 05 1F",  // short frame, length 5, protocol 0x1F
+    " 00 52",       // serial 0x0052
+    " 2C 4C 0D 0A", // CRC-ITU, stop
+);
+
+/// 0x8A time sync request.
+const TIME_SYNC_2: &str = concat!(
+    "78 78 05 8A",  // short frame, length 5, protocol 0x8A
+    " 00 53",       // serial 0x0053
+    " 8D 01 0D 0A", // CRC-ITU, stop
+);
+
+/// 0xA3 single-fence alarm: positioned GPS, SOS; a trailing byte is no fence id here.
+const ALARM_A3: &str = concat!(
+    "78 78 2D A3",              // short frame, length 45, protocol 0xA3
+    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
+    " C8",                      // GPS info: 12-byte block, 8 satellites
+    " 02 69 FB 20",             // latitude 22.5 N = 40500000
+    " 0C 38 5B 60",             // longitude 113.9 E = 205020000
+    " 0C",                      // speed 12 km/h
+    " 34 B4",                   // course 180, real-time, positioned, N/E
+    " 0F",                      // LBS length 15
+    " 01 CC 00",                // MCC 460, MNC 0
+    " 00 00 25 1A",             // LAC 0x251A
+    " 00 00 00 00 0A BC DE F0", // cell id 0x0ABCDEF0
+    " 44",                      // terminal info
+    " 05",                      // voltage level 5
+    " 03",                      // GSM signal 3
+    " 01",                      // alarm code 0x01 (sos)
+    " 01",                      // language 1
+    " 09",                      // trailing byte
+    " 00 60",                   // serial 0x0060
+    " 56 02 0D 0A",             // CRC-ITU, stop
+);
+
+/// 0xA4 multi-fence alarm: GPS not positioned, wide MNC, exit fence, fence id 7.
+const ALARM_A4: &str = concat!(
+    "78 78 2E A4",              // short frame, length 46, protocol 0xA4
+    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
+    " C0",                      // GPS info: 12-byte block, 0 satellites
+    " 02 69 FB 20",             // latitude 22.5 N = 40500000
+    " 0C 38 5B 60",             // longitude 113.9 E = 205020000
+    " 00",                      // speed 0 km/h
+    " 04 00",                   // course 0, N/E
+    " 10",                      // LBS length 16
+    " 81 CC 00 01",             // MCC 460 (high bit: 2-byte MNC), MNC 1
+    " 00 00 25 1B",             // LAC 0x251B
+    " 00 00 00 00 00 00 0F A1", // cell id 0x0FA1
+    " 02",                      // terminal info
+    " 06",                      // voltage level 6
+    " 04",                      // GSM signal 4
+    " 05",                      // alarm code 0x05 (exit_fence)
+    " 02",                      // language 2
+    " 07",                      // fence id 7
+    " 00 61",                   // serial 0x0061
+    " A3 CA 0D 0A",             // CRC-ITU, stop
+);
+
+/// 0xA5 LBS alarm: no datetime, voltage level 7 (unknown), unlisted code 0x7E.
+const ALARM_A5: &str = concat!(
+    "78 78 19 A5",              // short frame, length 25, protocol 0xA5
+    " 01 CC 00",                // MCC 460, MNC 0
+    " 00 01 86 A0",             // LAC 100000
+    " 00 00 00 12 34 56 78 9A", // cell id 0x123456789A
+    " 80",                      // terminal info
+    " 07",                      // voltage level 7
+    " 00",                      // GSM signal 0
+    " 7E",                      // alarm code 0x7E (unlisted)
+    " 01",                      // language 1
+    " 00 62",                   // serial 0x0062
+    " 34 6C 0D 0A",             // CRC-ITU, stop
+);
+
+/// 0xA9 WiFi alarm, 2G cells: two stations, two access points.
+const ALARM_A9_2G: &str = concat!(
+    "78 78 2E A9",           // short frame, length 46, protocol 0xA9
+    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
+    " 01 CC 01",             // MCC 460, MNC 1
+    " 00",                   // cell type 0: 2G
+    " 02",                   // 2 stations
+    " 25 1A 00 0F A1 3C",    // main: LAC 0x251A, cell 0x000FA1, RSSI 60
+    " 25 1A 00 0F A2 32",    // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
+    " 04",                   // timing advance 4
+    " 02",                   // 2 access points
+    " AC 23 3F 01 02 03 C4", // WiFi AP AC:23:3F:01:02:03, signal 196
+    " 00 11 22 33 44 55 50", // WiFi AP 00:11:22:33:44:55, signal 80
+    " 01",                   // alarm code 0x01 (sos)
+    " 02",                   // language 2
+    " 00 63",                // serial 0x0063
+    " 9E A7 0D 0A",          // CRC-ITU, stop
+);
+
+/// 0xA9 WiFi alarm, 4G cells: one station, no access point, tamper.
+const ALARM_A9_4G: &str = concat!(
+    "78 78 22 A9",                             // short frame, length 34, protocol 0xA9
+    " 18 05 01 08 1E 00",                      // datetime 2024-05-01 08:30:00
+    " 81 36 01 04",                            // MCC 310 (high bit: 2-byte MNC), MNC 260
+    " 01",                                     // cell type 1: 4G
+    " 01",                                     // 1 station
+    " 00 01 86 A0 00 00 00 12 34 56 78 9A 2A", // main: LAC 100000, cell 0x123456789A, RSSI 42
+    " 00",                                     // timing advance 0
+    " 00",                                     // 0 access points
+    " 13",                                     // alarm code 0x13 (tamper)
+    " 01",                                     // language 1
+    " 00 64",                                  // serial 0x0064
+    " 89 A6 0D 0A",                            // CRC-ITU, stop
+);
+
+/// 0x17 LBS address request: serving cell, phone, language 1 (Chinese).
+const ADDR_17: &str = concat!(
+    "78 78 2A 17",        // short frame, length 42, protocol 0x17
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 01 CC 00",          // MCC 460, MNC 0
+    " 25 1A",             // LAC 0x251A
+    " 00 0F A1",          // cell id 0x000FA1
+    " 2B 38 36 31 33 38 30 30 31 33 38 30 30 30 00 00 00 00 00 00 00", // "+8613800138000" padded to 21
+    " 00 01",                                                          // language 1
+    " 00 70",                                                          // serial 0x0070
+    " A6 4D 0D 0A",                                                    // CRC-ITU, stop
+);
+
+/// 0x1A address query: GPS block, phone, language 2 (English).
+const ADDR_1A: &str = concat!(
+    "78 78 2E 1A",        // short frame, length 46, protocol 0x1A
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " C6",                // GPS info: 12-byte block, 6 satellites
+    " 02 69 FB 20",       // latitude 22.5 N = 40500000
+    " 0C 38 5B 60",       // longitude 113.9 E = 205020000
+    " 00",                // speed 0 km/h
+    " 34 00",             // course 0, real-time, positioned, N/E
+    " 31 33 38 30 30 31 33 38 30 30 30 00 00 00 00 00 00 00 00 00 00", // "13800138000" padded to 21
+    " 00 02",             // language 2
+    " 00 71",             // serial 0x0071
+    " C3 17 0D 0A",       // CRC-ITU, stop
+);
+
+/// 0xA7 4G LBS address request: wide MNC, 4G cell, language 2.
+const ADDR_A7: &str = concat!(
+    "78 78 1D A7",              // short frame, length 29, protocol 0xA7
+    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
+    " 81 CC 00 0B",             // MCC 460 (high bit: 2-byte MNC), MNC 11
+    " 00 01 86 A0",             // LAC 100000
+    " 00 00 00 01 23 45 67 89", // cell id 0x123456789
+    " 00 02",                   // language 2
+    " 00 72",                   // serial 0x0072
+    " 73 49 0D 0A",             // CRC-ITU, stop
+);
+
+/// 0xB0 attendance, clock-in, GPS fix, 2G cells, two access points.
+const ATT_B0_IN: &str = concat!(
+    "78 78 5C B0",           // short frame, length 92, protocol 0xB0
+    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
+    " 01",                   // GPS flag 1
+    " AB CD",                // reserved (echoed)
+    " C9",                   // GPS info: 12-byte block, 9 satellites
+    " 02 69 FB 20",          // latitude 22.5 N = 40500000
+    " 0C 38 5B 60",          // longitude 113.9 E = 205020000
+    " 00",                   // speed 0 km/h
+    " 34 00",                // course 0, real-time, positioned, N/E
+    " 44",                   // terminal info: clock-in (0b0001 << 2) + GPS
+    " 04",                   // voltage level 4
+    " 03",                   // GSM signal 3
+    " 00 00",                // reserved
     " 01 CC 00",             // MCC 460, MNC 0
     " 25 1A 00 0F A1 3C",    // main: LAC 0x251A, cell 0x000FA1, RSSI 60
     " 25 1A 00 0F A2 32",    // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
@@ -1482,501 +2212,263 @@ const WIFI: &str = concat!(
     " 00 00 00 00 00 00",    // neighbour: empty slot
     " 00 00 00 00 00 00",    // neighbour: empty slot
     " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 03",                   // timing advance 3
-    " 00",                   // 0 access points
-    " 00 40",                // serial 0x0040
-    " 1B 72 0D 0A",          // CRC-ITU, stop
-);
-
-/// 0xA2 4G WiFi: wide MNC 1, seven 4G stations, three access points.
-const WIFI_4G: &str = concat!(
-    "78 78 81 A2",                                // short frame, length 129, protocol 0xA2
-    " 18 05 01 08 1E 00",                         // datetime 2024-05-01 08:30:00
-    " 81 CC 00 01",                               // MCC 460 (high bit: 2-byte MNC), MNC 1
-    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C",    // main: LAC 9498, cell 0xFA10001, RSSI 60
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00",                                        // timing advance 0
-    " 03",                                        // 3 access points
-    " AC 23 3F 01 02 03 C4",                      // WiFi AP AC:23:3F:01:02:03, signal 196
-    " 00 11 22 33 44 55 50",                      // WiFi AP 00:11:22:33:44:55, signal 80
-    " FF EE DD CC BB AA 01",                      // WiFi AP FF:EE:DD:CC:BB:AA, signal 1
-    " 00 41",                                     // serial 0x0041
-    " 3C F1 0D 0A",                               // CRC-ITU, stop
-);
-
-/// 0x2C WiFi with two access points.
-const WIFI_2G_APS: &str = concat!(
-    "78 78 48 2C",              // short frame, length 72, protocol 0x2C
-    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
-    " 01 CC 00",                // MCC 460, MNC 0
-    " 25 1A 00 0F A1 3C",       // main: LAC 0x251A, cell 0x000FA1, RSSI 60
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 01",                      // timing advance 1
-    " 02",                      // 2 access points
-    " AC 23 3F 01 02 03 C4",    // WiFi AP AC:23:3F:01:02:03, signal 196
-    " 00 11 22 33 44 55 50",    // WiFi AP 00:11:22:33:44:55, signal 80
-    " 00 42",                   // serial 0x0042
-    " 4C ED 0D 0A",             // CRC-ITU, stop
-);
-
-/// 0x1F time sync request: device clock, language 2.
-const TIME_SYNC_EN: &str = concat!(
-    "78 78 0D 1F",           // short frame, length 13, protocol 0x1F
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " 00 02",                // language 2
-    " 00 50",                // serial 0x0050
-    " 8D 07 0D 0A",          // CRC-ITU, stop
-);
-
-/// 0x1F time sync request: device clock, language 1.
-const TIME_SYNC_ZH: &str = concat!(
-    "78 78 0D 1F",           // short frame, length 13, protocol 0x1F
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " 00 01",                // language 1
-    " 00 51",                // serial 0x0051
-    " 73 EA 0D 0A",          // CRC-ITU, stop
-);
-
-/// 0x1F time sync request without content: Chinese by default.
-const TIME_SYNC_EMPTY: &str = concat!(
-    "78 78 05 1F",     // short frame, length 5, protocol 0x1F
-    " 00 52",          // serial 0x0052
-    " 2C 4C 0D 0A",    // CRC-ITU, stop
-);
-
-/// 0x8A time sync request.
-const TIME_SYNC_2: &str = concat!(
-    "78 78 05 8A",     // short frame, length 5, protocol 0x8A
-    " 00 53",          // serial 0x0053
-    " 8D 01 0D 0A",    // CRC-ITU, stop
-);
-
-/// 0xA3 single-fence alarm: positioned GPS, SOS; a trailing byte is no fence id here.
-const ALARM_A3: &str = concat!(
-    "78 78 2D A3",                 // short frame, length 45, protocol 0xA3
-    " 18 05 01 08 1E 00",          // datetime 2024-05-01 08:30:00
-    " C8",                         // GPS info: 12-byte block, 8 satellites
-    " 02 69 FB 20",                // latitude 22.5 N = 40500000
-    " 0C 38 5B 60",                // longitude 113.9 E = 205020000
-    " 0C",                         // speed 12 km/h
-    " 34 B4",                      // course 180, real-time, positioned, N/E
-    " 0F",                         // LBS length 15
-    " 01 CC 00",                   // MCC 460, MNC 0
-    " 00 00 25 1A",                // LAC 0x251A
-    " 00 00 00 00 0A BC DE F0",    // cell id 0x0ABCDEF0
-    " 44",                         // terminal info
-    " 05",                         // voltage level 5
-    " 03",                         // GSM signal 3
-    " 01",                         // alarm code 0x01 (sos)
-    " 01",                         // language 1
-    " 09",                         // trailing byte
-    " 00 60",                      // serial 0x0060
-    " 56 02 0D 0A",                // CRC-ITU, stop
-);
-
-/// 0xA4 multi-fence alarm: GPS not positioned, wide MNC, exit fence, fence id 7.
-const ALARM_A4: &str = concat!(
-    "78 78 2E A4",                 // short frame, length 46, protocol 0xA4
-    " 18 05 01 08 1E 00",          // datetime 2024-05-01 08:30:00
-    " C0",                         // GPS info: 12-byte block, 0 satellites
-    " 02 69 FB 20",                // latitude 22.5 N = 40500000
-    " 0C 38 5B 60",                // longitude 113.9 E = 205020000
-    " 00",                         // speed 0 km/h
-    " 04 00",                      // course 0, N/E
-    " 10",                         // LBS length 16
-    " 81 CC 00 01",                // MCC 460 (high bit: 2-byte MNC), MNC 1
-    " 00 00 25 1B",                // LAC 0x251B
-    " 00 00 00 00 00 00 0F A1",    // cell id 0x0FA1
-    " 02",                         // terminal info
-    " 06",                         // voltage level 6
-    " 04",                         // GSM signal 4
-    " 05",                         // alarm code 0x05 (exit_fence)
-    " 02",                         // language 2
-    " 07",                         // fence id 7
-    " 00 61",                      // serial 0x0061
-    " A3 CA 0D 0A",                // CRC-ITU, stop
-);
-
-/// 0xA5 LBS alarm: no datetime, voltage level 7 (unknown), unlisted code 0x7E.
-const ALARM_A5: &str = concat!(
-    "78 78 19 A5",                 // short frame, length 25, protocol 0xA5
-    " 01 CC 00",                   // MCC 460, MNC 0
-    " 00 01 86 A0",                // LAC 100000
-    " 00 00 00 12 34 56 78 9A",    // cell id 0x123456789A
-    " 80",                         // terminal info
-    " 07",                         // voltage level 7
-    " 00",                         // GSM signal 0
-    " 7E",                         // alarm code 0x7E (unlisted)
-    " 01",                         // language 1
-    " 00 62",                      // serial 0x0062
-    " 34 6C 0D 0A",                // CRC-ITU, stop
-);
-
-/// 0xA9 WiFi alarm, 2G cells: two stations, two access points.
-const ALARM_A9_2G: &str = concat!(
-    "78 78 2E A9",              // short frame, length 46, protocol 0xA9
-    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
-    " 01 CC 01",                // MCC 460, MNC 1
-    " 00",                      // cell type 0: 2G
-    " 02",                      // 2 stations
-    " 25 1A 00 0F A1 3C",       // main: LAC 0x251A, cell 0x000FA1, RSSI 60
-    " 25 1A 00 0F A2 32",       // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
-    " 04",                      // timing advance 4
-    " 02",                      // 2 access points
-    " AC 23 3F 01 02 03 C4",    // WiFi AP AC:23:3F:01:02:03, signal 196
-    " 00 11 22 33 44 55 50",    // WiFi AP 00:11:22:33:44:55, signal 80
-    " 01",                      // alarm code 0x01 (sos)
-    " 02",                      // language 2
-    " 00 63",                   // serial 0x0063
-    " 9E A7 0D 0A",             // CRC-ITU, stop
-);
-
-/// 0xA9 WiFi alarm, 4G cells: one station, no access point, tamper.
-const ALARM_A9_4G: &str = concat!(
-    "78 78 22 A9",                                // short frame, length 34, protocol 0xA9
-    " 18 05 01 08 1E 00",                         // datetime 2024-05-01 08:30:00
-    " 81 36 01 04",                               // MCC 310 (high bit: 2-byte MNC), MNC 260
-    " 01",                                        // cell type 1: 4G
-    " 01",                                        // 1 station
-    " 00 01 86 A0 00 00 00 12 34 56 78 9A 2A",    // main: LAC 100000, cell 0x123456789A, RSSI 42
-    " 00",                                        // timing advance 0
-    " 00",                                        // 0 access points
-    " 13",                                        // alarm code 0x13 (tamper)
-    " 01",                                        // language 1
-    " 00 64",                                     // serial 0x0064
-    " 89 A6 0D 0A",                               // CRC-ITU, stop
-);
-
-/// 0x17 LBS address request: serving cell, phone, language 1 (Chinese).
-const ADDR_17: &str = concat!(
-    "78 78 2A 17",                                                        // short frame, length 42, protocol 0x17
-    " 18 05 01 08 1E 00",                                                 // datetime 2024-05-01 08:30:00
-    " 01 CC 00",                                                          // MCC 460, MNC 0
-    " 25 1A",                                                             // LAC 0x251A
-    " 00 0F A1",                                                          // cell id 0x000FA1
-    " 2B 38 36 31 33 38 30 30 31 33 38 30 30 30 00 00 00 00 00 00 00",    // "+8613800138000" padded to 21
-    " 00 01",                                                             // language 1
-    " 00 70",                                                             // serial 0x0070
-    " A6 4D 0D 0A",                                                       // CRC-ITU, stop
-);
-
-/// 0x1A address query: GPS block, phone, language 2 (English).
-const ADDR_1A: &str = concat!(
-    "78 78 2E 1A",                                                        // short frame, length 46, protocol 0x1A
-    " 18 05 01 08 1E 00",                                                 // datetime 2024-05-01 08:30:00
-    " C6",                                                                // GPS info: 12-byte block, 6 satellites
-    " 02 69 FB 20",                                                       // latitude 22.5 N = 40500000
-    " 0C 38 5B 60",                                                       // longitude 113.9 E = 205020000
-    " 00",                                                                // speed 0 km/h
-    " 34 00",                                                             // course 0, real-time, positioned, N/E
-    " 31 33 38 30 30 31 33 38 30 30 30 00 00 00 00 00 00 00 00 00 00",    // "13800138000" padded to 21
-    " 00 02",                                                             // language 2
-    " 00 71",                                                             // serial 0x0071
-    " C3 17 0D 0A",                                                       // CRC-ITU, stop
-);
-
-/// 0xA7 4G LBS address request: wide MNC, 4G cell, language 2.
-const ADDR_A7: &str = concat!(
-    "78 78 1D A7",                 // short frame, length 29, protocol 0xA7
-    " 18 05 01 08 1E 00",          // datetime 2024-05-01 08:30:00
-    " 81 CC 00 0B",                // MCC 460 (high bit: 2-byte MNC), MNC 11
-    " 00 01 86 A0",                // LAC 100000
-    " 00 00 00 01 23 45 67 89",    // cell id 0x123456789
-    " 00 02",                      // language 2
-    " 00 72",                      // serial 0x0072
-    " 73 49 0D 0A",                // CRC-ITU, stop
-);
-
-/// 0xB0 attendance, clock-in, GPS fix, 2G cells, two access points.
-const ATT_B0_IN: &str = concat!(
-    "78 78 5C B0",              // short frame, length 92, protocol 0xB0
-    " 18 05 01 08 1E 00",       // datetime 2024-05-01 08:30:00
-    " 01",                      // GPS flag 1
-    " AB CD",                   // reserved (echoed)
-    " C9",                      // GPS info: 12-byte block, 9 satellites
-    " 02 69 FB 20",             // latitude 22.5 N = 40500000
-    " 0C 38 5B 60",             // longitude 113.9 E = 205020000
-    " 00",                      // speed 0 km/h
-    " 34 00",                   // course 0, real-time, positioned, N/E
-    " 44",                      // terminal info: clock-in (0b0001 << 2) + GPS
-    " 04",                      // voltage level 4
-    " 03",                      // GSM signal 3
-    " 00 00",                   // reserved
-    " 01 CC 00",                // MCC 460, MNC 0
-    " 25 1A 00 0F A1 3C",       // main: LAC 0x251A, cell 0x000FA1, RSSI 60
-    " 25 1A 00 0F A2 32",       // neighbour 1: LAC 0x251A, cell 0x000FA2, RSSI 50
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 00 00 00 00 00 00",       // neighbour: empty slot
-    " 01",                      // timing advance 1
-    " 02",                      // 2 access points
-    " AC 23 3F 01 02 03 C4",    // WiFi AP AC:23:3F:01:02:03, signal 196
-    " 00 11 22 33 44 55 50",    // WiFi AP 00:11:22:33:44:55, signal 80
-    " 00 80",                   // serial 0x0080
-    " E3 4F 0D 0A",             // CRC-ITU, stop
+    " 01",                   // timing advance 1
+    " 02",                   // 2 access points
+    " AC 23 3F 01 02 03 C4", // WiFi AP AC:23:3F:01:02:03, signal 196
+    " 00 11 22 33 44 55 50", // WiFi AP 00:11:22:33:44:55, signal 80
+    " 00 80",                // serial 0x0080
+    " E3 4F 0D 0A",          // CRC-ITU, stop
 );
 
 /// 0xB0 attendance, clock-out, no fix, 2G cells, no access point.
 const ATT_B0_OUT: &str = concat!(
-    "78 78 4E B0",           // short frame, length 78, protocol 0xB0
-    " 18 05 01 12 00 05",    // datetime 2024-05-01 18:00:05
-    " 00",                   // GPS flag 0
-    " 00 07",                // reserved (echoed)
-    " C0",                   // GPS info: 12-byte block, 0 satellites
-    " 00 00 00 00",          // latitude 0.0 N = 0
-    " 00 00 00 00",          // longitude 0.0 E = 0
-    " 00",                   // speed 0 km/h
-    " 04 00",                // course 0, N/E
-    " 08",                   // terminal info: clock-out (0b0010 << 2)
-    " 02",                   // voltage level 2
-    " 02",                   // GSM signal 2
-    " 00 00",                // reserved
-    " 01 CC 00",             // MCC 460, MNC 0
-    " 25 1A 00 0F A1 3C",    // main: LAC 0x251A, cell 0x000FA1, RSSI 60
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00",                   // timing advance 0
-    " 00",                   // 0 access points
-    " 00 81",                // serial 0x0081
-    " DD 9D 0D 0A",          // CRC-ITU, stop
+    "78 78 4E B0",        // short frame, length 78, protocol 0xB0
+    " 18 05 01 12 00 05", // datetime 2024-05-01 18:00:05
+    " 00",                // GPS flag 0
+    " 00 07",             // reserved (echoed)
+    " C0",                // GPS info: 12-byte block, 0 satellites
+    " 00 00 00 00",       // latitude 0.0 N = 0
+    " 00 00 00 00",       // longitude 0.0 E = 0
+    " 00",                // speed 0 km/h
+    " 04 00",             // course 0, N/E
+    " 08",                // terminal info: clock-out (0b0010 << 2)
+    " 02",                // voltage level 2
+    " 02",                // GSM signal 2
+    " 00 00",             // reserved
+    " 01 CC 00",          // MCC 460, MNC 0
+    " 25 1A 00 0F A1 3C", // main: LAC 0x251A, cell 0x000FA1, RSSI 60
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00", // neighbour: empty slot
+    " 00",                // timing advance 0
+    " 00",                // 0 access points
+    " 00 81",             // serial 0x0081
+    " DD 9D 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xB1 4G attendance, clock-out; GPS flag 1 but the fix says not positioned.
 const ATT_B1_OUT: &str = concat!(
-    "78 78 80 B1",                                // short frame, length 128, protocol 0xB1
-    " 18 05 01 12 00 00",                         // datetime 2024-05-01 18:00:00
-    " 01",                                        // GPS flag 1
-    " 12 34",                                     // reserved (echoed)
-    " C3",                                        // GPS info: 12-byte block, 3 satellites
-    " 02 69 FB 20",                               // latitude 22.5 N = 40500000
-    " 0C 38 5B 60",                               // longitude 113.9 E = 205020000
-    " 00",                                        // speed 0 km/h
-    " 04 00",                                     // course 0, N/E
-    " 48",                                        // terminal info: clock-out + GPS
-    " 06",                                        // voltage level 6
-    " 04",                                        // GSM signal 4
-    " 00 00",                                     // reserved
-    " 81 CC 00 01",                               // MCC 460 (high bit: 2-byte MNC), MNC 1
-    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C",    // main: LAC 9498, cell 0xFA10001, RSSI 60
-    " 00 00 25 1A 00 00 00 00 0F A1 00 02 20",    // neighbour 1: LAC 9498, cell 0xFA10002, RSSI 32
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00",                                        // timing advance 0
-    " 00",                                        // 0 access points
-    " 00 82",                                     // serial 0x0082
-    " DE C8 0D 0A",                               // CRC-ITU, stop
+    "78 78 80 B1",                             // short frame, length 128, protocol 0xB1
+    " 18 05 01 12 00 00",                      // datetime 2024-05-01 18:00:00
+    " 01",                                     // GPS flag 1
+    " 12 34",                                  // reserved (echoed)
+    " C3",                                     // GPS info: 12-byte block, 3 satellites
+    " 02 69 FB 20",                            // latitude 22.5 N = 40500000
+    " 0C 38 5B 60",                            // longitude 113.9 E = 205020000
+    " 00",                                     // speed 0 km/h
+    " 04 00",                                  // course 0, N/E
+    " 48",                                     // terminal info: clock-out + GPS
+    " 06",                                     // voltage level 6
+    " 04",                                     // GSM signal 4
+    " 00 00",                                  // reserved
+    " 81 CC 00 01",                            // MCC 460 (high bit: 2-byte MNC), MNC 1
+    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C", // main: LAC 9498, cell 0xFA10001, RSSI 60
+    " 00 00 25 1A 00 00 00 00 0F A1 00 02 20", // neighbour 1: LAC 9498, cell 0xFA10002, RSSI 32
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00",                                     // timing advance 0
+    " 00",                                     // 0 access points
+    " 00 82",                                  // serial 0x0082
+    " DE C8 0D 0A",                            // CRC-ITU, stop
 );
 
 /// 0xB1 4G attendance, clock-in; MCC without the high bit still has a 2-byte MNC.
 const ATT_B1_IN: &str = concat!(
-    "78 78 87 B1",                                // short frame, length 135, protocol 0xB1
-    " 18 05 01 08 1E 00",                         // datetime 2024-05-01 08:30:00
-    " 01",                                        // GPS flag 1
-    " FF 00",                                     // reserved (echoed)
-    " C5",                                        // GPS info: 12-byte block, 5 satellites
-    " 03 A3 17 60",                               // latitude 33.9 S = 61020000
-    " 10 38 D5 00",                               // longitude 151.2 E = 272160000
-    " 00",                                        // speed 0 km/h
-    " 30 00",                                     // course 0, real-time, positioned, S/E
-    " 04",                                        // terminal info: clock-in
-    " 00",                                        // voltage level 0
-    " 01",                                        // GSM signal 1
-    " 00 00",                                     // reserved
-    " 01 CC 00 02",                               // MCC 460 (no high bit), MNC 2 (always 2 bytes in 0xB1)
-    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C",    // main: LAC 9498, cell 0xFA10001, RSSI 60
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 00 00 00 00 00 00 00 00 00 00 00 00 00",    // neighbour: empty slot
-    " 07",                                        // timing advance 7
-    " 01",                                        // 1 access point
-    " AC 23 3F 01 02 03 C4",                      // WiFi AP AC:23:3F:01:02:03, signal 196
-    " 00 83",                                     // serial 0x0083
-    " BF E7 0D 0A",                               // CRC-ITU, stop
+    "78 78 87 B1",                             // short frame, length 135, protocol 0xB1
+    " 18 05 01 08 1E 00",                      // datetime 2024-05-01 08:30:00
+    " 01",                                     // GPS flag 1
+    " FF 00",                                  // reserved (echoed)
+    " C5",                                     // GPS info: 12-byte block, 5 satellites
+    " 03 A3 17 60",                            // latitude 33.9 S = 61020000
+    " 10 38 D5 00",                            // longitude 151.2 E = 272160000
+    " 00",                                     // speed 0 km/h
+    " 30 00",                                  // course 0, real-time, positioned, S/E
+    " 04",                                     // terminal info: clock-in
+    " 00",                                     // voltage level 0
+    " 01",                                     // GSM signal 1
+    " 00 00",                                  // reserved
+    " 01 CC 00 02", // MCC 460 (no high bit), MNC 2 (always 2 bytes in 0xB1)
+    " 00 00 25 1A 00 00 00 00 0F A1 00 01 3C", // main: LAC 9498, cell 0xFA10001, RSSI 60
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 00 00 00 00 00 00 00 00 00 00 00 00 00", // neighbour: empty slot
+    " 07",          // timing advance 7
+    " 01",          // 1 access point
+    " AC 23 3F 01 02 03 C4", // WiFi AP AC:23:3F:01:02:03, signal 196
+    " 00 83",       // serial 0x0083
+    " BF E7 0D 0A", // CRC-ITU, stop
 );
 
 /// 0xB2 Bluetooth punch, clock-in.
 const PUNCH_IN: &str = concat!(
-    "78 78 2B B2",                                         // short frame, length 43, protocol 0xB2
-    " 18 05 01 08 1E 00",                                  // datetime 2024-05-01 08:30:00
-    " C5",                                                 // RSSI -59 dBm
-    " AC 23 3F 5A 10 01",                                  // beacon MAC
-    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25",    // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
-    " 27 11",                                              // major 10001
-    " 02 03",                                              // minor 515
-    " 01 2C",                                              // battery 300 = 3.00 V
-    " 04",                                                 // terminal info: clock-in
-    " 12 34",                                              // reserved (echoed)
-    " 00 90",                                              // serial 0x0090
-    " 2B 44 0D 0A",                                        // CRC-ITU, stop
+    "78 78 2B B2",        // short frame, length 43, protocol 0xB2
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " C5",                // RSSI -59 dBm
+    " AC 23 3F 5A 10 01", // beacon MAC
+    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25", // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
+    " 27 11",             // major 10001
+    " 02 03",             // minor 515
+    " 01 2C",             // battery 300 = 3.00 V
+    " 04",                // terminal info: clock-in
+    " 12 34",             // reserved (echoed)
+    " 00 90",             // serial 0x0090
+    " 2B 44 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xB2 Bluetooth punch, clock-out.
 const PUNCH_OUT: &str = concat!(
-    "78 78 2B B2",                                         // short frame, length 43, protocol 0xB2
-    " 18 05 01 12 01 02",                                  // datetime 2024-05-01 18:01:02
-    " 9C",                                                 // RSSI -100 dBm
-    " AC 23 3F 5A 10 01",                                  // beacon MAC
-    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25",    // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
-    " 27 11",                                              // major 10001
-    " 02 03",                                              // minor 515
-    " 01 2C",                                              // battery 300 = 3.00 V
-    " 08",                                                 // terminal info: clock-out
-    " 00 FF",                                              // reserved (echoed)
-    " 00 91",                                              // serial 0x0091
-    " 5A 02 0D 0A",                                        // CRC-ITU, stop
+    "78 78 2B B2",        // short frame, length 43, protocol 0xB2
+    " 18 05 01 12 01 02", // datetime 2024-05-01 18:01:02
+    " 9C",                // RSSI -100 dBm
+    " AC 23 3F 5A 10 01", // beacon MAC
+    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25", // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
+    " 27 11",             // major 10001
+    " 02 03",             // minor 515
+    " 01 2C",             // battery 300 = 3.00 V
+    " 08",                // terminal info: clock-out
+    " 00 FF",             // reserved (echoed)
+    " 00 91",             // serial 0x0091
+    " 5A 02 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xB3 Bluetooth location with no beacon.
 const BT_LOC_0: &str = concat!(
-    "78 78 0C B3",           // short frame, length 12, protocol 0xB3
-    " 18 05 01 08 1E 00",    // datetime 2024-05-01 08:30:00
-    " 00",                   // 0 beacons
-    " 00 A0",                // serial 0x00A0
-    " 9C 13 0D 0A",          // CRC-ITU, stop
+    "78 78 0C B3",        // short frame, length 12, protocol 0xB3
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 00",                // 0 beacons
+    " 00 A0",             // serial 0x00A0
+    " 9C 13 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xB3 Bluetooth location with one beacon (battery in volts).
 const BT_LOC_1: &str = concat!(
-    "78 78 2A B3",                                         // short frame, length 42, protocol 0xB3
-    " 18 05 01 08 1E 00",                                  // datetime 2024-05-01 08:30:00
-    " 01",                                                 // 1 beacon
-    " BA",                                                 // beacon RSSI -70 dBm
-    " AC 23 3F 5A 10 01",                                  // MAC
-    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25",    // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
-    " 27 11",                                              // major 10001
-    " 00 01",                                              // minor 1
-    " 01 36",                                              // battery raw 310
-    " 00",                                                 // unit: 0.01 V
-    " 00 A1",                                              // serial 0x00A1
-    " 51 37 0D 0A",                                        // CRC-ITU, stop
+    "78 78 2A B3",        // short frame, length 42, protocol 0xB3
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 01",                // 1 beacon
+    " BA",                // beacon RSSI -70 dBm
+    " AC 23 3F 5A 10 01", // MAC
+    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25", // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
+    " 27 11",             // major 10001
+    " 00 01",             // minor 1
+    " 01 36",             // battery raw 310
+    " 00",                // unit: 0.01 V
+    " 00 A1",             // serial 0x00A1
+    " 51 37 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0xB3 Bluetooth location, three beacons, sent as a 79 79 long frame as badges do.
 const BT_LOC_3: &str = concat!(
-    "79 79 00 66 B3",                                      // long frame, length 102, protocol 0xB3
-    " 18 05 01 08 1E 00",                                  // datetime 2024-05-01 08:30:00
-    " 03",                                                 // 3 beacons
-    " B0",                                                 // beacon RSSI -80 dBm
-    " AC 23 3F 5A 10 01",                                  // MAC
-    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25",    // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
-    " 27 11",                                              // major 10001
-    " 00 01",                                              // minor 1
-    " 01 27",                                              // battery raw 295
-    " 00",                                                 // unit: 0.01 V
-    " D3",                                                 // beacon RSSI -45 dBm
-    " AC 23 3F 5A 10 02",                                  // MAC
-    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25",    // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
-    " 27 11",                                              // major 10001
-    " 00 02",                                              // minor 2
-    " 00 5A",                                              // battery raw 90
-    " 01",                                                 // unit: percent
-    " 80",                                                 // beacon RSSI -128 dBm
-    " AC 23 3F 5A 10 03",                                  // MAC
-    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25",    // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
-    " FF FF",                                              // major 65535
-    " 00 00",                                              // minor 0
-    " 00 4B",                                              // battery raw 75
-    " 64",                                                 // unit: percent
-    " 00 A2",                                              // serial 0x00A2
-    " 97 B5 0D 0A",                                        // CRC-ITU, stop
+    "79 79 00 66 B3",     // long frame, length 102, protocol 0xB3
+    " 18 05 01 08 1E 00", // datetime 2024-05-01 08:30:00
+    " 03",                // 3 beacons
+    " B0",                // beacon RSSI -80 dBm
+    " AC 23 3F 5A 10 01", // MAC
+    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25", // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
+    " 27 11",             // major 10001
+    " 00 01",             // minor 1
+    " 01 27",             // battery raw 295
+    " 00",                // unit: 0.01 V
+    " D3",                // beacon RSSI -45 dBm
+    " AC 23 3F 5A 10 02", // MAC
+    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25", // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
+    " 27 11",             // major 10001
+    " 00 02",             // minor 2
+    " 00 5A",             // battery raw 90
+    " 01",                // unit: percent
+    " 80",                // beacon RSSI -128 dBm
+    " AC 23 3F 5A 10 03", // MAC
+    " FD A5 06 93 A4 E2 4F B1 AF CF C6 EB 07 64 78 25", // UUID FDA50693-A4E2-4FB1-AFCF-C6EB07647825
+    " FF FF",             // major 65535
+    " 00 00",             // minor 0
+    " 00 4B",             // battery raw 75
+    " 64",                // unit: percent
+    " 00 A2",             // serial 0x00A2
+    " 97 B5 0D 0A",       // CRC-ITU, stop
 );
 
 /// 0x94 sub-protocol 0x0A: IMEI, IMSI, ICCID (19 digits, F-padded).
 const GI_SIM_IDS: &str = concat!(
-    "78 78 20 94",                       // short frame, length 32, protocol 0x94
-    " 0A",                               // sub-protocol 0x0A
-    " 03 53 41 90 32 98 14 48",          // IMEI
-    " 04 60 01 12 34 56 78 90",          // IMSI 460011234567890
-    " 89 86 01 12 34 56 78 90 12 3F",    // ICCID 8986011234567890123f
-    " 00 B0",                            // serial 0x00B0
-    " 2B EB 0D 0A",                      // CRC-ITU, stop
+    "78 78 20 94",                    // short frame, length 32, protocol 0x94
+    " 0A",                            // sub-protocol 0x0A
+    " 03 53 41 90 32 98 14 48",       // IMEI
+    " 04 60 01 12 34 56 78 90",       // IMSI 460011234567890
+    " 89 86 01 12 34 56 78 90 12 3F", // ICCID 8986011234567890123f
+    " 00 B0",                         // serial 0x00B0
+    " 2B EB 0D 0A",                   // CRC-ITU, stop
 );
 
 /// 0x94 sub-protocol 0x00: ICCID only.
 const GI_ICCID: &str = concat!(
-    "78 78 10 94",                       // short frame, length 16, protocol 0x94
-    " 00",                               // sub-protocol 0x00
-    " 89 86 01 12 34 56 78 90 12 34",    // ICCID 89860112345678901234
-    " 00 B1",                            // serial 0x00B1
-    " 83 87 0D 0A",                      // CRC-ITU, stop
+    "78 78 10 94",                    // short frame, length 16, protocol 0x94
+    " 00",                            // sub-protocol 0x00
+    " 89 86 01 12 34 56 78 90 12 34", // ICCID 89860112345678901234
+    " 00 B1",                         // serial 0x00B1
+    " 83 87 0D 0A",                   // CRC-ITU, stop
 );
 
 /// 0x94 sub-protocol 0x09: GPS status 3 (3D).
 const GI_GPS_STATUS: &str = concat!(
-    "78 78 07 94",     // short frame, length 7, protocol 0x94
-    " 09",             // sub-protocol 0x09
-    " 03",             // 3D fix
-    " 00 B2",          // serial 0x00B2
-    " 78 C5 0D 0A",    // CRC-ITU, stop
+    "78 78 07 94",  // short frame, length 7, protocol 0x94
+    " 09",          // sub-protocol 0x09
+    " 03",          // 3D fix
+    " 00 B2",       // serial 0x00B2
+    " 78 C5 0D 0A", // CRC-ITU, stop
 );
 
 /// 0x94 sub-protocol 0x04, kept raw.
 const GI_OTHER: &str = concat!(
-    "78 78 09 94",     // short frame, length 9, protocol 0x94
-    " 04",             // sub-protocol 0x04
-    " 41 42 43",       // "ABC"
-    " 00 B3",          // serial 0x00B3
-    " E8 DB 0D 0A",    // CRC-ITU, stop
+    "78 78 09 94",  // short frame, length 9, protocol 0x94
+    " 04",          // sub-protocol 0x04
+    " 41 42 43",    // "ABC"
+    " 00 B3",       // serial 0x00B3
+    " E8 DB 0D 0A", // CRC-ITU, stop
 );
 
 /// 0x94 sub-protocol 0x0A too short for its layout: kept raw.
 const GI_SIM_IDS_SHORT: &str = concat!(
-    "78 78 10 94",                       // short frame, length 16, protocol 0x94
-    " 0A",                               // sub-protocol 0x0A
-    " 03 53 41 90 32 98 14 48 04 60",    // 10 bytes only
-    " 00 B4",                            // serial 0x00B4
-    " DE 26 0D 0A",                      // CRC-ITU, stop
+    "78 78 10 94",                    // short frame, length 16, protocol 0x94
+    " 0A",                            // sub-protocol 0x0A
+    " 03 53 41 90 32 98 14 48 04 60", // 10 bytes only
+    " 00 B4",                         // serial 0x00B4
+    " DE 26 0D 0A",                   // CRC-ITU, stop
 );
 
 /// 0x81 command reply: length, server flag 42, text, language 2.
 const CMD_REPLY: &str = concat!(
-    "78 78 14 81",                 // short frame, length 20, protocol 0x81
-    " 0E",                         // length 14
-    " 00 00 00 2A",                // server flag 42
-    " 52 45 53 45 54 20 4F 4B",    // "RESET OK"
-    " 00 02",                      // language 2
-    " 00 C0",                      // serial 0x00C0
-    " 3B 12 0D 0A",                // CRC-ITU, stop
+    "78 78 14 81",              // short frame, length 20, protocol 0x81
+    " 0E",                      // length 14
+    " 00 00 00 2A",             // server flag 42
+    " 52 45 53 45 54 20 4F 4B", // "RESET OK"
+    " 00 02",                   // language 2
+    " 00 C0",                   // serial 0x00C0
+    " 3B 12 0D 0A",             // CRC-ITU, stop
 );
 
 /// 0x81 command reply of 7 content bytes: no language.
 const CMD_REPLY_SHORT: &str = concat!(
-    "78 78 0C 81",     // short frame, length 12, protocol 0x81
-    " 03",             // length 3
-    " 00 00 01 00",    // server flag 256
-    " 4F 4B",          // "OK"
-    " 00 C1",          // serial 0x00C1
-    " ED CD 0D 0A",    // CRC-ITU, stop
+    "78 78 0C 81",  // short frame, length 12, protocol 0x81
+    " 03",          // length 3
+    " 00 00 01 00", // server flag 256
+    " 4F 4B",       // "OK"
+    " 00 C1",       // serial 0x00C1
+    " ED CD 0D 0A", // CRC-ITU, stop
 );
 
 /// An unknown protocol number 0x5A: kept raw.
 const UNKNOWN: &str = concat!(
-    "78 78 09 5A",     // short frame, length 9, protocol 0x5A
-    " DE AD BE EF",    // content
-    " FF FF",          // serial 0xFFFF
-    " 22 39 0D 0A",    // CRC-ITU, stop
+    "78 78 09 5A",  // short frame, length 9, protocol 0x5A
+    " DE AD BE EF", // content
+    " FF FF",       // serial 0xFFFF
+    " 22 39 0D 0A", // CRC-ITU, stop
 );
 
 /// Login ack, serial 0x0001 echoed.

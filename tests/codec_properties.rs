@@ -23,7 +23,9 @@ use badge_ingest::protocol::message::{
     HeartbeatStatus, Iccid, Imsi, LbsReport, Login, PunchBody, TimeSyncRequest, TzLanguage,
     WifiReport,
 };
-use badge_ingest::protocol::{number as n, Frame, FrameConfig, FrameDecoder, Imei, Marker, Message, Reply};
+use badge_ingest::protocol::{
+    number as n, Frame, FrameConfig, FrameDecoder, Imei, Marker, Message, Reply,
+};
 use bytes::{Buf, BytesMut};
 use proptest::collection::vec;
 use proptest::option;
@@ -62,10 +64,17 @@ impl OwnedCells {
 
 #[derive(Debug, Clone)]
 enum OwnedGeneralInfo {
-    SimIds { imei: [u8; 8], imsi: Imsi, iccid: Iccid },
+    SimIds {
+        imei: [u8; 8],
+        imsi: Imsi,
+        iccid: Iccid,
+    },
     Iccid(Iccid),
     GpsStatus(u8),
-    Other { sub_protocol: u8, data: Vec<u8> },
+    Other {
+        sub_protocol: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// A message whose variable-length parts live in owned vectors; `message()`
@@ -363,15 +372,25 @@ fn gps_fix() -> impl Strategy<Value = GpsFix> {
             any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(lat, lon, speed, course, sats, pos, rt)| GpsFix::new(lat, lon, speed, course, sats, pos, rt)),
+            .prop_map(|(lat, lon, speed, course, sats, pos, rt)| GpsFix::new(
+                lat, lon, speed, course, sats, pos, rt
+            )),
     ]
 }
 
 /// An MCC/MNC the wire can carry: a one-byte MNC must be at most 255.
 fn network() -> impl Strategy<Value = MobileNetwork> {
     prop_oneof![
-        (0u16..=0x7FFF, 0u16..=0xFF).prop_map(|(mcc, mnc)| MobileNetwork { mcc, mnc, wide_mnc: false }),
-        (0u16..=0x7FFF, any::<u16>()).prop_map(|(mcc, mnc)| MobileNetwork { mcc, mnc, wide_mnc: true }),
+        (0u16..=0x7FFF, 0u16..=0xFF).prop_map(|(mcc, mnc)| MobileNetwork {
+            mcc,
+            mnc,
+            wide_mnc: false
+        }),
+        (0u16..=0x7FFF, any::<u16>()).prop_map(|(mcc, mnc)| MobileNetwork {
+            mcc,
+            mnc,
+            wide_mnc: true
+        }),
         (0u16..=999, 0u16..=999).prop_map(|(mcc, mnc)| MobileNetwork::new(mcc, mnc)),
     ]
 }
@@ -402,7 +421,10 @@ fn cells(g: Generation, count: RangeInclusive<usize>) -> BoxedStrategy<OwnedCell
 }
 
 fn wifi_aps(count: RangeInclusive<usize>) -> impl Strategy<Value = Vec<WifiAp>> {
-    vec((any::<[u8; 6]>(), any::<u8>()).prop_map(|(m, r)| WifiAp::new(m, r)), count)
+    vec(
+        (any::<[u8; 6]>(), any::<u8>()).prop_map(|(m, r)| WifiAp::new(m, r)),
+        count,
+    )
 }
 
 fn beacon() -> impl Strategy<Value = BeaconSighting> {
@@ -435,7 +457,10 @@ fn cell_id4g() -> impl Strategy<Value = CellId4g> {
 
 /// Protocol numbers `Message::decode_content` keeps as `Unknown`.
 fn is_unknown(protocol: u8) -> bool {
-    matches!(Message::decode_content(protocol, &[]), Ok(Message::Unknown { .. }))
+    matches!(
+        Message::decode_content(protocol, &[]),
+        Ok(Message::Unknown { .. })
+    )
 }
 
 fn login() -> impl Strategy<Value = Owned> {
@@ -454,54 +479,84 @@ fn login() -> impl Strategy<Value = Owned> {
 }
 
 fn heartbeat() -> impl Strategy<Value = Owned> {
-    (any::<bool>(), any::<[u8; 3]>(), option::of(any::<u16>()), bytes(0..=40)).prop_map(
-        |(extended, [terminal_info, battery, gsm_signal], language, extension)| Owned::Heartbeat {
-            extended,
-            status: HeartbeatStatus {
-                terminal_info,
-                battery,
-                gsm_signal,
-            },
-            language,
-            // 0x13 carries no extension, and one can only follow a language.
-            extension: if extended && language.is_some() { extension } else { Vec::new() },
-        },
+    (
+        any::<bool>(),
+        any::<[u8; 3]>(),
+        option::of(any::<u16>()),
+        bytes(0..=40),
     )
+        .prop_map(
+            |(extended, [terminal_info, battery, gsm_signal], language, extension)| {
+                Owned::Heartbeat {
+                    extended,
+                    status: HeartbeatStatus {
+                        terminal_info,
+                        battery,
+                        gsm_signal,
+                    },
+                    language,
+                    // 0x13 carries no extension, and one can only follow a language.
+                    extension: if extended && language.is_some() {
+                        extension
+                    } else {
+                        Vec::new()
+                    },
+                }
+            },
+        )
 }
 
 fn gps() -> impl Strategy<Value = Owned> {
-    let tail = (network(), any::<u32>(), any::<u64>(), any::<[u8; 3]>(), option::of(any::<u32>()));
-    (generation(), device_time(), gps_fix(), option::of(tail)).prop_map(|(generation, time, fix, tail)| {
-        Owned::Gps(GpsReport {
-            generation,
-            time,
-            fix,
-            tail: tail.map(|(network, lac, cell_id, [acc, report_mode, realtime_upload], mileage)| {
-                let cell = match generation {
-                    Generation::G2 => CellTower {
-                        lac: lac & 0xFFFF,
-                        cell_id: cell_id & 0xFF_FFFF,
-                        rssi: 0,
+    let tail = (
+        network(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<[u8; 3]>(),
+        option::of(any::<u32>()),
+    );
+    (generation(), device_time(), gps_fix(), option::of(tail)).prop_map(
+        |(generation, time, fix, tail)| {
+            Owned::Gps(GpsReport {
+                generation,
+                time,
+                fix,
+                tail: tail.map(
+                    |(network, lac, cell_id, [acc, report_mode, realtime_upload], mileage)| {
+                        let cell = match generation {
+                            Generation::G2 => CellTower {
+                                lac: lac & 0xFFFF,
+                                cell_id: cell_id & 0xFF_FFFF,
+                                rssi: 0,
+                            },
+                            Generation::G4 => CellTower {
+                                lac,
+                                cell_id,
+                                rssi: 0,
+                            },
+                        };
+                        GpsTail {
+                            network,
+                            cell,
+                            acc,
+                            report_mode,
+                            realtime_upload,
+                            mileage,
+                        }
                     },
-                    Generation::G4 => CellTower { lac, cell_id, rssi: 0 },
-                };
-                GpsTail {
-                    network,
-                    cell,
-                    acc,
-                    report_mode,
-                    realtime_upload,
-                    mileage,
-                }
-            }),
-        })
-    })
+                ),
+            })
+        },
+    )
 }
 
 fn lbs() -> impl Strategy<Value = Owned> {
     select(vec![n::LBS_MULTI, n::LBS_MULTI_REPLY, n::LBS_4G])
         .prop_flat_map(|protocol| {
-            let g = if protocol == n::LBS_4G { Generation::G4 } else { Generation::G2 };
+            let g = if protocol == n::LBS_4G {
+                Generation::G4
+            } else {
+                Generation::G2
+            };
             (
                 Just(protocol),
                 device_time(),
@@ -523,7 +578,15 @@ fn lbs() -> impl Strategy<Value = Owned> {
 
 fn wifi() -> impl Strategy<Value = Owned> {
     generation()
-        .prop_flat_map(|g| (device_time(), network(), cells(g, 7..=7), any::<u8>(), wifi_aps(0..=20)))
+        .prop_flat_map(|g| {
+            (
+                device_time(),
+                network(),
+                cells(g, 7..=7),
+                any::<u8>(),
+                wifi_aps(0..=20),
+            )
+        })
         .prop_map(|(time, network, cells, timing_advance, aps)| Owned::Wifi {
             time,
             network,
@@ -560,21 +623,27 @@ fn alarm() -> impl Strategy<Value = Owned> {
             alarm_status(),
             option::of(any::<u8>())
         )
-            .prop_map(|(multi, time, fix, lbs_length, network, cell, status, fence_id)| Owned::AlarmFence {
-                multi,
-                time,
-                fix,
-                lbs_length,
+            .prop_map(
+                |(multi, time, fix, lbs_length, network, cell, status, fence_id)| {
+                    Owned::AlarmFence {
+                        multi,
+                        time,
+                        fix,
+                        lbs_length,
+                        network,
+                        cell,
+                        status,
+                        // Only 0xA4 carries a fence id.
+                        fence_id: if multi { fence_id } else { None },
+                    }
+                }
+            ),
+        (network(), cell_id4g(), alarm_status()).prop_map(|(network, cell, status)| {
+            Owned::AlarmLbs {
                 network,
                 cell,
                 status,
-                // Only 0xA4 carries a fence id.
-                fence_id: if multi { fence_id } else { None },
-            }),
-        (network(), cell_id4g(), alarm_status()).prop_map(|(network, cell, status)| Owned::AlarmLbs {
-            network,
-            cell,
-            status
+            }
         }),
         generation()
             .prop_flat_map(|g| (
@@ -586,21 +655,29 @@ fn alarm() -> impl Strategy<Value = Owned> {
                 any::<u8>(),
                 any::<u8>()
             ))
-            .prop_map(|(time, network, cells, timing_advance, aps, alarm_code, language)| Owned::AlarmWifi {
-                time,
-                network,
-                cells,
-                timing_advance,
-                aps,
-                alarm_code,
-                language,
-            }),
+            .prop_map(
+                |(time, network, cells, timing_advance, aps, alarm_code, language)| {
+                    Owned::AlarmWifi {
+                        time,
+                        network,
+                        cells,
+                        timing_advance,
+                        aps,
+                        alarm_code,
+                        language,
+                    }
+                }
+            ),
     ]
 }
 
 fn address_request() -> impl Strategy<Value = Owned> {
     (
-        select(vec![n::LBS_ADDRESS_REQUEST, n::ADDRESS_QUERY, n::LBS_4G_ADDRESS_REQUEST]),
+        select(vec![
+            n::LBS_ADDRESS_REQUEST,
+            n::ADDRESS_QUERY,
+            n::LBS_4G_ADDRESS_REQUEST,
+        ]),
         device_time(),
         bytes(0..=60),
         any::<u16>(),
@@ -620,18 +697,30 @@ fn attendance() -> impl Strategy<Value = Owned> {
                 Generation::G2 => network().boxed(),
                 // 0xB1 always sends a two-byte MNC.
                 Generation::G4 => (0u16..=0x7FFF, any::<u16>())
-                    .prop_map(|(mcc, mnc)| MobileNetwork { mcc, mnc, wide_mnc: true })
+                    .prop_map(|(mcc, mnc)| MobileNetwork {
+                        mcc,
+                        mnc,
+                        wide_mnc: true,
+                    })
                     .boxed(),
             };
-            (block::<AttendanceHead>(26), network, cells(g, 7..=7), any::<u8>(), wifi_aps(0..=15))
+            (
+                block::<AttendanceHead>(26),
+                network,
+                cells(g, 7..=7),
+                any::<u8>(),
+                wifi_aps(0..=15),
+            )
         })
-        .prop_map(|(head, network, cells, timing_advance, aps)| Owned::Attendance {
-            head,
-            network,
-            cells,
-            timing_advance,
-            aps,
-        })
+        .prop_map(
+            |(head, network, cells, timing_advance, aps)| Owned::Attendance {
+                head,
+                network,
+                cells,
+                timing_advance,
+                aps,
+            },
+        )
 }
 
 fn bluetooth() -> impl Strategy<Value = Owned> {
@@ -656,23 +745,32 @@ fn general_info() -> impl Strategy<Value = Owned> {
         }),
         any::<[u8; 10]>().prop_map(|i| OwnedGeneralInfo::Iccid(Iccid(i))),
         any::<u8>().prop_map(OwnedGeneralInfo::GpsStatus),
-        (prop_oneof![select(vec![0x0Au8, 0x00, 0x09]), any::<u8>()], bytes(0..=60)).prop_map(|(sub_protocol, mut data)| {
-            // A known sub-protocol is only kept raw when too short for its layout.
-            match sub_protocol {
-                0x0A => data.truncate(25),
-                0x00 => data.truncate(9),
-                0x09 => data.clear(),
-                _ => {}
-            }
-            OwnedGeneralInfo::Other { sub_protocol, data }
-        }),
+        (
+            prop_oneof![select(vec![0x0Au8, 0x00, 0x09]), any::<u8>()],
+            bytes(0..=60)
+        )
+            .prop_map(|(sub_protocol, mut data)| {
+                // A known sub-protocol is only kept raw when too short for its layout.
+                match sub_protocol {
+                    0x0A => data.truncate(25),
+                    0x00 => data.truncate(9),
+                    0x09 => data.clear(),
+                    _ => {}
+                }
+                OwnedGeneralInfo::Other { sub_protocol, data }
+            }),
     ]
     .prop_map(Owned::GeneralInfo)
 }
 
 fn command_reply() -> impl Strategy<Value = Owned> {
-    (any::<u8>(), any::<u32>(), option::of(any::<u16>()), bytes(0..=100)).prop_map(
-        |(length, server_flag, language, mut text)| {
+    (
+        any::<u8>(),
+        any::<u32>(),
+        option::of(any::<u16>()),
+        bytes(0..=100),
+    )
+        .prop_map(|(length, server_flag, language, mut text)| {
             // The reference reads a language only from more than 7 content
             // bytes (5 + text + 2), and always from more than 7.
             match language {
@@ -686,12 +784,14 @@ fn command_reply() -> impl Strategy<Value = Owned> {
                 text,
                 language,
             }
-        },
-    )
+        })
 }
 
 fn unknown() -> impl Strategy<Value = Owned> {
-    (any::<u8>().prop_filter("a protocol the decoder knows", |p| is_unknown(*p)), bytes(0..=400))
+    (
+        any::<u8>().prop_filter("a protocol the decoder knows", |p| is_unknown(*p)),
+        bytes(0..=400),
+    )
         .prop_map(|(protocol, content)| Owned::Unknown { protocol, content })
 }
 
@@ -728,11 +828,12 @@ fn text() -> impl Strategy<Value = String> {
 /// One piece of a hostile stream: noise, a real frame, a real frame with a
 /// byte changed, a cut frame, or a header promising a huge frame.
 fn stream_piece() -> impl Strategy<Value = Vec<u8>> {
-    let frame = (any::<u8>(), any::<u16>(), bytes(0..=300)).prop_map(|(protocol, serial, content)| {
-        let mut out = BytesMut::new();
-        write_frame_bytes(&mut out, protocol, serial, &content).unwrap();
-        out.to_vec()
-    });
+    let frame =
+        (any::<u8>(), any::<u16>(), bytes(0..=300)).prop_map(|(protocol, serial, content)| {
+            let mut out = BytesMut::new();
+            write_frame_bytes(&mut out, protocol, serial, &content).unwrap();
+            out.to_vec()
+        });
     prop_oneof![
         bytes(0..=64),
         frame.clone(),
@@ -742,7 +843,8 @@ fn stream_piece() -> impl Strategy<Value = Vec<u8>> {
             f
         }),
         (frame, any::<Index>()).prop_map(|(f, i)| f[..i.index(f.len())].to_vec()),
-        (prop_oneof![Just(0x78u8), Just(0x79u8)], any::<[u8; 2]>()).prop_map(|(m, l)| vec![m, m, l[0], l[1]]),
+        (prop_oneof![Just(0x78u8), Just(0x79u8)], any::<[u8; 2]>())
+            .prop_map(|(m, l)| vec![m, m, l[0], l[1]]),
     ]
 }
 
@@ -756,7 +858,11 @@ fn x25(bytes: &[u8]) -> u16 {
     for &b in bytes {
         crc ^= u16::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x8408
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -799,7 +905,10 @@ fn decode_stream(dec: &mut FrameDecoder, chunks: &[&[u8]]) -> (Vec<(u8, u16, Vec
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         let mut it = dec.frames(&buf);
-        got.extend(it.by_ref().map(|f| (f.protocol, f.serial, f.content.to_vec())));
+        got.extend(
+            it.by_ref()
+                .map(|f| (f.protocol, f.serial, f.content.to_vec())),
+        );
         let used = it.consumed();
         assert!(used <= buf.len());
         buf.advance(used);
@@ -813,11 +922,20 @@ fn decode_stream(dec: &mut FrameDecoder, chunks: &[&[u8]]) -> (Vec<(u8, u16, Vec
 
 #[test]
 fn the_unknown_protocols_are_exactly_those_outside_the_uplink_set() {
-    let downlink_only = [n::ONLINE_COMMAND, n::MESSAGE, n::ALARM_ACK, n::ADDRESS_REPLY_EN];
+    let downlink_only = [
+        n::ONLINE_COMMAND,
+        n::MESSAGE,
+        n::ALARM_ACK,
+        n::ADDRESS_REPLY_EN,
+    ];
     for p in 0..=255u8 {
         let known = n::UPLINK.contains(&p) && !downlink_only.contains(&p);
         assert_eq!(is_unknown(p), !known, "0x{p:02X}");
-        assert_eq!(n::name(p) == "unknown", !n::UPLINK.contains(&p), "0x{p:02X}");
+        assert_eq!(
+            n::name(p) == "unknown",
+            !n::UPLINK.contains(&p),
+            "0x{p:02X}"
+        );
     }
 }
 

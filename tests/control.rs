@@ -26,7 +26,9 @@ use badge_ingest::config::{Config, ControlAddr, SinkKind};
 use badge_ingest::control::client::{Client, ClientError};
 use badge_ingest::control::{self, ControlServer};
 use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
-use badge_ingest::protocol::message::{CommandReply, GpsReport, Heartbeat, HeartbeatStatus, Login, TzLanguage};
+use badge_ingest::protocol::message::{
+    CommandReply, GpsReport, Heartbeat, HeartbeatStatus, Login, TzLanguage,
+};
 use badge_ingest::protocol::{Imei, Message};
 use badge_ingest::server::session::owner_shard;
 use badge_ingest::server::RunningServer;
@@ -47,7 +49,11 @@ fn crc_x25(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= u16::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x8408
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -100,13 +106,19 @@ fn message_frame(flag: u32, utf16be: &[u8], serial: u16) -> Vec<u8> {
 }
 
 fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
 fn the_expected_side_matches_the_manual() {
     // GT06 manual: the login acknowledgement for serial 1 is 78 78 05 01 00 01 D9 DC 0D 0A.
-    assert_eq!(ack(0x01, 1), vec![0x78, 0x78, 0x05, 0x01, 0x00, 0x01, 0xD9, 0xDC, 0x0D, 0x0A]);
+    assert_eq!(
+        ack(0x01, 1),
+        vec![0x78, 0x78, 0x05, 0x01, 0x00, 0x01, 0xD9, 0xDC, 0x0D, 0x0A]
+    );
     assert_eq!(crc_x25(b"123456789"), 0x906E);
 }
 
@@ -183,7 +195,8 @@ impl Server {
     }
 
     fn client(&self) -> Client {
-        Client::connect(&self.control_addr(), self.token.as_deref(), DEADLINE).expect("client connects")
+        Client::connect(&self.control_addr(), self.token.as_deref(), DEADLINE)
+            .expect("client connects")
     }
 }
 
@@ -224,7 +237,9 @@ impl Ctl<TcpStream> {
     fn tcp(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).expect("control connects");
         s.set_read_timeout(Some(DEADLINE)).unwrap();
-        Self { reader: BufReader::new(s) }
+        Self {
+            reader: BufReader::new(s),
+        }
     }
 }
 
@@ -232,7 +247,9 @@ impl Ctl<UnixStream> {
     fn unix(path: &std::path::Path) -> Self {
         let s = UnixStream::connect(path).expect("control connects over the Unix socket");
         s.set_read_timeout(Some(DEADLINE)).unwrap();
-        Self { reader: BufReader::new(s) }
+        Self {
+            reader: BufReader::new(s),
+        }
     }
 }
 
@@ -250,7 +267,10 @@ impl<S: Read + Write> Ctl<S> {
         loop {
             let mut l = String::new();
             let n = self.reader.read_line(&mut l).expect("an answer arrives");
-            assert!(n > 0, "the control socket closed mid-answer (so far: {answer:?})");
+            assert!(
+                n > 0,
+                "the control socket closed mid-answer (so far: {answer:?})"
+            );
             if l == "\n" {
                 break;
             }
@@ -269,23 +289,37 @@ impl<S: Read + Write> Ctl<S> {
     /// `json LINE`: exactly one JSON line.
     fn ask_json(&mut self, line: &str) -> Value {
         let answer = self.ask(&format!("json {line}"));
-        assert!(!answer.contains('\n'), "a JSON answer is one line: {answer:?}");
+        assert!(
+            !answer.contains('\n'),
+            "a JSON answer is one line: {answer:?}"
+        );
         serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
     }
 
     /// Asserts that the server closes the connection (no more bytes).
     fn expect_closed(&mut self) {
         let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest).expect("the server closes the connection");
-        assert!(rest.is_empty(), "unexpected bytes: {:?}", String::from_utf8_lossy(&rest));
+        self.reader
+            .read_to_end(&mut rest)
+            .expect("the server closes the connection");
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 }
 
 /// One plain HTTP request on a fresh connection: (status line, headers, body).
 fn http_get<S: Read + Write>(mut s: S, path: &str) -> (String, BTreeMap<String, String>, String) {
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("the HTTP answer arrives and the connection closes");
+    s.read_to_end(&mut raw)
+        .expect("the HTTP answer arrives and the connection closes");
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text.split_once("\r\n\r\n").expect("header and body");
     let mut lines = head.split("\r\n");
@@ -314,33 +348,56 @@ fn parse_exposition(body: &str) -> BTreeMap<String, f64> {
             continue;
         }
         if let Some(c) = line.strip_prefix('#') {
-            assert!(c.starts_with(" HELP badge_") || c.starts_with(" TYPE badge_"), "comment {line:?}");
+            assert!(
+                c.starts_with(" HELP badge_") || c.starts_with(" TYPE badge_"),
+                "comment {line:?}"
+            );
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("exposition line {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("exposition line {line:?}"));
         let name_end = series.find('{').unwrap_or(series.len());
         let name = &series[..name_end];
         assert!(
-            name.starts_with("badge_") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            name.starts_with("badge_")
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "metric name in {line:?}"
         );
         if name_end < series.len() {
             let labels = &series[name_end..];
-            assert!(labels.starts_with('{') && labels.ends_with('}'), "labels in {line:?}");
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "labels in {line:?}"
+            );
             for pair in labels[1..labels.len() - 1].split(',') {
-                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("label in {line:?}"));
-                assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "label name in {line:?}");
-                assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "label value in {line:?}");
+                let (k, v) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("label in {line:?}"));
+                assert!(
+                    k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "label name in {line:?}"
+                );
+                assert!(
+                    v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                    "label value in {line:?}"
+                );
             }
         }
-        let v: f64 = value.parse().unwrap_or_else(|e| panic!("{e}: value in {line:?}"));
-        assert!(out.insert(series.to_string(), v).is_none(), "series {series} repeated");
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}: value in {line:?}"));
+        assert!(
+            out.insert(series.to_string(), v).is_none(),
+            "series {series} repeated"
+        );
     }
     out
 }
 
 fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *m.get(series).unwrap_or_else(|| panic!("no series {series} in {m:#?}"))
+    *m.get(series)
+        .unwrap_or_else(|| panic!("no series {series} in {m:#?}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -353,7 +410,11 @@ fn imei(n: u64) -> Imei {
 
 /// IMEIs owned by `shard` of `shards`, in order.
 fn imeis_of_shard(shard: usize, shards: usize, count: usize, from: u64) -> Vec<Imei> {
-    (from..).map(imei).filter(|i| owner_shard(*i, shards) == shard).take(count).collect()
+    (from..)
+        .map(imei)
+        .filter(|i| owner_shard(*i, shards) == shard)
+        .take(count)
+        .collect()
 }
 
 const TIME: DeviceTime = DeviceTime::new(25, 3, 14, 9, 30, 0);
@@ -378,7 +439,14 @@ impl Badge {
     fn connect(addr: SocketAddr, imei: Imei) -> Self {
         let stream = TcpStream::connect(addr).expect("badge connects");
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Self { imei, stream, serial: 0, buf: Vec::new(), bytes_sent: 0, bytes_received: 0 }
+        Self {
+            imei,
+            stream,
+            serial: 0,
+            buf: Vec::new(),
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
     }
 
     fn send(&mut self, message: &Message<'_>) -> u16 {
@@ -396,7 +464,9 @@ impl Badge {
             if self.buf.len() >= 4 {
                 let total = match (self.buf[0], self.buf[1]) {
                     (0x78, 0x78) => 2 + 1 + usize::from(self.buf[2]) + 2,
-                    (0x79, 0x79) => 2 + 2 + usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])) + 2,
+                    (0x79, 0x79) => {
+                        2 + 2 + usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]])) + 2
+                    }
                     _ => panic!("not a frame start: {}", to_hex(&self.buf)),
                 };
                 if self.buf.len() >= total {
@@ -428,7 +498,11 @@ impl Badge {
     fn heartbeat(&mut self, battery: u8) {
         let serial = self.send(&Message::Heartbeat(Heartbeat {
             extended: false,
-            status: HeartbeatStatus { terminal_info: 0x44, battery, gsm_signal: 4 },
+            status: HeartbeatStatus {
+                terminal_info: 0x44,
+                battery,
+                gsm_signal: 4,
+            },
             language: Some(1),
             extension: &[],
         }));
@@ -463,7 +537,11 @@ impl Badge {
 /// The command id of a `send`/`message` answer `ID STATUS...`.
 fn command_id(answer: &str, status: &str) -> u32 {
     let mut words = answer.split(' ');
-    let id = words.next().unwrap().parse().unwrap_or_else(|e| panic!("{e}: {answer:?}"));
+    let id = words
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {answer:?}"));
     assert_eq!(words.next(), Some(status), "answer {answer:?}");
     id
 }
@@ -495,14 +573,32 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
 
     // Before any badge: zeros, and help.
     let help = ctl.ask("help");
-    for cmd in ["stats", "latency [reply|insert|e2e]", "latency reset", "devices [--limit N]", "device IMEI", "send [--wait SECS] IMEI TEXT", "message IMEI TEXT", "commands IMEI", "metrics", "auth TOKEN | help | quit"] {
+    for cmd in [
+        "stats",
+        "latency [reply|insert|e2e]",
+        "latency reset",
+        "devices [--limit N]",
+        "device IMEI",
+        "send [--wait SECS] IMEI TEXT",
+        "message IMEI TEXT",
+        "commands IMEI",
+        "metrics",
+        "auth TOKEN | help | quit",
+    ] {
         assert!(help.contains(cmd), "help lacks {cmd:?}:\n{help}");
     }
     let v = ctl.ask_json("help");
     assert_eq!(v["ok"], true);
     assert!(v["help"].as_str().unwrap().contains("commands IMEI"));
     let v = ctl.ask_json("stats");
-    assert_eq!((v["total"]["connections"].clone(), v["total"]["frames"].clone()), (json!(0), json!(0)), "{v}");
+    assert_eq!(
+        (
+            v["total"]["connections"].clone(),
+            v["total"]["frames"].clone()
+        ),
+        (json!(0), json!(0)),
+        "{v}"
+    );
 
     // A: login, heartbeat, GPS, heartbeat. B: login, heartbeat. 5 replies of 10 bytes.
     let mut a = Badge::connect(server.badge_addr(), imei(1));
@@ -533,12 +629,20 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     for e in &expect {
         assert!(lines.contains(&e.as_str()), "stats lacks {e:?}:\n{stats}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("rows written/queued: ")), "{stats}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("rows written/queued: ")),
+        "{stats}"
+    );
 
     // JSON, once the count sink has written every row.
     let v = wait_for("the count sink to write 6 rows", || {
         let v = ctl.ask_json("stats");
-        let written: u64 = v["rows"].as_object().unwrap().values().map(|t| t["written"].as_u64().unwrap()).sum();
+        let written: u64 = v["rows"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|t| t["written"].as_u64().unwrap())
+            .sum();
         (written == 6).then_some(v)
     });
     assert_eq!(v["ok"], true);
@@ -564,16 +668,35 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     assert_eq!(v["shards"].as_array().unwrap().len(), 1);
     assert_eq!(v["shards"][0]["shard"], 0);
     assert_eq!(v["shards"][0]["frames"], 6);
-    assert_eq!(v["frames_by_protocol"], json!({"0x01": 2, "0x13": 3, "0xA0": 1}));
+    assert_eq!(
+        v["frames_by_protocol"],
+        json!({"0x01": 2, "0x13": 3, "0xA0": 1})
+    );
     let rows = &v["rows"];
-    for (table, n) in [("device_events", 2), ("heartbeats", 3), ("locations", 1), ("alarms", 0), ("command_log", 0), ("raw_frames", 0)] {
-        assert_eq!(rows[table], json!({"queued": n, "written": n}), "rows.{table} in {v}");
+    for (table, n) in [
+        ("device_events", 2),
+        ("heartbeats", 3),
+        ("locations", 1),
+        ("alarms", 0),
+        ("command_log", 0),
+        ("raw_frames", 0),
+    ] {
+        assert_eq!(
+            rows[table],
+            json!({"queued": n, "written": n}),
+            "rows.{table} in {v}"
+        );
     }
     assert_eq!(v["sink_queue"], 0);
-    assert_eq!((v["spool_bytes"].clone(), v["spool_files"].clone()), (json!(0), json!(0)));
+    assert_eq!(
+        (v["spool_bytes"].clone(), v["spool_files"].clone()),
+        (json!(0), json!(0))
+    );
     let stats = ctl.ask("stats");
     assert!(
-        stats.lines().any(|l| l == "rows written/queued: device_events=2/2 heartbeats=3/3 locations=1/1"),
+        stats
+            .lines()
+            .any(|l| l == "rows written/queued: device_events=2/2 heartbeats=3/3 locations=1/1"),
         "{stats}"
     );
 
@@ -581,7 +704,10 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     let via_command = parse_exposition(&ctl.ask("metrics"));
     let (status, headers, body) = http_get_tcp(server.control_tcp(), "/metrics");
     assert_eq!(status, "HTTP/1.0 200 OK");
-    assert_eq!(headers["content-length"].parse::<usize>().unwrap(), body.len());
+    assert_eq!(
+        headers["content-length"].parse::<usize>().unwrap(),
+        body.len()
+    );
     assert_eq!(headers["content-type"], "text/plain; version=0.0.4");
     let scraped = parse_exposition(&body);
     for m in [&via_command, &scraped] {
@@ -597,7 +723,10 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
             ("badge_crc_errors_total{shard=\"0\"}", 0),
             ("badge_records_total{shard=\"0\"}", 6),
             ("badge_frames_total{protocol=\"login\",number=\"0x01\"}", 2),
-            ("badge_frames_total{protocol=\"heartbeat\",number=\"0x13\"}", 3),
+            (
+                "badge_frames_total{protocol=\"heartbeat\",number=\"0x13\"}",
+                3,
+            ),
             ("badge_frames_total{protocol=\"gps_4g\",number=\"0xA0\"}", 1),
             ("badge_rows_written_total{table=\"device_events\"}", 2),
             ("badge_rows_written_total{table=\"heartbeats\"}", 3),
@@ -611,7 +740,12 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
         ] {
             assert_eq!(metric(m, series), want as f64, "{series}");
         }
-        assert_eq!(m.keys().filter(|k| k.starts_with("badge_frames_total{")).count(), 3);
+        assert_eq!(
+            m.keys()
+                .filter(|k| k.starts_with("badge_frames_total{"))
+                .count(),
+            3
+        );
         assert!(metric(m, "badge_reply_latency_seconds{quantile=\"0.99\"}") > 0.0);
         assert!(metric(m, "badge_reply_latency_seconds_sum") > 0.0);
     }
@@ -625,8 +759,16 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     // latency: 5 replies so far; the sink wrote 6 rows; no ClickHouse inserts.
     let all = ctl.ask("latency");
     for name in ["reply", "insert", "e2e"] {
-        assert!(all.lines().any(|l| l.starts_with(&format!("{name} since start: "))), "{all}");
-        assert!(all.lines().any(|l| l.starts_with(&format!("{name} last interval: not yet"))), "{all}");
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(&format!("{name} since start: "))),
+            "{all}"
+        );
+        assert!(
+            all.lines()
+                .any(|l| l.starts_with(&format!("{name} last interval: not yet"))),
+            "{all}"
+        );
     }
     let v = ctl.ask_json("latency");
     assert_eq!(v["reply"]["since_start"]["count"], 5, "{v}");
@@ -649,7 +791,10 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     assert_eq!(ctl.ask("latency reset"), "latency histograms reset");
     let v = ctl.ask_json("latency");
     for name in ["reply", "insert", "e2e"] {
-        assert_eq!(v[name]["since_start"]["count"], 0, "{name} after reset: {v}");
+        assert_eq!(
+            v[name]["since_start"]["count"], 0,
+            "{name} after reset: {v}"
+        );
     }
     let m = parse_exposition(&ctl.ask("metrics"));
     assert_eq!(metric(&m, "badge_reply_latency_seconds_count"), 0.0);
@@ -692,7 +837,10 @@ fn devices_and_device_show_owner_shard_battery_and_position() {
     imeis.extend(imeis_of_shard(1, 2, 2, 100));
     let offline = imeis.pop().unwrap();
     imeis.sort();
-    let mut badges: Vec<Badge> = imeis.iter().map(|i| Badge::connect(server.badge_addr(), *i)).collect();
+    let mut badges: Vec<Badge> = imeis
+        .iter()
+        .map(|i| Badge::connect(server.badge_addr(), *i))
+        .collect();
     for b in &mut badges {
         b.login();
     }
@@ -706,10 +854,21 @@ fn devices_and_device_show_owner_shard_battery_and_position() {
     assert_eq!(lines.len(), 3, "{list}");
     for (line, b) in lines.iter().zip(&badges) {
         let shard = owner_shard(b.imei, 2);
-        let prefix = format!("{} online shard {shard} peer {} type 0x2404 login ", b.imei, b.local_addr());
-        assert!(line.starts_with(&prefix), "{line:?} should start with {prefix:?}");
+        let prefix = format!(
+            "{} online shard {shard} peer {} type 0x2404 login ",
+            b.imei,
+            b.local_addr()
+        );
+        assert!(
+            line.starts_with(&prefix),
+            "{line:?} should start with {prefix:?}"
+        );
     }
-    assert!(lines[0].ends_with(" battery 76% position 22.543099,114.057868"), "{}", lines[0]);
+    assert!(
+        lines[0].ends_with(" battery 76% position 22.543099,114.057868"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[1].ends_with(" battery - position -"), "{}", lines[1]);
     let v = ctl.ask_json("devices");
     let devices = v["devices"].as_array().unwrap();
@@ -724,10 +883,17 @@ fn devices_and_device_show_owner_shard_battery_and_position() {
 
     for n in [1usize, 2] {
         let limited = ctl.ask(&format!("devices --limit {n}"));
-        let got: Vec<&str> = limited.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        let got: Vec<&str> = limited
+            .lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
         assert_eq!(got.len(), n, "{limited}");
         assert!(got.windows(2).all(|w| w[0] < w[1]), "sorted: {limited}");
-        assert!(got.iter().all(|i| imeis.iter().any(|x| x.to_string() == *i)), "{limited}");
+        assert!(
+            got.iter()
+                .all(|i| imeis.iter().any(|x| x.to_string() == *i)),
+            "{limited}"
+        );
         let v = ctl.ask_json(&format!("devices --limit {n}"));
         assert_eq!(v["devices"].as_array().unwrap().len(), n);
     }
@@ -737,41 +903,91 @@ fn devices_and_device_show_owner_shard_battery_and_position() {
     let a = &badges[0];
     let shard = owner_shard(a.imei, 2);
     let text = ctl.ask(&format!("device {}", a.imei));
-    assert!(text.starts_with(&format!("{} online shard {shard} peer {} type 0x2404 ", a.imei, a.local_addr())), "{text}");
-    assert!(text.ends_with(" battery 76% position 22.543099,114.057868"), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "{} online shard {shard} peer {} type 0x2404 ",
+            a.imei,
+            a.local_addr()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(" battery 76% position 22.543099,114.057868"),
+        "{text}"
+    );
     let v = ctl.ask_json(&format!("device {}", a.imei));
     let d = &v["device"];
     assert_eq!(d["online"], true, "{v}");
     assert_eq!(d["shard"], shard);
     assert_eq!(d["battery"], 76);
-    assert!((d["latitude"].as_f64().unwrap() - on_the_wire(LAT)).abs() < 1e-9, "{v}");
-    assert!((d["longitude"].as_f64().unwrap() - on_the_wire(LON)).abs() < 1e-9, "{v}");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(
+        (d["latitude"].as_f64().unwrap() - on_the_wire(LAT)).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(
+        (d["longitude"].as_f64().unwrap() - on_the_wire(LON)).abs() < 1e-9,
+        "{v}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let last = d["last_frame_at"].as_u64().unwrap();
-    assert!(last >= d["logged_in_at"].as_u64().unwrap() && last.abs_diff(now) <= 5, "{v}");
+    assert!(
+        last >= d["logged_in_at"].as_u64().unwrap() && last.abs_diff(now) <= 5,
+        "{v}"
+    );
     // Online without reports yet.
     let v = ctl.ask_json(&format!("device {}", badges[2].imei));
-    assert_eq!((v["device"]["battery"].clone(), v["device"]["latitude"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (
+            v["device"]["battery"].clone(),
+            v["device"]["latitude"].clone()
+        ),
+        (Value::Null, Value::Null)
+    );
     assert_eq!(v["device"]["shard"], owner_shard(badges[2].imei, 2));
 
     // Offline.
     let off_shard = owner_shard(offline, 2);
     assert_eq!(off_shard, 1);
-    assert_eq!(ctl.ask(&format!("device {offline}")), format!("{offline} offline (owner shard {off_shard})"));
+    assert_eq!(
+        ctl.ask(&format!("device {offline}")),
+        format!("{offline} offline (owner shard {off_shard})")
+    );
     let v = ctl.ask_json(&format!("device {offline}"));
-    assert_eq!(v, json!({"ok": true, "device": {"imei": offline.to_string(), "online": false, "shard": off_shard}}));
+    assert_eq!(
+        v,
+        json!({"ok": true, "device": {"imei": offline.to_string(), "online": false, "shard": off_shard}})
+    );
 
     // Per-shard figures in the scrape follow the owners.
     let m = parse_exposition(&http_get_tcp(server.control_tcp(), "/metrics").2);
     for shard in 0..2 {
-        let owned = badges.iter().filter(|b| owner_shard(b.imei, 2) == shard).count() as f64;
-        assert_eq!(metric(&m, &format!("badge_logins_total{{shard=\"{shard}\"}}")), owned);
-        assert_eq!(metric(&m, &format!("badge_sessions{{shard=\"{shard}\"}}")), owned);
-        assert_eq!(metric(&m, &format!("badge_connections{{shard=\"{shard}\"}}")), owned);
+        let owned = badges
+            .iter()
+            .filter(|b| owner_shard(b.imei, 2) == shard)
+            .count() as f64;
+        assert_eq!(
+            metric(&m, &format!("badge_logins_total{{shard=\"{shard}\"}}")),
+            owned
+        );
+        assert_eq!(
+            metric(&m, &format!("badge_sessions{{shard=\"{shard}\"}}")),
+            owned
+        );
+        assert_eq!(
+            metric(&m, &format!("badge_connections{{shard=\"{shard}\"}}")),
+            owned
+        );
     }
     let sent: u64 = badges.iter().map(|b| b.bytes_sent).sum();
     let received: u64 = badges.iter().map(|b| b.bytes_received).sum();
-    let sum = |name: &str| (0..2).map(|s| metric(&m, &format!("{name}{{shard=\"{s}\"}}"))).sum::<f64>();
+    let sum = |name: &str| {
+        (0..2)
+            .map(|s| metric(&m, &format!("{name}{{shard=\"{s}\"}}")))
+            .sum::<f64>()
+    };
     assert_eq!(sum("badge_bytes_in_total"), sent as f64);
     assert_eq!(sum("badge_bytes_out_total"), received as f64);
     assert_eq!(sum("badge_connections_accepted_total"), 3.0);
@@ -781,7 +997,9 @@ fn devices_and_device_show_owner_shard_battery_and_position() {
     let gone_imei = gone.imei;
     drop(gone);
     wait_for("the badge to go offline", || {
-        ctl.ask(&format!("device {gone_imei}")).contains(" offline (owner shard ").then_some(())
+        ctl.ask(&format!("device {gone_imei}"))
+            .contains(" offline (owner shard ")
+            .then_some(())
     });
     assert_eq!(ctl.ask("devices").lines().count(), 2);
 }
@@ -795,33 +1013,84 @@ fn bad_commands_and_arguments_get_one_error_line_and_the_connection_stays_usable
     let some = imei(500);
     let too_long = "x".repeat(250);
     let cases: Vec<(String, String)> = vec![
-        ("frobnicate".into(), "unknown command `frobnicate`; try `help`".into()),
+        (
+            "frobnicate".into(),
+            "unknown command `frobnicate`; try `help`".into(),
+        ),
         ("STATS".into(), "unknown command `STATS`; try `help`".into()),
         ("stats now".into(), "stats takes no arguments".into()),
         ("metrics please".into(), "metrics takes no arguments".into()),
-        ("latency median".into(), "usage: latency [reply|insert|e2e] | latency reset".into()),
-        ("latency reply insert".into(), "usage: latency [reply|insert|e2e] | latency reset".into()),
-        ("devices --limit".into(), "usage: devices [--limit N]".into()),
-        ("devices everything".into(), "usage: devices [--limit N]".into()),
-        ("devices --limit 0".into(), "--limit takes a positive number".into()),
-        ("devices --limit many".into(), "--limit takes a positive number".into()),
+        (
+            "latency median".into(),
+            "usage: latency [reply|insert|e2e] | latency reset".into(),
+        ),
+        (
+            "latency reply insert".into(),
+            "usage: latency [reply|insert|e2e] | latency reset".into(),
+        ),
+        (
+            "devices --limit".into(),
+            "usage: devices [--limit N]".into(),
+        ),
+        (
+            "devices everything".into(),
+            "usage: devices [--limit N]".into(),
+        ),
+        (
+            "devices --limit 0".into(),
+            "--limit takes a positive number".into(),
+        ),
+        (
+            "devices --limit many".into(),
+            "--limit takes a positive number".into(),
+        ),
         ("device".into(), "usage: device IMEI".into()),
         (format!("device {some} {some}"), "usage: device IMEI".into()),
-        ("device 12345".into(), "`12345` is not an IMEI: an IMEI has 15 or 16 digits".into()),
-        ("device 86120000000001x".into(), "`86120000000001x` is not an IMEI: an IMEI has only decimal digits".into()),
+        (
+            "device 12345".into(),
+            "`12345` is not an IMEI: an IMEI has 15 or 16 digits".into(),
+        ),
+        (
+            "device 86120000000001x".into(),
+            "`86120000000001x` is not an IMEI: an IMEI has only decimal digits".into(),
+        ),
         ("commands".into(), "usage: commands IMEI".into()),
         ("commands 1 2".into(), "usage: commands IMEI".into()),
-        ("commands nope".into(), "`nope` is not an IMEI: an IMEI has 15 or 16 digits".into()),
+        (
+            "commands nope".into(),
+            "`nope` is not an IMEI: an IMEI has 15 or 16 digits".into(),
+        ),
         ("send".into(), "usage: send [--wait SECS] IMEI TEXT".into()),
-        (format!("send {some}"), "usage: send [--wait SECS] IMEI TEXT".into()),
-        ("send notanimei WHERE#".into(), "`notanimei` is not an IMEI: an IMEI has 15 or 16 digits".into()),
-        (format!("send --wait 0 {some} WHERE#"), "--wait takes seconds from 1 to 300".into()),
-        (format!("send --wait 301 {some} WHERE#"), "--wait takes seconds from 1 to 300".into()),
-        (format!("send --wait soon {some} WHERE#"), "--wait takes seconds from 1 to 300".into()),
-        (format!("send {some} {too_long}"), "command text of 250 bytes exceeds the 249-byte limit of its length field".into()),
+        (
+            format!("send {some}"),
+            "usage: send [--wait SECS] IMEI TEXT".into(),
+        ),
+        (
+            "send notanimei WHERE#".into(),
+            "`notanimei` is not an IMEI: an IMEI has 15 or 16 digits".into(),
+        ),
+        (
+            format!("send --wait 0 {some} WHERE#"),
+            "--wait takes seconds from 1 to 300".into(),
+        ),
+        (
+            format!("send --wait 301 {some} WHERE#"),
+            "--wait takes seconds from 1 to 300".into(),
+        ),
+        (
+            format!("send --wait soon {some} WHERE#"),
+            "--wait takes seconds from 1 to 300".into(),
+        ),
+        (
+            format!("send {some} {too_long}"),
+            "command text of 250 bytes exceeds the 249-byte limit of its length field".into(),
+        ),
         ("message".into(), "usage: message IMEI TEXT".into()),
         (format!("message {some}"), "usage: message IMEI TEXT".into()),
-        (format!("message {some} {}", "x".repeat(32_501)), "command text of 65002 bytes exceeds the 65000-byte limit of its length field".into()),
+        (
+            format!("message {some} {}", "x".repeat(32_501)),
+            "command text of 65002 bytes exceeds the 65000-byte limit of its length field".into(),
+        ),
     ];
     for (line, error) in &cases {
         let answer = ctl.ask(line);
@@ -832,11 +1101,20 @@ fn bad_commands_and_arguments_get_one_error_line_and_the_connection_stays_usable
     }
     // The same errors as JSON.
     let v = ctl.ask_json("frobnicate");
-    assert_eq!(v, json!({"ok": false, "error": "unknown command `frobnicate`; try `help`"}));
+    assert_eq!(
+        v,
+        json!({"ok": false, "error": "unknown command `frobnicate`; try `help`"})
+    );
     let v = ctl.ask_json("devices --limit 0");
-    assert_eq!(v, json!({"ok": false, "error": "--limit takes a positive number"}));
+    assert_eq!(
+        v,
+        json!({"ok": false, "error": "--limit takes a positive number"})
+    );
     // No bad send left a command behind.
-    assert_eq!(ctl.ask(&format!("commands {some}")), format!("no commands for {some}"));
+    assert_eq!(
+        ctl.ask(&format!("commands {some}")),
+        format!("no commands for {some}")
+    );
     // Blank lines are ignored; the next command is answered.
     ctl.send_line("");
     ctl.send_line("   ");
@@ -856,7 +1134,11 @@ fn bad_commands_and_arguments_get_one_error_line_and_the_connection_stays_usable
     // A line over 64 KiB is refused, and that connection is closed. (Exactly
     // one byte over, so that the server reads all of it and closes cleanly.)
     let mut flood = server.ctl();
-    flood.reader.get_mut().write_all(&[b'y'; 64 * 1024 + 1]).unwrap();
+    flood
+        .reader
+        .get_mut()
+        .write_all(&[b'y'; 64 * 1024 + 1])
+        .unwrap();
     assert_eq!(flood.read_answer(), "error: line too long");
     flood.expect_closed();
     // Other connections are unaffected.
@@ -872,26 +1154,46 @@ fn auth_token_is_required_checked_and_then_works() {
     let server = Server::start(c);
     let mut raw = Ctl::tcp(server.control_tcp());
     let refused = "error: auth required: send `auth TOKEN` first";
-    for line in ["stats", "help", "devices", "metrics", "latency reset", "send 861200000000016 WHERE#", "auth"] {
+    for line in [
+        "stats",
+        "help",
+        "devices",
+        "metrics",
+        "latency reset",
+        "send 861200000000016 WHERE#",
+        "auth",
+    ] {
         assert_eq!(raw.ask(line), refused, "{line}");
     }
-    assert_eq!(raw.ask_json("stats"), json!({"ok": false, "error": "auth required: send `auth TOKEN` first"}));
+    assert_eq!(
+        raw.ask_json("stats"),
+        json!({"ok": false, "error": "auth required: send `auth TOKEN` first"})
+    );
     assert_eq!(raw.ask("auth wrong"), "error: bad token");
     assert_eq!(raw.ask("auth s3cret-token-and-more"), "error: bad token");
     assert_eq!(raw.ask("stats"), refused);
-    assert_eq!(raw.ask_json("auth nope"), json!({"ok": false, "error": "bad token"}));
+    assert_eq!(
+        raw.ask_json("auth nope"),
+        json!({"ok": false, "error": "bad token"})
+    );
     assert_eq!(raw.ask("auth s3cret-token"), "authenticated");
     assert!(raw.ask("stats").starts_with("uptime_s "));
     assert_eq!(raw.ask("devices"), "no badges online");
     // JSON auth on a new connection.
     let mut other = Ctl::tcp(server.control_tcp());
-    assert_eq!(other.ask_json("auth s3cret-token"), json!({"ok": true, "authenticated": true}));
+    assert_eq!(
+        other.ask_json("auth s3cret-token"),
+        json!({"ok": true, "authenticated": true})
+    );
     assert_eq!(other.ask_json("stats")["ok"], true);
 
     // HTTP: 403 without auth, with a Content-Length that matches.
     let (status, headers, body) = http_get_tcp(server.control_tcp(), "/metrics");
     assert_eq!(status, "HTTP/1.0 403 Forbidden");
-    assert_eq!(headers["content-length"].parse::<usize>().unwrap(), body.len());
+    assert_eq!(
+        headers["content-length"].parse::<usize>().unwrap(),
+        body.len()
+    );
     assert!(!body.contains("badge_"), "{body}");
 
     // The client library: wrong token refused at connect; right token works;
@@ -902,7 +1204,10 @@ fn auth_token_is_required_checked_and_then_works() {
         Ok(_) => panic!("a wrong token was accepted"),
     }
     let mut anonymous = Client::connect(&server.control_addr(), None, DEADLINE).unwrap();
-    assert_eq!(anonymous.command("stats").unwrap(), (false, format!("{refused}\n")));
+    assert_eq!(
+        anonymous.command("stats").unwrap(),
+        (false, format!("{refused}\n"))
+    );
     let mut client = server.client();
     let (ok, answer) = client.command("stats").unwrap();
     assert!(ok && answer.starts_with("uptime_s "), "{answer}");
@@ -916,7 +1221,10 @@ fn without_a_token_any_auth_is_accepted_and_http_other_paths_are_404() {
     assert!(ctl.ask("stats").starts_with("uptime_s "));
     let (status, headers, body) = http_get_tcp(server.control_tcp(), "/");
     assert_eq!(status, "HTTP/1.0 404 Not Found");
-    assert_eq!(headers["content-length"].parse::<usize>().unwrap(), body.len());
+    assert_eq!(
+        headers["content-length"].parse::<usize>().unwrap(),
+        body.len()
+    );
 }
 
 #[test]
@@ -925,11 +1233,20 @@ fn config_refuses_a_control_socket_outside_loopback_without_a_token() {
         let mut c = config(1);
         c.server.control = control.into();
         let e = c.validate().expect_err(control).to_string();
-        assert!(e.starts_with("config key `server.control`") && e.contains("control_token"), "{control}: {e}");
+        assert!(
+            e.starts_with("config key `server.control`") && e.contains("control_token"),
+            "{control}: {e}"
+        );
         c.server.control_token = "t".into();
-        c.validate().unwrap_or_else(|e| panic!("{control} with a token: {e}"));
+        c.validate()
+            .unwrap_or_else(|e| panic!("{control} with a token: {e}"));
     }
-    for control in ["127.0.0.1:0", "[::1]:8842", "/run/badge-ingest.sock", "unix:./ctl.sock"] {
+    for control in [
+        "127.0.0.1:0",
+        "[::1]:8842",
+        "/run/badge-ingest.sock",
+        "unix:./ctl.sock",
+    ] {
         let mut c = config(1);
         c.server.control = control.into();
         c.validate().unwrap_or_else(|e| panic!("{control}: {e}"));
@@ -951,15 +1268,26 @@ fn send_to_an_online_badge_writes_0x80_and_matches_the_0x81_reply() {
     assert_eq!(answer, format!("{id} sent"));
     let frame = badge.read_frame();
     // 78 78 LEN=12 80 INNER=0C FLAG(4) "WHERE#" 00 01 SERIAL=00 01 CRC 0D 0A
-    assert_eq!(&frame[..5], &[0x78, 0x78, 0x12, 0x80, 0x0C], "{}", to_hex(&frame));
+    assert_eq!(
+        &frame[..5],
+        &[0x78, 0x78, 0x12, 0x80, 0x0C],
+        "{}",
+        to_hex(&frame)
+    );
     assert_eq!(&frame[5..9], &id.to_be_bytes());
     assert_eq!(&frame[9..15], b"WHERE#");
     assert_eq!(&frame[15..19], &[0x00, 0x01, 0x00, 0x01]);
-    assert_eq!(to_hex(&frame), to_hex(&online_command_frame(id, "WHERE#", 1)));
+    assert_eq!(
+        to_hex(&frame),
+        to_hex(&online_command_frame(id, "WHERE#", 1))
+    );
 
     let list = commands_json(&mut ctl, badge.imei);
     let c = command_by_id(&list, id);
-    assert_eq!((c["status"].clone(), c["serial"].clone(), c["kind"].clone()), (json!("sent"), json!(1), json!("online_command")));
+    assert_eq!(
+        (c["status"].clone(), c["serial"].clone(), c["kind"].clone()),
+        (json!("sent"), json!(1), json!("online_command"))
+    );
 
     let reply = "Lat:N22.543099,Lon:E114.057868";
     badge.command_reply(id, reply);
@@ -972,19 +1300,36 @@ fn send_to_an_online_badge_writes_0x80_and_matches_the_0x81_reply() {
     assert_eq!(c["imei"], badge.imei.to_string());
     assert_eq!(c["error"], "");
     let text = ctl.ask(&format!("commands {}", badge.imei));
-    let line = text.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap();
-    assert!(line.starts_with(&format!("{id} {} OnlineCommand status replied created ", badge.imei)), "{line}");
-    assert!(line.ends_with(&format!(" text \"WHERE#\" reply {reply:?}")), "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "{id} {} OnlineCommand status replied created ",
+            badge.imei
+        )),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!(" text \"WHERE#\" reply {reply:?}")),
+        "{line}"
+    );
 
     // send --wait: the answer comes with the badge's reply.
     let (addr, target) = (server.control_addr(), badge.imei);
     let waiting = std::thread::spawn(move || {
         let mut client = Client::connect(&addr, None, DEADLINE).unwrap();
-        client.command(&format!("send --wait 10 {target} STATUS#")).unwrap()
+        client
+            .command(&format!("send --wait 10 {target} STATUS#"))
+            .unwrap()
     });
     let frame = badge.read_frame();
     let flag = u32::from_be_bytes(frame[5..9].try_into().unwrap());
-    assert_eq!(to_hex(&frame), to_hex(&online_command_frame(flag, "STATUS#", 2)));
+    assert_eq!(
+        to_hex(&frame),
+        to_hex(&online_command_frame(flag, "STATUS#", 2))
+    );
     assert_ne!(flag, id);
     badge.command_reply(flag, "BAT:90%");
     let (ok, answer) = waiting.join().unwrap();
@@ -1008,17 +1353,39 @@ fn send_to_an_online_badge_writes_0x80_and_matches_the_0x81_reply() {
     badge.heartbeat(50);
     let list = commands_json(&mut ctl, badge.imei);
     assert_eq!(list.len(), 4);
-    let statuses: Vec<(u64, String)> =
-        list.iter().map(|c| (c["id"].as_u64().unwrap(), c["status"].as_str().unwrap().to_string())).collect();
-    for (cid, want) in [(id, "replied"), (flag, "replied"), (third, "sent"), (fourth, "sent")] {
-        assert!(statuses.contains(&(u64::from(cid), want.to_string())), "{cid} {want}: {statuses:?}");
+    let statuses: Vec<(u64, String)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().unwrap(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (cid, want) in [
+        (id, "replied"),
+        (flag, "replied"),
+        (third, "sent"),
+        (fourth, "sent"),
+    ] {
+        assert!(
+            statuses.contains(&(u64::from(cid), want.to_string())),
+            "{cid} {want}: {statuses:?}"
+        );
     }
     // Newest first.
-    let created: Vec<u64> = list.iter().map(|c| c["created_at"].as_u64().unwrap()).collect();
+    let created: Vec<u64> = list
+        .iter()
+        .map(|c| c["created_at"].as_u64().unwrap())
+        .collect();
     assert!(created.windows(2).all(|w| w[0] >= w[1]), "{created:?}");
     // Every status change went to the command_log table.
     let v = ctl.ask_json("stats");
-    assert_eq!(v["rows"]["command_log"]["queued"], 4 + 3, "4 sent, 3 replies (2 matched, 1 unknown flag): {v}");
+    assert_eq!(
+        v["rows"]["command_log"]["queued"],
+        4 + 3,
+        "4 sent, 3 replies (2 matched, 1 unknown flag): {v}"
+    );
 }
 
 /// `send` to an offline badge: queued, then written right after the login
@@ -1037,10 +1404,17 @@ fn send_to_an_offline_badge_is_queued_and_delivered_after_login() {
     let third = v["command"]["id"].as_u64().unwrap() as u32;
     let list = commands_json(&mut ctl, target);
     assert_eq!(list.len(), 3);
-    assert!(list.iter().all(|c| c["status"] == "queued" && c["serial"] == 0), "{list:#?}");
+    assert!(
+        list.iter()
+            .all(|c| c["status"] == "queued" && c["serial"] == 0),
+        "{list:#?}"
+    );
     let text = ctl.ask(&format!("commands {target}"));
     assert_eq!(text.lines().count(), 3);
-    assert!(text.lines().all(|l| l.contains(" status queued ")), "{text}");
+    assert!(
+        text.lines().all(|l| l.contains(" status queued ")),
+        "{text}"
+    );
 
     let mut badge = Badge::connect(server.badge_addr(), target);
     badge.login();
@@ -1051,17 +1425,24 @@ fn send_to_an_offline_badge_is_queued_and_delivered_after_login() {
     let list = commands_json(&mut ctl, target);
     for (id, serial) in [(first, 1), (second, 2), (third, 3)] {
         let c = command_by_id(&list, id);
-        assert_eq!((c["status"].clone(), c["serial"].clone()), (json!("sent"), json!(serial)), "{c}");
+        assert_eq!(
+            (c["status"].clone(), c["serial"].clone()),
+            (json!("sent"), json!(serial)),
+            "{c}"
+        );
     }
     badge.command_reply(first, "OK");
     wait_for("the delivered command to be replied", || {
-        (command_by_id(&commands_json(&mut ctl, target), first)["status"] == "replied").then_some(())
+        (command_by_id(&commands_json(&mut ctl, target), first)["status"] == "replied")
+            .then_some(())
     });
 
     // A new login session starts its downlink serials at 1 again.
     drop(badge);
     wait_for("the badge to go offline", || {
-        ctl.ask(&format!("device {target}")).contains(" offline ").then_some(())
+        ctl.ask(&format!("device {target}"))
+            .contains(" offline ")
+            .then_some(())
     });
     let fourth = command_id(&ctl.ask(&format!("send {target} VERSION#")), "queued");
     let mut badge = Badge::connect(server.badge_addr(), target);
@@ -1080,8 +1461,14 @@ fn the_command_queue_of_an_offline_badge_is_bounded() {
     let a = command_id(&ctl.ask(&format!("send {target} WHERE#")), "queued");
     let b = command_id(&ctl.ask(&format!("message {target} hello")), "queued");
     let full = format!("2 commands already queued for {target} (server.max_queued_commands)");
-    assert_eq!(ctl.ask(&format!("send {target} STATUS#")), format!("error: {full}"));
-    assert_eq!(ctl.ask_json(&format!("message {target} again")), json!({"ok": false, "error": full}));
+    assert_eq!(
+        ctl.ask(&format!("send {target} STATUS#")),
+        format!("error: {full}")
+    );
+    assert_eq!(
+        ctl.ask_json(&format!("message {target} again")),
+        json!({"ok": false, "error": full})
+    );
     // The refused ones are remembered as failed; the two queued stay queued.
     let list = commands_json(&mut ctl, target);
     assert_eq!(list.len(), 4, "{list:#?}");
@@ -1098,15 +1485,23 @@ fn the_command_queue_of_an_offline_badge_is_bounded() {
     let mut badge = Badge::connect(server.badge_addr(), target);
     badge.login();
     badge.expect_frame(&online_command_frame(a, "WHERE#", 1));
-    badge.expect_frame(&message_frame(b, &[0, b'h', 0, b'e', 0, b'l', 0, b'l', 0, b'o'], 2));
+    badge.expect_frame(&message_frame(
+        b,
+        &[0, b'h', 0, b'e', 0, b'l', 0, b'l', 0, b'o'],
+        2,
+    ));
     drop(badge);
     wait_for("the badge to go offline", || {
-        ctl.ask(&format!("device {target}")).contains(" offline ").then_some(())
+        ctl.ask(&format!("device {target}"))
+            .contains(" offline ")
+            .then_some(())
     });
     for _ in 0..2 {
         command_id(&ctl.ask(&format!("send {target} VERSION#")), "queued");
     }
-    assert!(ctl.ask(&format!("send {target} VERSION#")).starts_with("error: 2 commands already queued"));
+    assert!(ctl
+        .ask(&format!("send {target} VERSION#"))
+        .starts_with("error: 2 commands already queued"));
 }
 
 /// Queued commands expire after `command_ttl_secs` (checked by the shard's timer).
@@ -1122,17 +1517,28 @@ fn queued_commands_expire() {
     let b = command_id(&ctl.ask(&format!("message {target} 你好")), "queued");
     let list = wait_for("the queued commands to expire", || {
         let list = commands_json(&mut ctl, target);
-        let expired = [a, b].iter().all(|id| command_by_id(&list, *id)["status"] == "expired");
+        let expired = [a, b]
+            .iter()
+            .all(|id| command_by_id(&list, *id)["status"] == "expired");
         expired.then_some(list)
     });
     assert_eq!(list.len(), 2);
     for id in [a, b] {
         let c = command_by_id(&list, id);
-        assert!(c["updated_at"].as_u64().unwrap() > c["created_at"].as_u64().unwrap(), "at least the TTL later: {c}");
+        assert!(
+            c["updated_at"].as_u64().unwrap() > c["created_at"].as_u64().unwrap(),
+            "at least the TTL later: {c}"
+        );
         assert_eq!(c["serial"], 0, "never sent: {c}");
     }
     let text = ctl.ask(&format!("commands {target}"));
-    assert_eq!(text.lines().filter(|l| l.contains(" status expired ")).count(), 2, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains(" status expired "))
+            .count(),
+        2,
+        "{text}"
+    );
 
     // A waiting send learns of the expiry.
     let answer = ctl.ask(&format!("send --wait 10 {target} RESET#"));
@@ -1159,12 +1565,20 @@ fn message_in_chinese_is_utf16be_in_an_0x82_frame() {
     let mut badge = Badge::connect(server.badge_addr(), imei(44));
     badge.login();
 
-    let id = command_id(&ctl.ask(&format!("message {} 你好，世界", badge.imei)), "sent");
+    let id = command_id(
+        &ctl.ask(&format!("message {} 你好，世界", badge.imei)),
+        "sent",
+    );
     let frame = badge.read_frame();
     // 你 4F60, 好 597D, ， FF0C, 世 4E16, 界 754C.
     let utf16 = [0x4F, 0x60, 0x59, 0x7D, 0xFF, 0x0C, 0x4E, 0x16, 0x75, 0x4C];
     // LEN = 1 (protocol) + 1 (inner length) + 16 (inner) + 2 (serial) + 2 (CRC) = 0x16.
-    assert_eq!(&frame[..5], &[0x78, 0x78, 0x16, 0x82, 0x10], "{}", to_hex(&frame));
+    assert_eq!(
+        &frame[..5],
+        &[0x78, 0x78, 0x16, 0x82, 0x10],
+        "{}",
+        to_hex(&frame)
+    );
     assert_eq!(&frame[5..9], &id.to_be_bytes());
     assert_eq!(&frame[9..19], &utf16);
     assert_eq!(&frame[19..23], &[0x00, 0x01, 0x00, 0x01]);
@@ -1175,20 +1589,38 @@ fn message_in_chinese_is_utf16be_in_an_0x82_frame() {
     let id2 = command_id(&ctl.ask(&format!("message {} {long}", badge.imei)), "sent");
     let frame = badge.read_frame();
     // inner = 4 + 260 + 2 = 266 = 0x010A; frame length = 1 + 2 + 266 + 4 = 273 = 0x0111.
-    assert_eq!(&frame[..7], &[0x79, 0x79, 0x01, 0x11, 0x82, 0x01, 0x0A], "{}", to_hex(&frame[..16]));
+    assert_eq!(
+        &frame[..7],
+        &[0x79, 0x79, 0x01, 0x11, 0x82, 0x01, 0x0A],
+        "{}",
+        to_hex(&frame[..16])
+    );
     assert_eq!(frame.len(), 2 + 2 + 273 + 2);
     let utf16: Vec<u8> = std::iter::repeat_n([0x59, 0x7D], 130).flatten().collect();
     assert_eq!(to_hex(&frame), to_hex(&message_frame(id2, &utf16, 2)));
 
     // Outside the BMP: a surrogate pair.
     let id3 = command_id(&ctl.ask(&format!("message {} 好😀", badge.imei)), "sent");
-    badge.expect_frame(&message_frame(id3, &[0x59, 0x7D, 0xD8, 0x3D, 0xDE, 0x00], 3));
+    badge.expect_frame(&message_frame(
+        id3,
+        &[0x59, 0x7D, 0xD8, 0x3D, 0xDE, 0x00],
+        3,
+    ));
 
     let list = commands_json(&mut ctl, badge.imei);
     let c = command_by_id(&list, id);
-    assert_eq!((c["kind"].clone(), c["text"].clone(), c["status"].clone()), (json!("message"), json!("你好，世界"), json!("sent")));
+    assert_eq!(
+        (c["kind"].clone(), c["text"].clone(), c["status"].clone()),
+        (json!("message"), json!("你好，世界"), json!("sent"))
+    );
     let text = ctl.ask(&format!("commands {}", badge.imei));
-    assert!(text.lines().any(|l| l.starts_with(&format!("{id} {} Message status sent ", badge.imei)) && l.ends_with(" text \"你好，世界\"")), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with(&format!("{id} {} Message status sent ", badge.imei))
+                && l.ends_with(" text \"你好，世界\"")
+        ),
+        "{text}"
+    );
 }
 
 /// A Unix socket path as the control address: the line protocol, the client
@@ -1213,15 +1645,27 @@ fn a_unix_socket_control_address_works() {
     let mut ctl = Ctl::unix(&path);
     assert!(ctl.ask("help").starts_with("commands"));
     let v = ctl.ask_json("stats");
-    assert_eq!((v["total"]["logins"].clone(), v["total"]["frames"].clone()), (json!(1), json!(2)), "{v}");
-    assert!(ctl.ask(&format!("device {}", badge.imei)).ends_with(" battery 66% position -"));
-    assert_eq!(ctl.ask("frobnicate"), "error: unknown command `frobnicate`; try `help`");
+    assert_eq!(
+        (v["total"]["logins"].clone(), v["total"]["frames"].clone()),
+        (json!(1), json!(2)),
+        "{v}"
+    );
+    assert!(ctl
+        .ask(&format!("device {}", badge.imei))
+        .ends_with(" battery 66% position -"));
+    assert_eq!(
+        ctl.ask("frobnicate"),
+        "error: unknown command `frobnicate`; try `help`"
+    );
     let id = command_id(&ctl.ask(&format!("send {} WHERE#", badge.imei)), "sent");
     badge.expect_frame(&online_command_frame(id, "WHERE#", 1));
 
     let mut client = server.client();
     let (ok, answer) = client.command("devices").unwrap();
-    assert!(ok && answer.starts_with(&format!("{} online shard 0 ", badge.imei)), "{answer}");
+    assert!(
+        ok && answer.starts_with(&format!("{} online shard 0 ", badge.imei)),
+        "{answer}"
+    );
     let unix_addr = ControlAddr::parse(&format!("unix:{}", path.display())).unwrap();
     let mut client = Client::connect(&unix_addr, None, DEADLINE).unwrap();
     assert!(client.command("stats").unwrap().0);
@@ -1230,8 +1674,14 @@ fn a_unix_socket_control_address_works() {
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     let (status, headers, body) = http_get(s, "/metrics");
     assert_eq!(status, "HTTP/1.0 200 OK");
-    assert_eq!(headers["content-length"].parse::<usize>().unwrap(), body.len());
-    assert_eq!(metric(&parse_exposition(&body), "badge_logins_total{shard=\"0\"}"), 1.0);
+    assert_eq!(
+        headers["content-length"].parse::<usize>().unwrap(),
+        body.len()
+    );
+    assert_eq!(
+        metric(&parse_exposition(&body), "badge_logins_total{shard=\"0\"}"),
+        1.0
+    );
 
     ctl.send_line("quit");
     ctl.expect_closed();
@@ -1267,19 +1717,48 @@ fn ctl_binary_prints_the_answer_and_exits_by_outcome() {
 
     let (code, stdout, stderr) = ctl(&["--control", &addr, "--token", "ctl-token", "stats"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("\ntotal: connections 1 sessions 1 accepted 1 logins 1 reconnects 0 frames 1 "), "{stdout}");
+    assert!(
+        stdout.contains(
+            "\ntotal: connections 1 sessions 1 accepted 1 logins 1 reconnects 0 frames 1 "
+        ),
+        "{stdout}"
+    );
 
-    let (code, stdout, _) = ctl(&["--control", &addr, "--token", "ctl-token", "json", "device", &badge.imei.to_string()]);
+    let (code, stdout, _) = ctl(&[
+        "--control",
+        &addr,
+        "--token",
+        "ctl-token",
+        "json",
+        "device",
+        &badge.imei.to_string(),
+    ]);
     assert_eq!(code, Some(0));
     let v: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["device"]["online"], true);
 
     // Hyphenated arguments pass through to the command.
-    let (code, stdout, _) = ctl(&["--control", &addr, "--token", "ctl-token", "devices", "--limit", "1"]);
+    let (code, stdout, _) = ctl(&[
+        "--control",
+        &addr,
+        "--token",
+        "ctl-token",
+        "devices",
+        "--limit",
+        "1",
+    ]);
     assert_eq!(code, Some(0));
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 
-    let (code, stdout, _) = ctl(&["--control", &addr, "--token", "ctl-token", "send", &badge.imei.to_string(), "WHERE#"]);
+    let (code, stdout, _) = ctl(&[
+        "--control",
+        &addr,
+        "--token",
+        "ctl-token",
+        "send",
+        &badge.imei.to_string(),
+        "WHERE#",
+    ]);
     assert_eq!(code, Some(0));
     let id = command_id(stdout.trim_end(), "sent");
     badge.expect_frame(&online_command_frame(id, "WHERE#", 1));
@@ -1297,10 +1776,16 @@ fn ctl_binary_prints_the_answer_and_exits_by_outcome() {
     assert!(stderr.contains("bad token"), "{stderr}");
 
     // Nothing listening.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (code, _, stderr) = ctl(&["--control", &free.to_string(), "stats"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("cannot reach the control socket"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the control socket"),
+        "{stderr}"
+    );
 }
 
 /// Frame counters across a handoff: a login accepted by one shard and
@@ -1312,16 +1797,27 @@ fn a_login_handed_to_its_owner_shard_is_counted_once() {
     let mut ctl = server.ctl();
     // Enough badges that some land on the wrong shard first (SO_REUSEPORT
     // spreads connections by their addresses; each has a 1 in 2 chance).
-    let mut badges: Vec<Badge> = (0..16).map(|n| Badge::connect(server.badge_addr(), imei(900 + n))).collect();
+    let mut badges: Vec<Badge> = (0..16)
+        .map(|n| Badge::connect(server.badge_addr(), imei(900 + n)))
+        .collect();
     for b in &mut badges {
         b.login();
     }
     let v = ctl.ask_json("stats");
-    let handoffs: u64 = v["shards"].as_array().unwrap().iter().map(|s| s["handoffs_out"].as_u64().unwrap()).sum();
+    let handoffs: u64 = v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["handoffs_out"].as_u64().unwrap())
+        .sum();
     assert!(handoffs > 0, "no connection was handed off: {v}");
     assert_eq!(v["total"]["logins"], 16);
     let sent: u64 = badges.iter().map(|b| b.bytes_sent).sum();
     assert_eq!(v["total"]["bytes_in"], sent, "{v}");
-    assert_eq!(v["frames_by_protocol"], json!({"0x01": 16}), "{handoffs} handoffs: {v}");
+    assert_eq!(
+        v["frames_by_protocol"],
+        json!({"0x01": 16}),
+        "{handoffs} handoffs: {v}"
+    );
     assert_eq!(v["total"]["frames"], 16, "{handoffs} handoffs: {v}");
 }

@@ -15,7 +15,10 @@ fn every_message_type_lands_in_its_table_with_its_values() {
     let running = start(config(&url, &db, &spool));
     let samples = Samples::new();
     let devices = [imei(1), imei(2), imei(3)];
-    let mut badges: Vec<Badge> = devices.iter().map(|i| Badge::connect(running.addr(), *i)).collect();
+    let mut badges: Vec<Badge> = devices
+        .iter()
+        .map(|i| Badge::connect(running.addr(), *i))
+        .collect();
     for b in &mut badges {
         b.login();
         for m in samples.messages() {
@@ -27,12 +30,22 @@ fn every_message_type_lands_in_its_table_with_its_values() {
         b.exchange(&samples.messages()[0]);
     }
     let stats = running.stop();
-    assert_eq!(stats.spooled_rows.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        stats
+            .spooled_rows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 
     let n = devices.len() as u64;
     let lo = devices.iter().map(|i| i.as_u64()).min().unwrap();
     let hi = devices.iter().map(|i| i.as_u64()).max().unwrap();
-    let count_in = |table: &str| count(&url, &format!("SELECT count() FROM {db}.{table} WHERE imei BETWEEN {lo} AND {hi}"));
+    let count_in = |table: &str| {
+        count(
+            &url,
+            &format!("SELECT count() FROM {db}.{table} WHERE imei BETWEEN {lo} AND {hi}"),
+        )
+    };
     for (table, rows) in SAMPLE_ROWS {
         let extra = if *table == "heartbeats" { 1 } else { 0 };
         assert_eq!(count_in(table), (rows + extra) * n, "{table}");
@@ -44,7 +57,12 @@ fn every_message_type_lands_in_its_table_with_its_values() {
     );
 
     let one = devices[0].as_u64();
-    let q = |sql: String| query(&url, &sql.replace("{db}", &db).replace("{imei}", &one.to_string()));
+    let q = |sql: String| {
+        query(
+            &url,
+            &sql.replace("{db}", &db).replace("{imei}", &one.to_string()),
+        )
+    };
     // GPS in both hemispheres, with device time read as UTC+8 and stored in UTC.
     assert_eq!(
         q("SELECT source, round(lat, 5), round(lon, 5), speed_kmh, course, satellites, mcc, lac, cell_id, mileage, toString(device_time), device_time_valid \
@@ -88,7 +106,10 @@ fn every_message_type_lands_in_its_table_with_its_values() {
          location\tnone\t2\t3\t0300000000C1\t-50\t2.95\tV\t10\t3\n"
     );
     assert_eq!(
-        q("SELECT sub_protocol, iccid, imsi FROM {db}.device_info WHERE imei = {imei} FORMAT TSV".into()),
+        q(
+            "SELECT sub_protocol, iccid, imsi FROM {db}.device_info WHERE imei = {imei} FORMAT TSV"
+                .into()
+        ),
         "10\t89860112345678901234\t460011234567890\n"
     );
     assert_eq!(
@@ -96,7 +117,10 @@ fn every_message_type_lands_in_its_table_with_its_values() {
         "42\treplied\tOK!\t42\n"
     );
     assert_eq!(
-        q("SELECT protocol, frame, crc_ok FROM {db}.raw_frames WHERE imei = {imei} FORMAT TSV".into()),
+        q(
+            "SELECT protocol, frame, crc_ok FROM {db}.raw_frames WHERE imei = {imei} FORMAT TSV"
+                .into()
+        ),
         "90\t7878085A010203".to_string() + &query_serial_crc(&url, &db, one) + "\t1\n"
     );
     assert_eq!(
@@ -113,7 +137,10 @@ fn every_message_type_lands_in_its_table_with_its_values() {
 
 /// The tail of the raw frame: serial, CRC and stop bytes, as stored.
 fn query_serial_crc(url: &str, db: &str, imei: u64) -> String {
-    let frame = query(url, &format!("SELECT frame FROM {db}.raw_frames WHERE imei = {imei} FORMAT TSV"));
+    let frame = query(
+        url,
+        &format!("SELECT frame FROM {db}.raw_frames WHERE imei = {imei} FORMAT TSV"),
+    );
     frame.trim()[14..].to_string()
 }
 
@@ -135,11 +162,16 @@ fn records_spooled_while_clickhouse_is_unreachable_are_replayed_after_a_restart(
     }
     drop(badge);
     let stats = running.stop();
-    let spooled = stats.spooled_rows.load(std::sync::atomic::Ordering::Relaxed);
+    let spooled = stats
+        .spooled_rows
+        .load(std::sync::atomic::Ordering::Relaxed);
     // 1 login + 40 heartbeats + 1 offline.
     assert_eq!(spooled, 42);
     assert!(std::fs::read_dir(&spool).unwrap().count() > 0);
-    assert_eq!(count(&url, &format!("SELECT count() FROM {db}.heartbeats")), 0);
+    assert_eq!(
+        count(&url, &format!("SELECT count() FROM {db}.heartbeats")),
+        0
+    );
 
     // The same spool, now with ClickHouse reachable: replayed without any new traffic.
     let running = start(config(&url, &db, &spool));
@@ -150,8 +182,14 @@ fn records_spooled_while_clickhouse_is_unreachable_are_replayed_after_a_restart(
         stats.spool_size()
     );
     running.stop();
-    assert_eq!(count(&url, &format!("SELECT count() FROM {db}.heartbeats")), 40);
-    assert_eq!(count(&url, &format!("SELECT count() FROM {db}.device_events")), 2);
+    assert_eq!(
+        count(&url, &format!("SELECT count() FROM {db}.heartbeats")),
+        40
+    );
+    assert_eq!(
+        count(&url, &format!("SELECT count() FROM {db}.device_events")),
+        2
+    );
     query(&url, &format!("DROP DATABASE {db}"));
 }
 
@@ -161,13 +199,31 @@ fn the_schema_applies_twice_to_a_fresh_database() {
     let db = fresh_database(&url, "twice");
     let mut config = badge_ingest::config::Config::default();
     config.clickhouse.url = url.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let again = rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db)).expect("second apply succeeds");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let again = rt
+        .block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db))
+        .expect("second apply succeeds");
     assert!(again > 13);
-    let tables = query(&url, &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name FORMAT TSV"));
+    let tables = query(
+        &url,
+        &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name FORMAT TSV"),
+    );
     for t in [
-        "alarms", "attendance", "attendance_daily", "badge_latest", "beacons", "bluetooth", "command_log", "device_events",
-        "device_info", "heartbeats", "locations", "raw_frames",
+        "alarms",
+        "attendance",
+        "attendance_daily",
+        "badge_latest",
+        "beacons",
+        "bluetooth",
+        "command_log",
+        "device_events",
+        "device_info",
+        "heartbeats",
+        "locations",
+        "raw_frames",
     ] {
         assert!(tables.lines().any(|l| l == t), "{t} missing in {tables}");
     }

@@ -12,11 +12,18 @@ use std::time::Duration;
 use pipeline_support::*;
 
 fn clickhouse_script(arg: &str) -> String {
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh"))
-        .arg(arg)
-        .output()
-        .expect("scripts/clickhouse.sh runs");
-    assert!(out.status.success(), "clickhouse.sh {arg}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/clickhouse.sh"
+    ))
+    .arg(arg)
+    .output()
+    .expect("scripts/clickhouse.sh runs");
+    assert!(
+        out.status.success(),
+        "clickhouse.sh {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -50,16 +57,34 @@ fn a_clickhouse_outage_loses_nothing_and_the_spool_drains() {
         })
         .collect();
 
-    assert!(wait_until(Duration::from_secs(10), || stats.written_total() > 50), "no rows before the outage");
-    let pid: i32 = std::fs::read_to_string(clickhouse_script("pidfile")).unwrap().trim().parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || stats.written_total() > 50),
+        "no rows before the outage"
+    );
+    let pid: i32 = std::fs::read_to_string(clickhouse_script("pidfile"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // SIGKILL: no clean shutdown, in-flight inserts die with it.
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     let during = acked.load(Ordering::Relaxed);
     assert!(
-        wait_until(Duration::from_secs(20), || stats.spooled_rows.load(Ordering::Relaxed) > 0),
+        wait_until(Duration::from_secs(20), || stats
+            .spooled_rows
+            .load(Ordering::Relaxed)
+            > 0),
         "nothing was spooled while ClickHouse was down"
     );
-    assert!(wait_until(Duration::from_secs(10), || acked.load(Ordering::Relaxed) > during + 200), "the server stopped answering during the outage");
+    assert!(
+        wait_until(Duration::from_secs(10), || acked.load(Ordering::Relaxed)
+            > during + 200),
+        "the server stopped answering during the outage"
+    );
     clickhouse_script("start");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
@@ -76,9 +101,17 @@ fn a_clickhouse_outage_loses_nothing_and_the_spool_drains() {
     let accepted = acked.load(Ordering::Relaxed);
     // At-least-once: an insert killed mid-flight may have landed and been
     // spooled too, so count distinct ingest keys: every accepted heartbeat is there.
-    let distinct = count(&url, &format!("SELECT uniqExact(ingest_instance, ingest_shard, ingest_seq) FROM {db}.heartbeats"));
+    let distinct = count(
+        &url,
+        &format!(
+            "SELECT uniqExact(ingest_instance, ingest_shard, ingest_seq) FROM {db}.heartbeats"
+        ),
+    );
     let total = count(&url, &format!("SELECT count() FROM {db}.heartbeats"));
-    assert_eq!(distinct, accepted, "accepted {accepted}, stored {distinct} distinct ({total} rows)");
+    assert_eq!(
+        distinct, accepted,
+        "accepted {accepted}, stored {distinct} distinct ({total} rows)"
+    );
     assert!(total >= distinct);
     eprintln!(
         "accepted {accepted} heartbeats; spooled {} rows in {} batches; stored {total} rows, {distinct} distinct",

@@ -27,7 +27,7 @@ use badge_ingest::protocol::layout::{
     DeviceTime, Generation, GpsFix, MobileNetwork, TerminalInfo, WifiAp,
 };
 use badge_ingest::protocol::message::{
-    Alarm, AlarmBody, AlarmSource, AlarmStatus, AddressRequest, Attendance, AttendanceHead,
+    AddressRequest, Alarm, AlarmBody, AlarmSource, AlarmStatus, Attendance, AttendanceHead,
     BluetoothLocation, BluetoothPunch, CommandReply, GeneralInfo, GpsReport, GpsTail, Heartbeat,
     HeartbeatStatus, LbsReport, Login, PunchBody, TimeSyncRequest, TzLanguage, WifiReport,
 };
@@ -49,7 +49,11 @@ fn crc_x25(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= u16::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x8408
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -87,7 +91,10 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Address reply with an empty address and no phone, as the reference sends it
@@ -131,7 +138,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[test]
@@ -458,8 +468,22 @@ fn punch(kind: AttendanceKind, serial: u16) -> Vec<u8> {
 
 fn bt_location(serial: u16) -> Vec<u8> {
     let beacons = [
-        BeaconSighting::new(-70, [0xC1, 0, 0, 0, 0, 2], [0x11; 16], 1, 2, BeaconBattery::Centivolts(295)),
-        BeaconSighting::new(-55, [0xC1, 0, 0, 0, 0, 3], [0x22; 16], 3, 4, BeaconBattery::Percent(80)),
+        BeaconSighting::new(
+            -70,
+            [0xC1, 0, 0, 0, 0, 2],
+            [0x11; 16],
+            1,
+            2,
+            BeaconBattery::Centivolts(295),
+        ),
+        BeaconSighting::new(
+            -55,
+            [0xC1, 0, 0, 0, 0, 3],
+            [0x22; 16],
+            3,
+            4,
+            BeaconBattery::Percent(80),
+        ),
     ];
     encode(
         &Message::BluetoothLocation(BluetoothLocation {
@@ -499,7 +523,11 @@ fn unknown(serial: u16) -> Vec<u8> {
 /// Frames used where the decoder must not find a second start marker inside.
 fn assert_no_inner_marker(frame: &[u8]) {
     for w in frame[1..].windows(2) {
-        assert!(w != [0x78, 0x78] && w != [0x79, 0x79], "start marker inside {}", to_hex(frame));
+        assert!(
+            w != [0x78, 0x78] && w != [0x79, 0x79],
+            "start marker inside {}",
+            to_hex(frame)
+        );
     }
 }
 
@@ -522,7 +550,10 @@ struct TestServer {
 
 fn temp_file(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     std::env::temp_dir().join(format!(
         "badge-ingest-test-{name}-{}-{}-{nanos}.jsonl",
         std::process::id(),
@@ -633,7 +664,9 @@ impl TestServer {
             let _ = tx.send(server.shutdown());
         });
         meanwhile(&self);
-        let shards = rx.recv_timeout(Duration::from_secs(40)).expect("shutdown did not finish");
+        let shards = rx
+            .recv_timeout(Duration::from_secs(40))
+            .expect("shutdown did not finish");
         let workers = self.workers.take().unwrap();
         let stats = workers.stats.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -658,10 +691,22 @@ impl TestServer {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect();
-        assert_eq!(stats.written_total(), rows.len() as u64, "rows in the file vs written");
-        assert_eq!(stats.queued_total(), rows.len() as u64, "rows queued vs written");
+        assert_eq!(
+            stats.written_total(),
+            rows.len() as u64,
+            "rows in the file vs written"
+        );
+        assert_eq!(
+            stats.queued_total(),
+            rows.len() as u64,
+            "rows queued vs written"
+        );
         let records: u64 = shards.iter().map(|m| m.records).sum();
-        assert_eq!(records, rows.len() as u64, "records counted by the shards vs written");
+        assert_eq!(
+            records,
+            rows.len() as u64,
+            "records counted by the shards vs written"
+        );
         (shards, rows)
     }
 }
@@ -693,12 +738,23 @@ impl Client {
         let mut got = 0;
         while got < n {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out with {got} of {n} bytes: {}", to_hex(&buf[..got]));
+            assert!(
+                !left.is_zero(),
+                "timed out with {got} of {n} bytes: {}",
+                to_hex(&buf[..got])
+            );
             self.s.set_read_timeout(Some(left)).unwrap();
             match self.s.read(&mut buf[got..]) {
-                Ok(0) => panic!("connection closed after {got} of {n} bytes: {}", to_hex(&buf[..got])),
+                Ok(0) => panic!(
+                    "connection closed after {got} of {n} bytes: {}",
+                    to_hex(&buf[..got])
+                ),
                 Ok(k) => got += k,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => panic!("read failed after {got} of {n} bytes: {e}"),
             }
         }
@@ -734,12 +790,19 @@ impl Client {
         let mut buf = [0u8; 256];
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "the server did not close the connection within {within:?}");
+            assert!(
+                !left.is_zero(),
+                "the server did not close the connection within {within:?}"
+            );
             self.s.set_read_timeout(Some(left)).unwrap();
             match self.s.read(&mut buf) {
                 Ok(0) => return start.elapsed(),
                 Ok(k) => panic!("unexpected bytes instead of a close: {}", to_hex(&buf[..k])),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => panic!("expected an orderly close, got {e}"),
             }
         }
@@ -759,7 +822,9 @@ fn table(r: &Value) -> &str {
 }
 
 fn rows_of(rows: &[Value], imei: Imei) -> Vec<&Value> {
-    rows.iter().filter(|r| r["imei"].as_u64() == Some(imei.as_u64())).collect()
+    rows.iter()
+        .filter(|r| r["imei"].as_u64() == Some(imei.as_u64()))
+        .collect()
 }
 
 fn count_by_table(rows: &[&Value]) -> BTreeMap<String, usize> {
@@ -835,7 +900,10 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
         + i64::from(d[4]) * 60
         + i64::from(d[5]);
     let unix = wall - 8 * 3600;
-    assert!((before - 3..=after + 3).contains(&unix), "0x8A says {unix}, now is {before}");
+    assert!(
+        (before - 3..=after + 3).contains(&unix),
+        "0x8A says {unix}, now is {before}"
+    );
     assert_eq!(to_hex(&got), to_hex(&reply_frame(0x8A, d, 0x0400)));
 
     // Alarms: 0x26 with the alarm's serial, and nothing else (no address known).
@@ -850,8 +918,14 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
     // Address requests: 0x17 unless the badge asks in language 2 (0x97), empty address.
     for (i, p) in [0x17u8, 0x1A, 0xA7].into_iter().enumerate() {
         let serial = 0x0600 + 2 * i as u16;
-        c.exchange(&address_request(p, 1, serial), &empty_address_reply(false, serial));
-        c.exchange(&address_request(p, 2, serial + 1), &empty_address_reply(true, serial + 1));
+        c.exchange(
+            &address_request(p, 1, serial),
+            &empty_address_reply(false, serial),
+        );
+        c.exchange(
+            &address_request(p, 2, serial + 1),
+            &empty_address_reply(true, serial + 1),
+        );
     }
     // The literal 0x17 reply for serial 0x0600, written out in full.
     let mut literal = hex("78 78 2C 17 26 00 00 00 00");
@@ -865,8 +939,14 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
     // Attendance and punches: clock-in (1) and clock-out (2).
     let mut serial = 0x0700;
     for p in [0xB0u8, 0xB1] {
-        for (kind, k) in [(AttendanceKind::ClockIn, 1u8), (AttendanceKind::ClockOut, 2)] {
-            c.exchange(&attendance(p, kind, serial), &punch_reply(p, DT_BYTES, k, RESERVED, serial));
+        for (kind, k) in [
+            (AttendanceKind::ClockIn, 1u8),
+            (AttendanceKind::ClockOut, 2),
+        ] {
+            c.exchange(
+                &attendance(p, kind, serial),
+                &punch_reply(p, DT_BYTES, k, RESERVED, serial),
+            );
             serial += 1;
         }
     }
@@ -878,7 +958,10 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
             .chain([0x0D, 0x0A])
             .collect::<Vec<u8>>(),
     );
-    c.exchange(&punch(AttendanceKind::ClockOut, 0x0801), &punch_reply(0xB2, DT_BYTES, 2, [0x12, 0x34], 0x0801));
+    c.exchange(
+        &punch(AttendanceKind::ClockOut, 0x0801),
+        &punch_reply(0xB2, DT_BYTES, 2, [0x12, 0x34], 0x0801),
+    );
 
     // No reply at all.
     let silent: Vec<(&str, Vec<u8>)> = vec![
@@ -911,7 +994,11 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
     assert_eq!(mine.len(), rows.len());
     // Two logins on one connection: two login events, then offline when the badge hung up.
     let ev = events(&mine);
-    assert_eq!(ev.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 1, 3], "{ev:?}");
+    assert_eq!(
+        ev.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1, 1, 3],
+        "{ev:?}"
+    );
     assert_eq!(ev[2].1, "peer_closed");
     expect_tables(
         &mine,
@@ -986,9 +1073,15 @@ fn split_and_coalesced_frames_get_every_reply() {
     assert_eq!(m.frame.garbage_bytes, 0);
     assert_eq!(m.frame.rejected(), 0);
     assert_eq!(m.frame.frames, 6 + 201 + 2);
-    assert_eq!(m.frame.frame_bytes, (stream.len() + burst.len() + tail.len()) as u64);
+    assert_eq!(
+        m.frame.frame_bytes,
+        (stream.len() + burst.len() + tail.len()) as u64
+    );
     assert_eq!(m.bytes_in, (stream.len() + burst.len() + tail.len()) as u64);
-    assert_eq!(m.bytes_out, (expected_a.len() + expected.len() + 2 * 10) as u64);
+    assert_eq!(
+        m.bytes_out,
+        (expected_a.len() + expected.len() + 2 * 10) as u64
+    );
     drop((a, b));
     srv.stop();
 }
@@ -1082,7 +1175,9 @@ fn garbage_and_broken_frames_are_counted_exactly_and_the_next_good_frame_is_answ
     c.send(&bad_crc2[..6]);
     // Let the server take the first half as a read of its own.
     let sent_so_far = (login_frame.len() + junk.len() + 15 * 7 + 5 + 3 + 4 + 6) as u64;
-    srv.wait_for("the first half of the bad frame", |m| m.bytes_in == sent_so_far);
+    srv.wait_for("the first half of the bad frame", |m| {
+        m.bytes_in == sent_so_far
+    });
     let h = hb(18);
     let mut w = bad_crc2[6..].to_vec();
     w.extend(&h);
@@ -1110,7 +1205,11 @@ fn garbage_and_broken_frames_are_counted_exactly_and_the_next_good_frame_is_answ
     assert_eq!(f.bad_length, 1, "{f:?}");
     assert_eq!(f.oversized, 1, "{f:?}");
     assert_eq!(f.frames, good.len() as u64, "{f:?}");
-    assert_eq!(f.frame_bytes, good.iter().map(Vec::len).sum::<usize>() as u64, "{f:?}");
+    assert_eq!(
+        f.frame_bytes,
+        good.iter().map(Vec::len).sum::<usize>() as u64,
+        "{f:?}"
+    );
     assert_eq!(m.frames[0x13], 6);
     assert_eq!(m.decode_errors, 0);
     assert_eq!(m.prelogin_drops, 0);
@@ -1217,7 +1316,10 @@ fn before_login_only_time_requests_are_answered() {
     let (_, rows) = srv.stop();
     // Nothing from before the login was stored.
     assert_eq!(rows.len(), rows_of(&rows, dev).len());
-    expect_tables(&rows_of(&rows, dev), &[("device_events", 2), ("heartbeats", 1)]);
+    expect_tables(
+        &rows_of(&rows, dev),
+        &[("device_events", 2), ("heartbeats", 1)],
+    );
 }
 
 #[test]
@@ -1236,9 +1338,14 @@ fn a_connection_that_never_logs_in_is_closed() {
 
     silent.expect_closed(Duration::from_secs(5));
     let took = connected.elapsed();
-    assert!(took >= Duration::from_secs(1), "closed after {took:?}, before the login timeout");
+    assert!(
+        took >= Duration::from_secs(1),
+        "closed after {took:?}, before the login timeout"
+    );
     chatty.expect_closed(Duration::from_secs(5));
-    srv.wait_for("two login timeouts", |m| m.login_timeouts == 2 && m.connections_open == 1);
+    srv.wait_for("two login timeouts", |m| {
+        m.login_timeouts == 2 && m.connections_open == 1
+    });
     // The logged-in connection is not touched.
     good.exchange(&heartbeat(2), &ack(0x13, 2));
     let m = srv.metrics();
@@ -1247,7 +1354,11 @@ fn a_connection_that_never_logs_in_is_closed() {
     assert_eq!(m.prelogin_drops, 1);
     drop(good);
     let (_, rows) = srv.stop();
-    assert_eq!(rows.len(), rows_of(&rows, dev).len(), "no rows for connections without a login");
+    assert_eq!(
+        rows.len(),
+        rows_of(&rows, dev).len(),
+        "no rows for connections without a login"
+    );
 }
 
 #[test]
@@ -1275,8 +1386,13 @@ fn a_silent_logged_in_connection_is_closed_after_the_idle_timeout() {
     // ... and silence closes it.
     c.expect_closed(Duration::from_secs(5));
     let took = last_sent.elapsed();
-    assert!(took >= Duration::from_secs(1), "closed {took:?} after the last frame");
-    srv.wait_for("one idle timeout", |m| m.idle_timeouts == 1 && m.connections_open == 0);
+    assert!(
+        took >= Duration::from_secs(1),
+        "closed {took:?} after the last frame"
+    );
+    srv.wait_for("one idle timeout", |m| {
+        m.idle_timeouts == 1 && m.connections_open == 0
+    });
     let m = srv.metrics();
     assert_eq!(m.login_timeouts, 0);
     assert_eq!(m.sessions, 0);
@@ -1315,7 +1431,10 @@ fn a_new_login_of_the_same_imei_replaces_the_old_connection() {
     assert_ne!(login_ev.2, reconnect_ev.2, "two different connections");
     // The replaced connection leaves no offline event; the new one logs out at shutdown.
     assert!(!ev.iter().any(|e| e.0 == 3), "{ev:?}");
-    assert_eq!((logout_ev.0, logout_ev.1.as_str(), logout_ev.2), (2, "shutdown", reconnect_ev.2));
+    assert_eq!(
+        (logout_ev.0, logout_ev.1.as_str(), logout_ev.2),
+        (2, "shutdown", reconnect_ev.2)
+    );
     drop(new);
 }
 
@@ -1349,12 +1468,20 @@ fn logins_are_handed_to_the_shard_that_owns_the_imei() {
     assert_eq!(total.frame.frame_bytes, sent);
     assert_eq!(total.bytes_in, sent);
     for m in &per_shard {
-        let owned = devs.iter().filter(|d| owner_shard(**d, 2) == m.shard).count() as u64;
+        let owned = devs
+            .iter()
+            .filter(|d| owner_shard(**d, 2) == m.shard)
+            .count() as u64;
         assert_eq!(m.sessions, owned, "shard {}", m.shard);
         assert_eq!(m.connections_open, owned, "shard {}", m.shard);
         assert_eq!(m.logins, owned, "shard {}", m.shard);
         // Every connection that landed on the other shard came over.
-        assert_eq!(m.handoffs_in, m.connections_open + m.handoffs_out - m.connections_accepted, "shard {}", m.shard);
+        assert_eq!(
+            m.handoffs_in,
+            m.connections_open + m.handoffs_out - m.connections_accepted,
+            "shard {}",
+            m.shard
+        );
     }
 
     let (_, rows) = srv.stop();
@@ -1368,7 +1495,10 @@ fn logins_are_handed_to_the_shard_that_owns_the_imei() {
         }
     }
     for r in &rows {
-        let key = (r["ingest_shard"].as_u64().unwrap(), r["ingest_seq"].as_u64().unwrap());
+        let key = (
+            r["ingest_shard"].as_u64().unwrap(),
+            r["ingest_seq"].as_u64().unwrap(),
+        );
         assert!(keys.insert(key), "duplicate ingest key {key:?}");
     }
     drop(clients);
@@ -1465,7 +1595,12 @@ fn shutdown_writes_every_record_and_logs_every_device_out() {
         assert_eq!(ev[0].0, 1);
         assert_eq!((ev[1].0, ev[1].1.as_str()), (2, "shutdown"), "{ev:?}");
     }
-    assert_eq!(rows.len(), rows_of(&rows, devs[0]).len() + rows_of(&rows, devs[1]).len() + rows_of(&rows, devs[2]).len());
+    assert_eq!(
+        rows.len(),
+        rows_of(&rows, devs[0]).len()
+            + rows_of(&rows, devs[1]).len()
+            + rows_of(&rows, devs[2]).len()
+    );
     let by_shard: HashMap<u64, usize> = rows.iter().fold(HashMap::new(), |mut m, r| {
         *m.entry(r["ingest_shard"].as_u64().unwrap()).or_insert(0) += 1;
         m
@@ -1477,7 +1612,14 @@ fn big_bt_location(serial: u16) -> Vec<u8> {
     let beacons: Vec<BeaconSighting> = (0..255u16)
         .map(|i| {
             let [hi, lo] = i.to_be_bytes();
-            BeaconSighting::new(-60, [0xC2, 0, 0, 0, hi, lo], [0x33; 16], i, i, BeaconBattery::Percent(90))
+            BeaconSighting::new(
+                -60,
+                [0xC2, 0, 0, 0, hi, lo],
+                [0x33; 16],
+                i,
+                i,
+                BeaconBattery::Percent(90),
+            )
         })
         .collect();
     encode(
@@ -1516,7 +1658,9 @@ fn shutdown_under_sink_backpressure_loses_nothing() {
     burst.extend(heartbeat(999));
     b.send(&burst);
     b.expect(&ack(0x13, 999));
-    srv.wait_for("the busy badge held back by the full queue", |m| m.sink_full_waits > 0);
+    srv.wait_for("the busy badge held back by the full queue", |m| {
+        m.sink_full_waits > 0
+    });
 
     let handle = srv.server.as_ref().unwrap().handle();
     let (shards, rows) = srv.stop_with(|srv| {
@@ -1536,7 +1680,11 @@ fn shutdown_under_sink_backpressure_loses_nothing() {
     expect_tables(&rows_of(&rows, quiet), &[("device_events", 2)]);
     expect_tables(
         &rows_of(&rows, busy),
-        &[("device_events", 2), ("heartbeats", 1), ("bluetooth", FRAMES * 255)],
+        &[
+            ("device_events", 2),
+            ("heartbeats", 1),
+            ("bluetooth", FRAMES * 255),
+        ],
     );
     for d in [quiet, busy] {
         let ev = events(&rows_of(&rows, d));
@@ -1592,13 +1740,19 @@ fn stop_reading(c: &mut Client, until: impl Fn() -> bool) {
             // The server gave up on us: the condition should follow.
             Err(_) => {
                 while !until() {
-                    assert!(Instant::now() < end, "condition not reached after the connection failed");
+                    assert!(
+                        Instant::now() < end,
+                        "condition not reached after the connection failed"
+                    );
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 return;
             }
         }
-        assert!(Instant::now() < end, "condition not reached (blocked since {blocked_since:?})");
+        assert!(
+            Instant::now() < end,
+            "condition not reached (blocked since {blocked_since:?})"
+        );
     }
 }
 
@@ -1623,7 +1777,10 @@ fn a_badge_that_stops_reading_is_still_closed_by_the_idle_timeout() {
     assert_eq!(m.output_overflows, 0);
     let (_, rows) = srv.stop();
     let ev = events(&rows_of(&rows, dev));
-    assert_eq!(ev.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(), vec![(1, ""), (3, "idle_timeout")]);
+    assert_eq!(
+        ev.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(),
+        vec![(1, ""), (3, "idle_timeout")]
+    );
 }
 
 #[test]
@@ -1652,6 +1809,25 @@ fn shutdown_does_not_wait_for_a_badge_that_stops_reading() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     let ev = events(&rows_of(&rows, dev));
-    assert_eq!(ev.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(), vec![(1, ""), (2, "shutdown")]);
+    assert_eq!(
+        ev.iter().map(|e| (e.0, e.1.as_str())).collect::<Vec<_>>(),
+        vec![(1, ""), (2, "shutdown")]
+    );
     drop(c);
+}
+
+/// The reply latency runs from the read of a frame to its reply, never from
+/// when the connection started waiting: a badge that was silent for a while
+/// must not show up as a slow reply.
+#[test]
+fn reply_latency_does_not_include_the_silence_before_a_frame() {
+    let srv = TestServer::start("latency-silence", |_| {});
+    let mut c = srv.connect();
+    c.login(imei(77), 1);
+    let silence = Duration::from_millis(1500);
+    std::thread::sleep(silence);
+    c.exchange(&heartbeat(2), &ack(0x13, 2));
+    let m = srv.wait_for("two replies recorded", |m| m.reply_latency.len() == 2);
+    let max = Duration::from_micros(m.reply_latency.max());
+    assert!(max < silence, "a reply latency of {max:?} includes the {silence:?} of silence");
 }

@@ -7,8 +7,13 @@ use crate::config::ControlAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the control socket at {addr}: {source} (is badge-ingest serve running?)")]
-    Connect { addr: String, source: std::io::Error },
+    #[error(
+        "cannot reach the control socket at {addr}: {source} (is badge-ingest serve running?)"
+    )]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("control socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -23,14 +28,19 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(addr: &ControlAddr, token: Option<&str>, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn connect(
+        addr: &ControlAddr,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let connect_err = |source| ClientError::Connect {
             addr: addr.to_string(),
             source,
         };
         let stream: Box<dyn Stream> = match addr {
             ControlAddr::Tcp(a) => {
-                let s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(5)).map_err(connect_err)?;
+                let s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(5))
+                    .map_err(connect_err)?;
                 s.set_read_timeout(Some(timeout))?;
                 Box::new(s)
             }

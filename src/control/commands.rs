@@ -69,7 +69,11 @@ impl Answer {
             }
             return format!("{v}\n\n");
         }
-        let body = if self.ok { self.text.clone() } else { format!("error: {}", self.text) };
+        let body = if self.ok {
+            self.text.clone()
+        } else {
+            format!("error: {}", self.text)
+        };
         // An empty line inside an answer would end it early.
         let body: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
         format!("{}\n\n", body.join("\n"))
@@ -111,12 +115,19 @@ fn parse_imei(s: &str) -> Result<Imei, Answer> {
 }
 
 /// Asks one shard and waits for its answer.
-async fn ask<T>(ctx: &Context, shard: usize, make: impl FnOnce(flume::Sender<T>) -> ShardMsg) -> Option<T> {
+async fn ask<T>(
+    ctx: &Context,
+    shard: usize,
+    make: impl FnOnce(flume::Sender<T>) -> ShardMsg,
+) -> Option<T> {
     let (tx, rx) = flume::bounded(1);
     if !ctx.server.send(shard, make(tx)) {
         return None;
     }
-    tokio::time::timeout(SHARD_DEADLINE, rx.recv_async()).await.ok()?.ok()
+    tokio::time::timeout(SHARD_DEADLINE, rx.recv_async())
+        .await
+        .ok()?
+        .ok()
 }
 
 pub async fn shard_metrics(ctx: &Context) -> Vec<ShardMetrics> {
@@ -132,8 +143,18 @@ pub async fn shard_metrics(ctx: &Context) -> Vec<ShardMetrics> {
 /// Reply, insert and end-to-end histograms, merged over shards.
 pub async fn histograms(ctx: &Context) -> [Histogram<u64>; 3] {
     let reply = ShardMetrics::total(&shard_metrics(ctx).await).reply_latency;
-    let insert = ctx.sink.insert_latency.lock().map(|h| h.clone()).unwrap_or_else(|_| latency_histogram());
-    let e2e = ctx.sink.end_to_end.lock().map(|h| h.clone()).unwrap_or_else(|_| latency_histogram());
+    let insert = ctx
+        .sink
+        .insert_latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| latency_histogram());
+    let e2e = ctx
+        .sink
+        .end_to_end
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| latency_histogram());
     [reply, insert, e2e]
 }
 
@@ -144,7 +165,7 @@ async fn stats(ctx: &Context) -> Answer {
     let (spool_bytes, spool_files) = ctx.sink.spool_size();
     let mut text = String::new();
     let _ = writeln!(text, "uptime_s {uptime}");
-    let shard_rows: Vec<Value> = shards.iter().map(|s| shard_json(s)).collect();
+    let shard_rows: Vec<Value> = shards.iter().map(shard_json).collect();
     for s in &shards {
         let _ = writeln!(
             text,
@@ -191,7 +212,10 @@ async fn stats(ctx: &Context) -> Answer {
     for t in Table::ALL {
         let written = ctx.sink.written(t);
         let queued = ctx.sink.queued[t.index()].load(std::sync::atomic::Ordering::Relaxed);
-        rows.insert(t.name().into(), json!({ "queued": queued, "written": written }));
+        rows.insert(
+            t.name().into(),
+            json!({ "queued": queued, "written": written }),
+        );
         if queued > 0 {
             rows_text.push(format!("{}={written}/{queued}", t.name()));
         }
@@ -224,7 +248,13 @@ async fn stats(ctx: &Context) -> Answer {
 }
 
 fn total_queue(ctx: &Context) -> u64 {
-    ctx.sink.queued_total().saturating_sub(ctx.sink.written_total() + ctx.sink.spooled_rows.load(std::sync::atomic::Ordering::Relaxed))
+    ctx.sink.queued_total().saturating_sub(
+        ctx.sink.written_total()
+            + ctx
+                .sink
+                .spooled_rows
+                .load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 fn shard_json(s: &ShardMetrics) -> Value {
@@ -267,7 +297,10 @@ async fn latency(ctx: &Context, args: &[&str]) -> Answer {
                 h.reset();
             }
         }
-        *ctx.windows.lock().unwrap_or_else(|p| p.into_inner()) = super::Windows { older: None, newer: None };
+        *ctx.windows.lock().unwrap_or_else(|p| p.into_inner()) = super::Windows {
+            older: None,
+            newer: None,
+        };
         return Answer::ok("latency histograms reset", json!({ "reset": true }));
     }
     let names = ["reply", "insert", "e2e"];
@@ -280,7 +313,12 @@ async fn latency(ctx: &Context, args: &[&str]) -> Answer {
         _ => return Answer::err("usage: latency [reply|insert|e2e] | latency reset"),
     };
     let current = histograms(ctx).await;
-    let window = ctx.windows.lock().unwrap_or_else(|p| p.into_inner()).older.clone();
+    let window = ctx
+        .windows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .older
+        .clone();
     let mut text = String::new();
     let mut out = serde_json::Map::new();
     for i in wanted {
@@ -296,7 +334,11 @@ async fn latency(ctx: &Context, args: &[&str]) -> Answer {
                 let _ = writeln!(text, "{} last {secs}s: {p}", names[i]);
             }
             None => {
-                let _ = writeln!(text, "{} last interval: not yet (the first window closes 20 s after start)", names[i]);
+                let _ = writeln!(
+                    text,
+                    "{} last interval: not yet (the first window closes 20 s after start)",
+                    names[i]
+                );
             }
         }
         out.insert(
@@ -367,7 +409,13 @@ async fn device(ctx: &Context, imei: &str) -> Answer {
 fn command_text(c: &CommandView) -> String {
     let mut s = format!(
         "{} {} {:?} status {} created {} updated {} text {:?}",
-        c.id, c.imei, c.kind, c.status.as_str(), c.created_at, c.updated_at, c.text
+        c.id,
+        c.imei,
+        c.kind,
+        c.status.as_str(),
+        c.created_at,
+        c.updated_at,
+        c.text
     );
     if !c.reply.is_empty() {
         let _ = write!(s, " reply {:?}", c.reply);
@@ -384,7 +432,10 @@ async fn send(ctx: &Context, line: &str, kind: CommandKind) -> Answer {
         CommandKind::OnlineCommand => "usage: send [--wait SECS] IMEI TEXT",
         CommandKind::Message => "usage: message IMEI TEXT",
     };
-    let mut rest = line.split_once(char::is_whitespace).map_or("", |(_, r)| r).trim_start();
+    let mut rest = line
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, r)| r)
+        .trim_start();
     let mut wait = None;
     if kind == CommandKind::OnlineCommand {
         if let Some(after) = rest.strip_prefix("--wait") {
@@ -440,7 +491,12 @@ async fn send(ctx: &Context, line: &str, kind: CommandKind) -> Answer {
             Answer::ok(text, json!({ "command": done }))
         }
         _ => Answer::ok(
-            format!("{} {} (no reply within {}s)", command.id, command.status.as_str(), wait.as_secs()),
+            format!(
+                "{} {} (no reply within {}s)",
+                command.id,
+                command.status.as_str(),
+                wait.as_secs()
+            ),
             json!({ "command": command, "timed_out": true }),
         ),
     }

@@ -27,7 +27,10 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot listen on control address {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("control runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -54,7 +57,10 @@ impl Context {
             sink,
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()),
-            windows: Mutex::new(Windows { older: None, newer: None }),
+            windows: Mutex::new(Windows {
+                older: None,
+                newer: None,
+            }),
         })
     }
 }
@@ -127,7 +133,11 @@ pub fn start(config: &Config, ctx: Arc<Context>) -> Result<ControlServer, Contro
     })
 }
 
-async fn serve(listener: Listener, ctx: Arc<Context>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(
+    listener: Listener,
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let rotate = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -144,7 +154,9 @@ async fn serve(listener: Listener, ctx: Arc<Context>, mut stop: tokio::sync::one
     match listener {
         Listener::Tcp(l) => {
             let _ = l.set_nonblocking(true);
-            let Ok(l) = tokio::net::TcpListener::from_std(l) else { return };
+            let Ok(l) = tokio::net::TcpListener::from_std(l) else {
+                return;
+            };
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
@@ -156,7 +168,9 @@ async fn serve(listener: Listener, ctx: Arc<Context>, mut stop: tokio::sync::one
         }
         Listener::Unix(l) => {
             let _ = l.set_nonblocking(true);
-            let Ok(l) = tokio::net::UnixListener::from_std(l) else { return };
+            let Ok(l) = tokio::net::UnixListener::from_std(l) else {
+                return;
+            };
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
@@ -179,7 +193,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await {
+        let n = match (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -201,9 +219,17 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
                 }
             }
             let response = if !authed {
-                http(403, "text/plain", "auth token required; use the line protocol with `auth TOKEN`\n")
+                http(
+                    403,
+                    "text/plain",
+                    "auth token required; use the line protocol with `auth TOKEN`\n",
+                )
             } else if text.starts_with("GET /metrics") {
-                http(200, "text/plain; version=0.0.4", &prometheus::render(&ctx).await)
+                http(
+                    200,
+                    "text/plain; version=0.0.4",
+                    &prometheus::render(&ctx).await,
+                )
             } else {
                 http(404, "text/plain", "only /metrics is served here\n")
             };
@@ -233,7 +259,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
         } else {
             commands::execute(&ctx, command).await
         };
-        if write.write_all(answer.render(json).as_bytes()).await.is_err() {
+        if write
+            .write_all(answer.render(json).as_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -17,70 +17,233 @@ pub async fn render(ctx: &Context) -> String {
     let total = ShardMetrics::total(&shards);
     let mut out = String::new();
     let mut per_shard = |name: &str, kind: &str, help: &str, value: fn(&ShardMetrics) -> u64| {
-        let _ = writeln!(out, "# HELP badge_{name} {help}\n# TYPE badge_{name} {kind}");
+        let _ = writeln!(
+            out,
+            "# HELP badge_{name} {help}\n# TYPE badge_{name} {kind}"
+        );
         for s in &shards {
             let _ = writeln!(out, "badge_{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
     };
-    per_shard("connections", "gauge", "Open badge connections.", |s| s.connections_open);
-    per_shard("sessions", "gauge", "Logged-in badges owned by the shard.", |s| s.sessions);
-    per_shard("connections_accepted_total", "counter", "Connections accepted.", |s| s.connections_accepted);
-    per_shard("connections_refused_total", "counter", "Connections refused by a limit.", |s| {
-        s.connections_refused_limit + s.connections_refused_per_ip
+    per_shard("connections", "gauge", "Open badge connections.", |s| {
+        s.connections_open
     });
+    per_shard(
+        "sessions",
+        "gauge",
+        "Logged-in badges owned by the shard.",
+        |s| s.sessions,
+    );
+    per_shard(
+        "connections_accepted_total",
+        "counter",
+        "Connections accepted.",
+        |s| s.connections_accepted,
+    );
+    per_shard(
+        "connections_refused_total",
+        "counter",
+        "Connections refused by a limit.",
+        |s| s.connections_refused_limit + s.connections_refused_per_ip,
+    );
     per_shard("logins_total", "counter", "Logins.", |s| s.logins);
-    per_shard("reconnects_total", "counter", "Logins that replaced a live connection.", |s| s.reconnects);
-    per_shard("bytes_in_total", "counter", "Bytes read from badges.", |s| s.bytes_in);
-    per_shard("bytes_out_total", "counter", "Bytes written to badges.", |s| s.bytes_out);
-    per_shard("crc_errors_total", "counter", "Frames with a wrong CRC.", |s| s.frame.bad_crc);
-    per_shard("resyncs_total", "counter", "Times the frame decoder searched for the next start marker.", |s| s.frame.resyncs);
-    per_shard("garbage_bytes_total", "counter", "Bytes skipped outside frames.", |s| s.frame.garbage_bytes);
-    per_shard("bad_frames_total", "counter", "Frames with a wrong stop marker, length, or over the size limit.", |s| {
-        s.frame.bad_stop + s.frame.bad_length + s.frame.oversized
-    });
-    per_shard("decode_errors_total", "counter", "Frames whose content did not match its layout.", |s| s.decode_errors);
-    per_shard("prelogin_drops_total", "counter", "Frames dropped because they came before login.", |s| s.prelogin_drops);
-    per_shard("login_timeouts_total", "counter", "Connections closed for not logging in.", |s| s.login_timeouts);
-    per_shard("idle_timeouts_total", "counter", "Connections closed after silence.", |s| s.idle_timeouts);
-    per_shard("emfile_total", "counter", "Accepts that failed for lack of file descriptors.", |s| s.emfile);
-    per_shard("records_total", "counter", "Records handed to the sink.", |s| s.records);
-    per_shard("sink_full_waits_total", "counter", "Waits because the sink queue was full.", |s| s.sink_full_waits);
+    per_shard(
+        "reconnects_total",
+        "counter",
+        "Logins that replaced a live connection.",
+        |s| s.reconnects,
+    );
+    per_shard(
+        "bytes_in_total",
+        "counter",
+        "Bytes read from badges.",
+        |s| s.bytes_in,
+    );
+    per_shard(
+        "bytes_out_total",
+        "counter",
+        "Bytes written to badges.",
+        |s| s.bytes_out,
+    );
+    per_shard(
+        "crc_errors_total",
+        "counter",
+        "Frames with a wrong CRC.",
+        |s| s.frame.bad_crc,
+    );
+    per_shard(
+        "resyncs_total",
+        "counter",
+        "Times the frame decoder searched for the next start marker.",
+        |s| s.frame.resyncs,
+    );
+    per_shard(
+        "garbage_bytes_total",
+        "counter",
+        "Bytes skipped outside frames.",
+        |s| s.frame.garbage_bytes,
+    );
+    per_shard(
+        "bad_frames_total",
+        "counter",
+        "Frames with a wrong stop marker, length, or over the size limit.",
+        |s| s.frame.bad_stop + s.frame.bad_length + s.frame.oversized,
+    );
+    per_shard(
+        "decode_errors_total",
+        "counter",
+        "Frames whose content did not match its layout.",
+        |s| s.decode_errors,
+    );
+    per_shard(
+        "prelogin_drops_total",
+        "counter",
+        "Frames dropped because they came before login.",
+        |s| s.prelogin_drops,
+    );
+    per_shard(
+        "login_timeouts_total",
+        "counter",
+        "Connections closed for not logging in.",
+        |s| s.login_timeouts,
+    );
+    per_shard(
+        "idle_timeouts_total",
+        "counter",
+        "Connections closed after silence.",
+        |s| s.idle_timeouts,
+    );
+    per_shard(
+        "emfile_total",
+        "counter",
+        "Accepts that failed for lack of file descriptors.",
+        |s| s.emfile,
+    );
+    per_shard(
+        "records_total",
+        "counter",
+        "Records handed to the sink.",
+        |s| s.records,
+    );
+    per_shard(
+        "sink_full_waits_total",
+        "counter",
+        "Waits because the sink queue was full.",
+        |s| s.sink_full_waits,
+    );
 
-    let _ = writeln!(out, "# HELP badge_frames_total Frames by protocol.\n# TYPE badge_frames_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP badge_frames_total Frames by protocol.\n# TYPE badge_frames_total counter"
+    );
     for (p, n) in total.frames.iter().enumerate().filter(|(_, n)| **n > 0) {
-        let _ = writeln!(out, "badge_frames_total{{protocol=\"{}\",number=\"0x{p:02X}\"}} {n}", number::name(p as u8));
+        let _ = writeln!(
+            out,
+            "badge_frames_total{{protocol=\"{}\",number=\"0x{p:02X}\"}} {n}",
+            number::name(p as u8)
+        );
     }
     let _ = writeln!(out, "# HELP badge_rows_written_total Rows committed to ClickHouse (or the file sink).\n# TYPE badge_rows_written_total counter");
     for t in Table::ALL {
-        let _ = writeln!(out, "badge_rows_written_total{{table=\"{}\"}} {}", t.name(), ctx.sink.written(t));
+        let _ = writeln!(
+            out,
+            "badge_rows_written_total{{table=\"{}\"}} {}",
+            t.name(),
+            ctx.sink.written(t)
+        );
     }
     let _ = writeln!(out, "# HELP badge_rows_queued_total Rows handed to the writers.\n# TYPE badge_rows_queued_total counter");
     for t in Table::ALL {
-        let _ = writeln!(out, "badge_rows_queued_total{{table=\"{}\"}} {}", t.name(), ctx.sink.queued[t.index()].load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "badge_rows_queued_total{{table=\"{}\"}} {}",
+            t.name(),
+            ctx.sink.queued[t.index()].load(Ordering::Relaxed)
+        );
     }
     let (spool_bytes, spool_files) = ctx.sink.spool_size();
     for (name, kind, help, v) in [
-        ("spool_bytes", "gauge", "Bytes waiting in the spool.", spool_bytes),
-        ("spool_files", "gauge", "Batches waiting in the spool.", spool_files),
-        ("spooled_rows_total", "counter", "Rows written to the spool.", ctx.sink.spooled_rows.load(Ordering::Relaxed)),
-        ("insert_retries_total", "counter", "Insert retries.", ctx.sink.retries.load(Ordering::Relaxed)),
-        ("insert_failures_total", "counter", "Failed insert attempts.", ctx.sink.insert_failures.load(Ordering::Relaxed)),
-        ("spool_errors_total", "counter", "Batches that could not be spooled at first try.", ctx.sink.spool_errors.load(Ordering::Relaxed)),
-        ("uptime_seconds", "gauge", "Seconds since start.", ctx.started.elapsed().as_secs()),
+        (
+            "spool_bytes",
+            "gauge",
+            "Bytes waiting in the spool.",
+            spool_bytes,
+        ),
+        (
+            "spool_files",
+            "gauge",
+            "Batches waiting in the spool.",
+            spool_files,
+        ),
+        (
+            "spooled_rows_total",
+            "counter",
+            "Rows written to the spool.",
+            ctx.sink.spooled_rows.load(Ordering::Relaxed),
+        ),
+        (
+            "insert_retries_total",
+            "counter",
+            "Insert retries.",
+            ctx.sink.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "insert_failures_total",
+            "counter",
+            "Failed insert attempts.",
+            ctx.sink.insert_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "spool_errors_total",
+            "counter",
+            "Batches that could not be spooled at first try.",
+            ctx.sink.spool_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            ctx.started.elapsed().as_secs(),
+        ),
     ] {
-        let _ = writeln!(out, "# HELP badge_{name} {help}\n# TYPE badge_{name} {kind}\nbadge_{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP badge_{name} {help}\n# TYPE badge_{name} {kind}\nbadge_{name} {v}"
+        );
     }
     let [reply, insert, e2e] = histograms(ctx).await;
-    summary(&mut out, "reply_latency_seconds", "From the last byte of a frame read to its reply written.", &reply);
-    summary(&mut out, "insert_latency_seconds", "ClickHouse insert duration.", &insert);
-    summary(&mut out, "e2e_latency_seconds", "From frame read to row committed.", &e2e);
+    summary(
+        &mut out,
+        "reply_latency_seconds",
+        "From the last byte of a frame read to its reply written.",
+        &reply,
+    );
+    summary(
+        &mut out,
+        "insert_latency_seconds",
+        "ClickHouse insert duration.",
+        &insert,
+    );
+    summary(
+        &mut out,
+        "e2e_latency_seconds",
+        "From frame read to row committed.",
+        &e2e,
+    );
     out
 }
 
 fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
-    let _ = writeln!(out, "# HELP badge_{name} {help}\n# TYPE badge_{name} summary");
+    let _ = writeln!(
+        out,
+        "# HELP badge_{name} {help}\n# TYPE badge_{name} summary"
+    );
     for q in [0.5, 0.9, 0.99, 0.999] {
-        let _ = writeln!(out, "badge_{name}{{quantile=\"{q}\"}} {}", h.value_at_quantile(q) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "badge_{name}{{quantile=\"{q}\"}} {}",
+            h.value_at_quantile(q) as f64 / 1e6
+        );
     }
     let _ = writeln!(out, "badge_{name}_sum {}", h.mean() * h.len() as f64 / 1e6);
     let _ = writeln!(out, "badge_{name}_count {}", h.len());

@@ -96,9 +96,12 @@ mod tests {
     #[test]
     fn online_command_bytes() {
         let mut out = BytesMut::new();
-        OnlineCommand { server_flag: 0x0000_0007, text: "WHERE#" }
-            .encode(0x0005, &mut out)
-            .unwrap();
+        OnlineCommand {
+            server_flag: 0x0000_0007,
+            text: "WHERE#",
+        }
+        .encode(0x0005, &mut out)
+        .unwrap();
         let mut expected = vec![0x78, 0x78, 0x12, 0x80, 0x0C, 0, 0, 0, 7];
         expected.extend_from_slice(b"WHERE#");
         expected.extend_from_slice(&[0x00, 0x01, 0x00, 0x05]);
@@ -107,20 +110,35 @@ mod tests {
         expected.extend_from_slice(&[0x0D, 0x0A]);
         assert_eq!(&out[..], &expected[..]);
         let too_long = "x".repeat(250);
-        assert!(OnlineCommand { server_flag: 0, text: &too_long }.encode(1, &mut out).is_err());
+        assert!(OnlineCommand {
+            server_flag: 0,
+            text: &too_long
+        }
+        .encode(1, &mut out)
+        .is_err());
     }
 
     #[test]
     fn chinese_message_in_utf16be() {
         let mut out = BytesMut::new();
-        TextMessage { server_flag: 1, text: "你好" }.encode(2, &mut out).unwrap();
+        TextMessage {
+            server_flag: 1,
+            text: "你好",
+        }
+        .encode(2, &mut out)
+        .unwrap();
         assert_eq!(
             &out[..16],
             &[0x78, 0x78, 0x10, 0x82, 0x0A, 0, 0, 0, 1, 0x4F, 0x60, 0x59, 0x7D, 0x00, 0x01, 0x00]
         );
         out.clear();
         let long: String = std::iter::repeat('好').take(130).collect();
-        TextMessage { server_flag: 1, text: &long }.encode(2, &mut out).unwrap();
+        TextMessage {
+            server_flag: 1,
+            text: &long,
+        }
+        .encode(2, &mut out)
+        .unwrap();
         // 4 + 260 + 2 = 266 > 255: two length bytes, and a 79 79 frame of
         // length 1 + 2 + 266 + 4 = 273.
         assert_eq!(&out[..7], &[0x79, 0x79, 0x01, 0x11, 0x82, 0x01, 0x0A]);

@@ -166,9 +166,7 @@ impl FrameDecoder {
                     });
                     self.stats.garbage_bytes += skip as u64;
                     *pos += skip;
-                    if found.is_none() {
-                        return None;
-                    }
+                    found?;
                     continue;
                 }
             };
@@ -375,7 +373,9 @@ pub fn write_frame_bytes(
     serial: u16,
     content: &[u8],
 ) -> Result<(), EncodeError> {
-    write_frame(out, protocol, serial, content.len(), |o| o.put_slice(content))
+    write_frame(out, protocol, serial, content.len(), |o| {
+        o.put_slice(content)
+    })
 }
 
 #[cfg(test)]

@@ -131,7 +131,10 @@ mod tests {
     fn bcd_with_one_padding_zero_gives_fifteen_digits() {
         let imei = Imei::from_bcd(&[0x03, 0x53, 0x41, 0x90, 0x32, 0x98, 0x14, 0x48]).unwrap();
         assert_eq!(imei.to_string(), "353419032981448");
-        assert_eq!(imei.to_bcd(), [0x03, 0x53, 0x41, 0x90, 0x32, 0x98, 0x14, 0x48]);
+        assert_eq!(
+            imei.to_bcd(),
+            [0x03, 0x53, 0x41, 0x90, 0x32, 0x98, 0x14, 0x48]
+        );
     }
 
     #[test]
@@ -154,7 +157,10 @@ mod tests {
         // Doubling every second digit from the right: 8+4+2+8+9+2+6+0+9+1+8+3+1+3 = 64.
         assert_eq!(Imei::luhn_digit(35341903298144), 6);
         assert!("353419032981446".parse::<Imei>().unwrap().luhn_valid());
-        assert_eq!(Imei::with_check_digit(49015420323751).unwrap().to_string(), "490154203237518");
+        assert_eq!(
+            Imei::with_check_digit(49015420323751).unwrap().to_string(),
+            "490154203237518"
+        );
         assert!(!"353419032981449".parse::<Imei>().unwrap().luhn_valid());
     }
 }

@@ -13,7 +13,19 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 ///
 /// Badges send their local time without a zone; the reference server assumes
 /// UTC+8. [`DeviceTime::to_unix`] takes the offset, so the caller decides.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+)]
 #[repr(C)]
 pub struct DeviceTime {
     pub year: u8,
@@ -131,7 +143,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// bit 13 real-time, bit 12 positioned, bit 11 set = West, bit 10 set = North,
 /// bits 9–0 course in degrees. (The reference's comment on bit 11 says the
 /// opposite of its code; the code matches the devices and the GT06 manual.)
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Hash,
+)]
 #[repr(C)]
 pub struct GpsFix {
     /// High nibble: length of the GPS block (12); low nibble: satellites in use.
@@ -278,7 +292,9 @@ impl MobileNetwork {
 }
 
 /// A 2G (GSM) station: LAC(2) + cell id(3) + RSSI(1).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct Cell2g {
     pub lac: U16,
@@ -307,7 +323,9 @@ impl Cell2g {
 }
 
 /// A 4G (LTE) station: LAC(4) + cell id(8) + RSSI(1).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct Cell4g {
     pub lac: U32,
@@ -334,7 +352,9 @@ impl Cell4g {
 }
 
 /// A 4G cell without signal strength, as the alarm messages carry it: LAC(4) + cell id(8).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct CellId4g {
     pub lac: U32,
@@ -472,7 +492,9 @@ impl fmt::Debug for MacAddr {
 }
 
 /// A WiFi access point: MAC(6) + signal(1).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct WifiAp {
     pub mac: [u8; 6],
@@ -491,7 +513,9 @@ impl WifiAp {
 
 /// One iBeacon seen by the badge, as a 0xB3 report carries it (30 bytes):
 /// RSSI(1, signed) + MAC(6) + UUID(16) + major(2) + minor(2) + battery(2) + unit(1).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct BeaconSighting {
     pub rssi: i8,
@@ -635,7 +659,10 @@ mod tests {
         // 2024-02-29T23:59:58+08:00 = 2024-02-29T15:59:58Z
         assert_eq!(unix, 1_709_222_398);
         assert_eq!(DeviceTime::from_unix(unix, 8 * 60), t);
-        assert_eq!(DeviceTime::from_unix(unix, 0), DeviceTime::new(24, 2, 29, 15, 59, 58));
+        assert_eq!(
+            DeviceTime::from_unix(unix, 0),
+            DeviceTime::new(24, 2, 29, 15, 59, 58)
+        );
     }
 
     #[test]
@@ -656,7 +683,10 @@ mod tests {
     fn gps_hemispheres_follow_the_course_status_bits() {
         // 22.5° N, 113.9° E: Shenzhen.
         let f = GpsFix::new(22.5, 113.9, 40, 270, 9, true, true);
-        assert_eq!(f.as_bytes(), &[0xC9, 0x02, 0x69, 0xFB, 0x20, 0x0C, 0x38, 0x5B, 0x60, 40, 0x35, 0x0E]);
+        assert_eq!(
+            f.as_bytes(),
+            &[0xC9, 0x02, 0x69, 0xFB, 0x20, 0x0C, 0x38, 0x5B, 0x60, 40, 0x35, 0x0E]
+        );
         assert_eq!((f.latitude(), f.longitude()), (22.5, 113.9));
         // 33.9° S, 151.2° E: Sydney; 40.7° N, 74.0° W: New York; 34.6° S, 58.4° W: Buenos Aires.
         for (lat, lon) in [(-33.9, 151.2), (40.7, -74.0), (-34.6, -58.4)] {
@@ -677,18 +707,34 @@ mod tests {
 
     #[test]
     fn clock_status_bits() {
-        assert_eq!(TerminalInfo(0x08).attendance_kind(), AttendanceKind::ClockOut);
-        assert_eq!(TerminalInfo(0x04).attendance_kind(), AttendanceKind::ClockIn);
-        assert_eq!(TerminalInfo(0x00).attendance_kind(), AttendanceKind::ClockIn);
-        assert_eq!(TerminalInfo(0x4A).attendance_kind(), AttendanceKind::ClockOut);
+        assert_eq!(
+            TerminalInfo(0x08).attendance_kind(),
+            AttendanceKind::ClockOut
+        );
+        assert_eq!(
+            TerminalInfo(0x04).attendance_kind(),
+            AttendanceKind::ClockIn
+        );
+        assert_eq!(
+            TerminalInfo(0x00).attendance_kind(),
+            AttendanceKind::ClockIn
+        );
+        assert_eq!(
+            TerminalInfo(0x4A).attendance_kind(),
+            AttendanceKind::ClockOut
+        );
     }
 
     #[test]
     fn uuid_and_mac_formatting() {
         let uuid = [
-            0xFD, 0xA5, 0x06, 0x93, 0xA4, 0xE2, 0x4F, 0xB1, 0xAF, 0xCF, 0xC6, 0xEB, 0x07, 0x64, 0x78, 0x25,
+            0xFD, 0xA5, 0x06, 0x93, 0xA4, 0xE2, 0x4F, 0xB1, 0xAF, 0xCF, 0xC6, 0xEB, 0x07, 0x64,
+            0x78, 0x25,
         ];
         assert_eq!(format_uuid(&uuid), "FDA50693-A4E2-4FB1-AFCF-C6EB07647825");
-        assert_eq!(MacAddr([0xAC, 0x23, 0x3F, 0, 1, 0xFF]).to_string(), "AC:23:3F:00:01:FF");
+        assert_eq!(
+            MacAddr([0xAC, 0x23, 0x3F, 0, 1, 0xFF]).to_string(),
+            "AC:23:3F:00:01:FF"
+        );
     }
 }

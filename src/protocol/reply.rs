@@ -245,9 +245,21 @@ mod tests {
     fn time_sync_shifts_chinese_badges_to_utc_plus_8() {
         let now = 1_700_000_000; // 2023-11-14T22:13:20Z
         let zh = Reply::time_sync(1, now);
-        assert_eq!(zh, Reply::TimeSync { time: 1_700_028_800, language: 1 });
+        assert_eq!(
+            zh,
+            Reply::TimeSync {
+                time: 1_700_028_800,
+                language: 1
+            }
+        );
         let en = Reply::time_sync(2, now);
-        assert_eq!(en, Reply::TimeSync { time: 1_700_000_000, language: 2 });
+        assert_eq!(
+            en,
+            Reply::TimeSync {
+                time: 1_700_000_000,
+                language: 2
+            }
+        );
         let bytes = encoded(zh, 0x0102);
         assert_eq!(&bytes[..10], &hex("78 78 0B 1F 65 54 61 80 00 01")[..]);
         assert_eq!(&bytes[10..12], &[0x01, 0x02]);
@@ -258,13 +270,29 @@ mod tests {
         let m = Message::TimeSync2;
         let r = Reply::immediate(&m, 1_700_000_000).unwrap();
         // 22:13:20Z is 06:13:20 the next day in UTC+8.
-        assert_eq!(r, Reply::TimeSync2 { time: DeviceTime::new(23, 11, 15, 6, 13, 20) });
-        assert_eq!(&encoded(r, 9)[..10], &hex("78 78 0B 8A 17 0B 0F 06 0D 14")[..]);
+        assert_eq!(
+            r,
+            Reply::TimeSync2 {
+                time: DeviceTime::new(23, 11, 15, 6, 13, 20)
+            }
+        );
+        assert_eq!(
+            &encoded(r, 9)[..10],
+            &hex("78 78 0B 8A 17 0B 0F 06 0D 14")[..]
+        );
     }
 
     #[test]
     fn chinese_address_reply_layout() {
-        let bytes = encoded(Reply::Address { english: false, alarm: false, address: "深圳", phone: "" }, 3);
+        let bytes = encoded(
+            Reply::Address {
+                english: false,
+                alarm: false,
+                address: "深圳",
+                phone: "",
+            },
+            3,
+        );
         let mut content = vec![4 + 7 + 2 + 4 + 2 + 21 + 2];
         content.extend_from_slice(&[0, 0, 0, 0]);
         content.extend_from_slice(b"ADDRESS&&");
@@ -277,7 +305,15 @@ mod tests {
 
     #[test]
     fn english_alarm_and_empty_addresses() {
-        let bytes = encoded(Reply::Address { english: true, alarm: false, address: "", phone: "13800138000" }, 3);
+        let bytes = encoded(
+            Reply::Address {
+                english: true,
+                alarm: false,
+                address: "",
+                phone: "13800138000",
+            },
+            3,
+        );
         assert_eq!(bytes[3], 0x97);
         assert_eq!(&bytes[4..6], &[0x00, 4 + 7 + 2 + 2 + 21 + 2]);
         assert_eq!(&bytes[10..19], b"ADDRESS&&");
@@ -292,15 +328,34 @@ mod tests {
     #[test]
     fn long_chinese_address_is_cut_to_keep_the_length_byte_true() {
         let long: String = std::iter::repeat('路').take(200).collect();
-        let bytes = encoded(Reply::Address { english: false, alarm: false, address: &long, phone: "" }, 1);
+        let bytes = encoded(
+            Reply::Address {
+                english: false,
+                alarm: false,
+                address: &long,
+                phone: "",
+            },
+            1,
+        );
         // 255 - 38 fixed bytes leaves 217: 108 whole characters (216 bytes),
         // so the length byte says 254. The frame length 1 + 1 + 254 + 4 = 260
         // no longer fits a byte: 79 79.
         assert_eq!(&bytes[..6], &[0x79, 0x79, 0x01, 0x04, 0x17, 0xFE]);
         assert_eq!(bytes.len(), 4 + 260 + 2);
-        let english = encoded(Reply::Address { english: true, alarm: false, address: &long, phone: "" }, 1);
+        let english = encoded(
+            Reply::Address {
+                english: true,
+                alarm: false,
+                address: &long,
+                phone: "",
+            },
+            1,
+        );
         assert_eq!(&english[..2], &[0x79, 0x79]);
-        assert_eq!(u16::from_be_bytes([english[5], english[6]]) as usize, 38 + 400);
+        assert_eq!(
+            u16::from_be_bytes([english[5], english[6]]) as usize,
+            38 + 400
+        );
     }
 
     #[test]
@@ -312,6 +367,9 @@ mod tests {
             reserved: [0xAB, 0xCD],
         };
         let bytes = encoded(r, 0x10);
-        assert_eq!(&bytes[..14], &hex("78 78 0F B2 18 05 01 08 1E 00 01 02 AB CD")[..]);
+        assert_eq!(
+            &bytes[..14],
+            &hex("78 78 0F B2 18 05 01 08 1E 00 01 02 AB CD")[..]
+        );
     }
 }

@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::protocol::layout::{
-    BeaconBattery, Cells, DeviceTime, Generation, GpsFix, MobileNetwork,
-    WifiAp,
+    BeaconBattery, Cells, DeviceTime, Generation, GpsFix, MobileNetwork, WifiAp,
 };
 use crate::protocol::message::{
     alarm_label, AddressRequest, Alarm, Attendance, BluetoothLocation, BluetoothPunch,
@@ -62,7 +61,12 @@ impl Records<'_> {
 
     /// The rows for one decoded message, handed to `emit` one by one. Time
     /// syncs produce none: the reference stores nothing for them.
-    pub fn message(&mut self, frame: &Frame<'_>, message: &Message<'_>, emit: &mut impl FnMut(Record)) {
+    pub fn message(
+        &mut self,
+        frame: &Frame<'_>,
+        message: &Message<'_>,
+        emit: &mut impl FnMut(Record),
+    ) {
         match message {
             Message::Login(l) => emit(self.login(l, EVENT_LOGIN, "", "")),
             Message::Heartbeat(h) => emit(self.heartbeat(h)),
@@ -261,7 +265,11 @@ impl Records<'_> {
             has_position: u8::from(fix.is_some()),
             lat: fix.map_or(0.0, |f| f.latitude()),
             lon: fix.map_or(0.0, |f| f.longitude()),
-            position_source: if fix.is_some() { POSITION_GPS } else { POSITION_NONE },
+            position_source: if fix.is_some() {
+                POSITION_GPS
+            } else {
+                POSITION_NONE
+            },
             accuracy_m: 0.0,
             speed_kmh: fix.map_or(0, |f| u16::from(f.speed_kmh())),
             course: fix.map_or(0, |f| f.course()),
@@ -519,7 +527,10 @@ fn neighbour_columns(cells: &Cells<'_>) -> (Vec<u32>, Vec<u64>, Vec<u8>) {
 }
 
 fn wifi_columns(aps: &[WifiAp]) -> (Vec<u64>, Vec<u8>) {
-    (aps.iter().map(|a| a.mac().to_u64()).collect(), aps.iter().map(|a| a.rssi).collect())
+    (
+        aps.iter().map(|a| a.mac().to_u64()).collect(),
+        aps.iter().map(|a| a.rssi).collect(),
+    )
 }
 
 fn battery_columns(b: BeaconBattery) -> (f32, i8) {

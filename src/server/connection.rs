@@ -49,7 +49,13 @@ enum Step {
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: SocketAddr, shared: Rc<ConnShared>, permit: ConnPermit, adopted: bool) -> Self {
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        shared: Rc<ConnShared>,
+        permit: ConnPermit,
+        adopted: bool,
+    ) -> Self {
         Self {
             id,
             peer,
@@ -74,10 +80,12 @@ pub(crate) fn unix_now() -> u32 {
 pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn, initial: Vec<u8>) {
     let mut pending_input = initial;
     let reason = loop {
-        let received = Instant::now();
-        let step = if !pending_input.is_empty() {
+        // `received` is when the bytes were read, not when the wait began:
+        // the reply latency must not include the badge's silence.
+        let (step, received) = if !pending_input.is_empty() {
             let input = std::mem::take(&mut pending_input);
-            conn.feed(&shard, &input, received)
+            let received = Instant::now();
+            (conn.feed(&shard, &input, received), received)
         } else {
             // Wait for bytes from the badge, or for a command to write to it.
             let event = poll_fn(|cx| {
@@ -94,7 +102,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
             })
             .await;
             let received = Instant::now();
-            match event {
+            let step = match event {
                 None => {
                     let frames = std::mem::take(&mut *conn.shared.downlink.borrow_mut());
                     shard.out.borrow_mut().extend_from_slice(&frames);
@@ -108,7 +116,8 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
                     let buf = shard.buf.borrow();
                     conn.feed(&shard, &buf[..len], received)
                 }
-            }
+            };
+            (step, received)
         };
         if let Err(reason) = conn.flush(&shard, &mut stream, received).await {
             // A write fails when the connection was closed from outside
@@ -186,7 +195,8 @@ impl Conn {
                 }
                 // Kept, not lost: the raw frame goes to the audit table.
                 if let Some(imei) = self.imei {
-                    let record = self.records(shard, imei, frame.serial, now, |r| r.raw_frame(frame));
+                    let record =
+                        self.records(shard, imei, frame.serial, now, |r| r.raw_frame(frame));
                     self.queue(shard, record, received);
                 }
                 return Step::Continue;
@@ -248,12 +258,24 @@ impl Conn {
         if let Message::CommandReply(reply) = &message {
             // Matched by the server flag we put in the command; the row then
             // carries the command's own kind, text and creation time.
-            let matched = shard.downlinks.borrow_mut().replied(imei, reply.server_flag, &reply.text_lossy(), now);
+            let matched = shard.downlinks.borrow_mut().replied(
+                imei,
+                reply.server_flag,
+                &reply.text_lossy(),
+                now,
+            );
             if let Some(command) = matched {
                 for r in records.iter_mut() {
                     if let Record::CommandLog(row) = r {
                         let seq = row.ingest_seq;
-                        *r = super::downlink::log_row(imei, &command, now, shard.instance, shard.id as u16, seq);
+                        *r = super::downlink::log_row(
+                            imei,
+                            &command,
+                            now,
+                            shard.instance,
+                            shard.id as u16,
+                            seq,
+                        );
                     }
                 }
             }
@@ -320,7 +342,9 @@ impl Conn {
         self.imei = Some(imei);
         self.shared.logged_in.set(true);
         let peer = self.peer.to_string();
-        let record = self.records(shard, imei, serial, now, |r| r.login(&login, event, &peer, ""));
+        let record = self.records(shard, imei, serial, now, |r| {
+            r.login(&login, event, &peer, "")
+        });
         self.queue(shard, record, received);
         self.reply(shard, &Message::Login(login), serial, now);
         // Commands queued while the badge was away follow its login ack.
@@ -356,7 +380,12 @@ impl Conn {
     /// Writes this read's replies and queues its records. Only here does
     /// the connection wait: on a slow socket, or on a full sink queue, which
     /// stops it reading (backpressure to the badge through TCP).
-    async fn flush(&mut self, shard: &Shard, stream: &mut TcpStream, received: Instant) -> Result<(), CloseReason> {
+    async fn flush(
+        &mut self,
+        shard: &Shard,
+        stream: &mut TcpStream,
+        received: Instant,
+    ) -> Result<(), CloseReason> {
         let pending = shard.out.borrow().len();
         if pending > 0 {
             let mut off = 0;
@@ -395,7 +424,11 @@ impl Conn {
         }
         if self.replies > 0 {
             let us = received.elapsed().as_micros() as u64;
-            let _ = shard.metrics.borrow_mut().reply_latency.record_n(us.max(1), self.replies);
+            let _ = shard
+                .metrics
+                .borrow_mut()
+                .reply_latency
+                .record_n(us.max(1), self.replies);
             self.replies = 0;
         }
         if !self.unqueued.is_empty() {
@@ -404,9 +437,16 @@ impl Conn {
         Ok(())
     }
 
-    async fn write_unsent(&mut self, shard: &Shard, stream: &mut TcpStream) -> Result<(), CloseReason> {
+    async fn write_unsent(
+        &mut self,
+        shard: &Shard,
+        stream: &mut TcpStream,
+    ) -> Result<(), CloseReason> {
         let unsent = std::mem::take(&mut self.unsent);
-        stream.write_all(&unsent).await.map_err(|_| CloseReason::IoError)?;
+        stream
+            .write_all(&unsent)
+            .await
+            .map_err(|_| CloseReason::IoError)?;
         shard.metrics.borrow_mut().bytes_out += unsent.len() as u64;
         Ok(())
     }
@@ -437,7 +477,9 @@ impl Conn {
         // SAFETY: dup on an fd we own; the result is checked.
         let fd = unsafe { libc::dup(stream.as_raw_fd()) };
         drop(stream);
-        let Some(permit) = self.permit.take() else { return };
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         if fd < 0 {
             return;
         }
@@ -449,8 +491,9 @@ impl Conn {
             bytes,
             permit,
         };
-        if let Err(flume::SendError(ShardMsg::Handoff(h))) =
-            shard.peers[owner].send_async(ShardMsg::Handoff(handoff)).await
+        if let Err(flume::SendError(ShardMsg::Handoff(h))) = shard.peers[owner]
+            .send_async(ShardMsg::Handoff(handoff))
+            .await
         {
             // SAFETY: the message came back, so the dup is ours to close.
             unsafe { libc::close(h.fd) };
@@ -477,9 +520,9 @@ impl Conn {
             };
             if current {
                 let event = match reason {
-                    CloseReason::Shutdown | CloseReason::ImeiChanged | CloseReason::OutputOverflow => {
-                        enums::EVENT_LOGOUT
-                    }
+                    CloseReason::Shutdown
+                    | CloseReason::ImeiChanged
+                    | CloseReason::OutputOverflow => enums::EVENT_LOGOUT,
                     _ => enums::EVENT_OFFLINE,
                 };
                 let peer = self.peer.to_string();

@@ -59,7 +59,10 @@ impl CommandStatus {
 
     /// No further change will come.
     pub fn is_final(self) -> bool {
-        matches!(self, CommandStatus::Replied | CommandStatus::Expired | CommandStatus::Failed)
+        matches!(
+            self,
+            CommandStatus::Replied | CommandStatus::Expired | CommandStatus::Failed
+        )
     }
 }
 
@@ -97,10 +100,24 @@ pub struct Downlinks {
 }
 
 /// Frame bytes for one command.
-pub fn encode(kind: CommandKind, id: u32, text: &str, serial: u16, out: &mut BytesMut) -> Result<(), String> {
+pub fn encode(
+    kind: CommandKind,
+    id: u32,
+    text: &str,
+    serial: u16,
+    out: &mut BytesMut,
+) -> Result<(), String> {
     match kind {
-        CommandKind::OnlineCommand => OnlineCommand { server_flag: id, text }.encode(serial, out),
-        CommandKind::Message => TextMessage { server_flag: id, text }.encode(serial, out),
+        CommandKind::OnlineCommand => OnlineCommand {
+            server_flag: id,
+            text,
+        }
+        .encode(serial, out),
+        CommandKind::Message => TextMessage {
+            server_flag: id,
+            text,
+        }
+        .encode(serial, out),
     }
     .map_err(|e| e.to_string())
 }
@@ -114,7 +131,13 @@ pub fn validate(kind: CommandKind, text: &str) -> Result<(), String> {
 }
 
 impl Downlinks {
-    pub fn new_command(imei: Imei, id: u32, kind: CommandKind, text: String, now: u32) -> CommandView {
+    pub fn new_command(
+        imei: Imei,
+        id: u32,
+        kind: CommandKind,
+        text: String,
+        now: u32,
+    ) -> CommandView {
         CommandView {
             id,
             imei: imei.to_string(),
@@ -130,7 +153,12 @@ impl Downlinks {
     }
 
     /// Queues a command for an offline badge. Fails when its queue is full.
-    pub fn enqueue(&mut self, imei: Imei, command: CommandView, max_queued: usize) -> Result<(), CommandView> {
+    pub fn enqueue(
+        &mut self,
+        imei: Imei,
+        command: CommandView,
+        max_queued: usize,
+    ) -> Result<(), CommandView> {
         let device = self.devices.entry(imei).or_default();
         if device.queued.len() >= max_queued {
             return Err(command);
@@ -209,7 +237,9 @@ impl Downlinks {
 
     /// Newest first, queued ones included.
     pub fn list(&self, imei: Imei) -> Vec<CommandView> {
-        let Some(d) = self.devices.get(&imei) else { return Vec::new() };
+        let Some(d) = self.devices.get(&imei) else {
+            return Vec::new();
+        };
         let mut all: Vec<CommandView> = d.recent.iter().chain(d.queued.iter()).cloned().collect();
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         all
@@ -260,8 +290,12 @@ mod tests {
         let imei: Imei = "353419032981446".parse().unwrap();
         let mut d = Downlinks::default();
         for id in 1..=2 {
-            d.enqueue(imei, Downlinks::new_command(imei, id, CommandKind::OnlineCommand, "WHERE#".into(), 100), 2)
-                .unwrap();
+            d.enqueue(
+                imei,
+                Downlinks::new_command(imei, id, CommandKind::OnlineCommand, "WHERE#".into(), 100),
+                2,
+            )
+            .unwrap();
         }
         let third = Downlinks::new_command(imei, 3, CommandKind::OnlineCommand, "X".into(), 100);
         assert!(d.enqueue(imei, third, 2).is_err());
@@ -269,7 +303,9 @@ mod tests {
         assert!(expired.is_empty());
         let expired = d.expire(161, Duration::from_secs(60));
         assert_eq!(expired.len(), 2);
-        assert!(expired.iter().all(|(_, c)| c.status == CommandStatus::Expired));
+        assert!(expired
+            .iter()
+            .all(|(_, c)| c.status == CommandStatus::Expired));
 
         let mut sent = Downlinks::new_command(imei, 9, CommandKind::Message, "hi".into(), 200);
         sent.status = CommandStatus::Sent;
@@ -278,7 +314,10 @@ mod tests {
         d.wait(9, tx);
         assert!(d.replied(imei, 8, "no", 201).is_none());
         let replied = d.replied(imei, 9, "OK", 202).unwrap();
-        assert_eq!((replied.status, replied.reply.as_str()), (CommandStatus::Replied, "OK"));
+        assert_eq!(
+            (replied.status, replied.reply.as_str()),
+            (CommandStatus::Replied, "OK")
+        );
         assert_eq!(rx.try_recv().unwrap().status, CommandStatus::Replied);
         assert_eq!(d.list(imei).first().unwrap().id, 9);
 

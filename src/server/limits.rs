@@ -54,7 +54,11 @@ pub fn ensure_memlock() -> Result<u64, LimitError> {
     if soft >= MIN_MEMLOCK {
         return Ok(soft);
     }
-    let target = if hard >= MIN_MEMLOCK { MIN_MEMLOCK } else { hard };
+    let target = if hard >= MIN_MEMLOCK {
+        MIN_MEMLOCK
+    } else {
+        hard
+    };
     let raised = if target >= MIN_MEMLOCK {
         setrlimit(libc::RLIMIT_MEMLOCK, target, hard).map_err(|e| e.to_string())
     } else {
@@ -168,7 +172,10 @@ mod tests {
         let p1 = l.admit(a).unwrap();
         assert_eq!(l.admit(a).unwrap_err(), Refused::PerIp);
         let p2 = l.admit(b).unwrap();
-        assert_eq!(l.admit("127.0.0.3".parse().unwrap()).unwrap_err(), Refused::Total);
+        assert_eq!(
+            l.admit("127.0.0.3".parse().unwrap()).unwrap_err(),
+            Refused::Total
+        );
         drop(p1);
         assert_eq!(l.open(), 1);
         let _p3 = l.admit(a).unwrap();

@@ -50,7 +50,13 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
     let memlock = limits::ensure_memlock()?;
     let (nofile, nofile_hard) = limits::raise_nofile();
     let n = config.shards();
-    tracing::info!(shards = n, memlock, open_files_limit = nofile, open_files_hard_limit = nofile_hard, "starting");
+    tracing::info!(
+        shards = n,
+        memlock,
+        open_files_limit = nofile,
+        open_files_hard_limit = nofile_hard,
+        "starting"
+    );
     let max_connections = match config.server.max_connections {
         0 => nofile.saturating_sub(FD_RESERVE).max(1) as usize,
         n => n,
@@ -70,7 +76,8 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
     let (reservation, listen) = reserve(config.server.listen)?;
 
     let instance: &'static str = Box::leak(config.server.instance.clone().into_boxed_str());
-    let limits = limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
+    let limits =
+        limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
     let next_conn_id = Arc::new(AtomicU64::new(1));
     // Command ids are the 4-byte server flag; starting from the clock keeps
     // them unique across restarts unless commands outpace one a second.
@@ -97,7 +104,11 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
             next_command_id: next_command_id.clone(),
             ready: ready_tx.clone(),
         };
-        let placement = if n <= cpus { Placement::Fixed(id) } else { Placement::Unbound };
+        let placement = if n <= cpus {
+            Placement::Fixed(id)
+        } else {
+            Placement::Unbound
+        };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .ring_depth(config.server.ring_depth)
@@ -213,7 +224,9 @@ impl ServerHandle {
 
     /// Never blocks: a shard whose inbox is full is reported as not answering.
     pub fn send(&self, shard: usize, msg: ShardMsg) -> bool {
-        self.peers.get(shard).is_some_and(|p| p.try_send(msg).is_ok())
+        self.peers
+            .get(shard)
+            .is_some_and(|p| p.try_send(msg).is_ok())
     }
 }
 

@@ -225,7 +225,10 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     let listener = match TcpListener::bind(start.listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = start.ready.send(Err(format!("shard {}: cannot listen on {}: {e}", start.id, start.listen)));
+            let _ = start.ready.send(Err(format!(
+                "shard {}: cannot listen on {}: {e}",
+                start.id, start.listen
+            )));
             return ShardMetrics::new(start.id);
         }
     };
@@ -270,14 +273,24 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             }
             ShardMsg::Devices { limit, reply } => {
                 let sessions = shard.sessions.borrow();
-                let views = sessions.values().take(limit).map(|s| shard.view(s)).collect();
+                let views = sessions
+                    .values()
+                    .take(limit)
+                    .map(|s| shard.view(s))
+                    .collect();
                 let _ = reply.try_send(views);
             }
             ShardMsg::Device { imei, reply } => {
                 let view = shard.sessions.borrow().get(&imei).map(|s| shard.view(s));
                 let _ = reply.try_send(view);
             }
-            ShardMsg::Command { imei, kind, text, wait, reply } => {
+            ShardMsg::Command {
+                imei,
+                kind,
+                text,
+                wait,
+                reply,
+            } => {
                 let _ = reply.try_send(shard.submit(imei, kind, text, wait));
             }
             ShardMsg::Commands { imei, reply } => {
@@ -376,7 +389,9 @@ impl Shard {
 
     async fn drain_backlog(&self) {
         loop {
-            let Some(envelope) = self.backlog.borrow_mut().pop_front() else { return };
+            let Some(envelope) = self.backlog.borrow_mut().pop_front() else {
+                return;
+            };
             if let Err(envelope) = self.sink.try_send(envelope) {
                 self.backlog.borrow_mut().push_front(envelope);
                 glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -387,7 +402,14 @@ impl Shard {
     fn log_command(&self, imei: Imei, command: &CommandView) {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
-        self.emit(downlink::log_row(imei, command, unix_now(), self.instance, self.id as u16, seq));
+        self.emit(downlink::log_row(
+            imei,
+            command,
+            unix_now(),
+            self.instance,
+            self.id as u16,
+            seq,
+        ));
     }
 
     /// Accepts a command: written at once to an online badge, queued for
@@ -400,7 +422,9 @@ impl Shard {
         wait: Option<flume::Sender<CommandView>>,
     ) -> Result<CommandView, String> {
         downlink::validate(kind, &text)?;
-        let id = self.next_command_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_command_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let command = Downlinks::new_command(imei, id, kind, text, unix_now());
         if let Some(w) = wait {
             self.downlinks.borrow_mut().wait(id, w);
@@ -409,12 +433,19 @@ impl Shard {
             return Ok(self.deliver(imei, command));
         }
         self.log_command(imei, &command);
-        let queued = self
-            .downlinks
-            .borrow_mut()
-            .enqueue(imei, command, self.config.server.max_queued_commands);
+        let queued = self.downlinks.borrow_mut().enqueue(
+            imei,
+            command,
+            self.config.server.max_queued_commands,
+        );
         match queued {
-            Ok(()) => Ok(self.downlinks.borrow().list(imei).into_iter().find(|c| c.id == id).expect("just queued")),
+            Ok(()) => Ok(self
+                .downlinks
+                .borrow()
+                .list(imei)
+                .into_iter()
+                .find(|c| c.id == id)
+                .expect("just queued")),
             Err(mut command) => {
                 command.status = CommandStatus::Failed;
                 command.error = "queue full".into();
@@ -432,23 +463,29 @@ impl Shard {
     pub fn deliver(&self, imei: Imei, mut command: CommandView) -> CommandView {
         let target = {
             let mut sessions = self.sessions.borrow_mut();
-            sessions.get_mut(&imei).map(|s| (s.conn_id, s.next_serial()))
+            sessions
+                .get_mut(&imei)
+                .map(|s| (s.conn_id, s.next_serial()))
         };
-        let conn = target.and_then(|(id, serial)| self.conns.borrow().get(&id).map(|c| (c.clone(), serial)));
+        let conn = target
+            .and_then(|(id, serial)| self.conns.borrow().get(&id).map(|c| (c.clone(), serial)));
         command.updated_at = unix_now();
         let mut frame = BytesMut::new();
         match conn {
-            Some((conn, serial)) => match downlink::encode(command.kind, command.id, &command.text, serial, &mut frame) {
-                Ok(()) => {
-                    conn.push_downlink(&frame);
-                    command.serial = serial;
-                    command.status = CommandStatus::Sent;
+            Some((conn, serial)) => {
+                match downlink::encode(command.kind, command.id, &command.text, serial, &mut frame)
+                {
+                    Ok(()) => {
+                        conn.push_downlink(&frame);
+                        command.serial = serial;
+                        command.status = CommandStatus::Sent;
+                    }
+                    Err(e) => {
+                        command.status = CommandStatus::Failed;
+                        command.error = e;
+                    }
                 }
-                Err(e) => {
-                    command.status = CommandStatus::Failed;
-                    command.error = e;
-                }
-            },
+            }
             None => {
                 command.status = CommandStatus::Failed;
                 command.error = "badge went offline".into();
@@ -468,7 +505,11 @@ impl Shard {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, next_id: Arc<std::sync::atomic::AtomicU64>) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let stream = match listener.accept().await {
@@ -478,7 +519,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, next_id: Arc<std::
             }
             Err(e) => {
                 let e = std::io::Error::from(e);
-                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                let out_of_fds =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
                 {
                     let mut m = shard.metrics.borrow_mut();
                     if out_of_fds {
@@ -497,7 +539,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, next_id: Arc<std::
                 continue;
             }
         };
-        let Ok(peer) = stream.peer_addr() else { continue };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
         let permit = match shard.limits.admit(peer.ip()) {
             Ok(p) => p,
             Err(why) => {

@@ -48,15 +48,31 @@ pub fn client(config: &Config) -> Client {
 /// Turns the client's schema validation on for servers that support it
 /// (the crate's validation needs RowBinaryWithNamesAndTypes and the modern
 /// DESCRIBE; we require 24.x to be safe).
-pub async fn client_for_server(config: &Config) -> Result<(Client, String), clickhouse::error::Error> {
+pub async fn client_for_server(
+    config: &Config,
+) -> Result<(Client, String), clickhouse::error::Error> {
     let client = client(config);
     let version: String = client.query("SELECT version()").fetch_one().await?;
-    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-    Ok((if major >= 24 { client.with_validation(true) } else { client }, version))
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    Ok((
+        if major >= 24 {
+            client.with_validation(true)
+        } else {
+            client
+        },
+        version,
+    ))
 }
 
 /// Applies `schema/` to `database`; returns the number of statements run.
-pub async fn apply_schema(config: &Config, database: &str) -> Result<usize, clickhouse::error::Error> {
+pub async fn apply_schema(
+    config: &Config,
+    database: &str,
+) -> Result<usize, clickhouse::error::Error> {
     let client = client(config);
     let mut n = 0;
     for (_, sql) in super::schema::FILES {
@@ -85,11 +101,18 @@ fn columns(table: Table) -> &'static [&'static str] {
 /// `INSERT INTO db.table (`a`, `b`, ...) FORMAT RowBinary`
 pub fn insert_statement(database: &str, table: Table) -> String {
     let cols: Vec<String> = columns(table).iter().map(|c| format!("`{c}`")).collect();
-    format!("INSERT INTO {database}.{} ({}) FORMAT RowBinary", table.name(), cols.join(", "))
+    format!(
+        "INSERT INTO {database}.{} ({}) FORMAT RowBinary",
+        table.name(),
+        cols.join(", ")
+    )
 }
 
 /// Appends one record's RowBinary to `out`.
-pub fn serialize(record: &Record, out: &mut Vec<u8>) -> Result<(), super::rowbinary::RowBinaryError> {
+pub fn serialize(
+    record: &Record,
+    out: &mut Vec<u8>,
+) -> Result<(), super::rowbinary::RowBinaryError> {
     match record {
         Record::DeviceEvents(r) => serialize_into(out, r),
         Record::Heartbeats(r) => serialize_into(out, r),
@@ -150,7 +173,8 @@ impl Writer {
                 match self.insert(batch.table, &batch.payload).await {
                     Ok(()) => {
                         self.stats.record_insert(started.elapsed());
-                        self.stats.committed_rows(batch.table, batch.rows, &batch.received);
+                        self.stats
+                            .committed_rows(batch.table, batch.rows, &batch.received);
                         return;
                     }
                     Err(e) => {
@@ -175,7 +199,8 @@ impl Writer {
             let spool = self.spool.clone();
             let (table, rows) = (batch.table, batch.rows);
             let payload = batch.payload.clone();
-            let result = tokio::task::spawn_blocking(move || spool.write(table, rows, &payload)).await;
+            let result =
+                tokio::task::spawn_blocking(move || spool.write(table, rows, &payload)).await;
             match result {
                 Ok(Ok(())) => {
                     self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +250,9 @@ impl Writer {
                     self.stats.committed_rows(batch.table, batch.rows, &[]);
                     self.stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
                     let spool = self.spool.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.remove(&batch)).await {
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || spool.remove(&batch)).await
+                    {
                         tracing::error!(error = %e, "removing a replayed spool file failed; it will be replayed again");
                     }
                     delay = Duration::from_millis(200);
@@ -259,9 +286,30 @@ pub(super) fn spawn(
             .map_err(SinkError::Write)?,
     );
     let database = config.clickhouse.database.clone();
+    // Validation needs a server newer than 18.16; ask which one this is.
+    let probe = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), client_for_server(config)).await
+    });
+    let client = match probe {
+        Ok(Ok((client, version))) => {
+            tracing::info!(%version, url = %config.clickhouse.url, "ClickHouse reachable");
+            client
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, url = %config.clickhouse.url, "ClickHouse not reachable at start; batches will wait in the spool");
+            client(config)
+        }
+        Err(_) => {
+            tracing::warn!(url = %config.clickhouse.url, "ClickHouse did not answer within 5 s at start; batches will wait in the spool");
+            client(config)
+        }
+    };
     let writer = Arc::new(Writer {
-        client: client(config),
-        statements: Table::ALL.iter().map(|t| insert_statement(&database, *t)).collect(),
+        client,
+        statements: Table::ALL
+            .iter()
+            .map(|t| insert_statement(&database, *t))
+            .collect(),
         stats,
         spool,
         log: std::sync::Mutex::new(None),
@@ -283,7 +331,8 @@ pub(super) fn spawn(
     let mut threads = Vec::new();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..writers {
-        let (rx, rt, writer, in_flight) = (rx.clone(), rt.clone(), writer.clone(), in_flight.clone());
+        let (rx, rt, writer, in_flight) =
+            (rx.clone(), rt.clone(), writer.clone(), in_flight.clone());
         let (stop, done) = (stop.clone(), done.clone());
         let t = std::thread::Builder::new()
             .name(format!("sink-batch-{i}"))

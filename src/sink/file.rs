@@ -48,7 +48,8 @@ pub(super) fn spawn(
                 if let Some(w) = out.as_mut() {
                     for e in &batch {
                         line.clear();
-                        serde_json::to_writer(&mut line, &e.record).map_err(std::io::Error::other)?;
+                        serde_json::to_writer(&mut line, &e.record)
+                            .map_err(std::io::Error::other)?;
                         line.push(b'\n');
                         w.write_all(&line)?;
                     }

@@ -137,7 +137,10 @@ impl SinkStats {
     /// (bytes, files) waiting in the spool.
     pub fn spool_size(&self) -> (u64, u64) {
         self.spool.get().map_or((0, 0), |s| {
-            (s.bytes.load(Ordering::Relaxed), s.files.load(Ordering::Relaxed))
+            (
+                s.bytes.load(Ordering::Relaxed),
+                s.files.load(Ordering::Relaxed),
+            )
         })
     }
 }
@@ -151,6 +154,8 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     /// Queues a record, or gives it back when the queue is full.
+    // Giving the record back (not an error type) is the point: the shard keeps it.
+    #[allow(clippy::result_large_err)]
     pub fn try_send(&self, envelope: Envelope) -> Result<(), Envelope> {
         let table = envelope.record.table();
         match self.tx.try_send(envelope) {
@@ -200,7 +205,13 @@ pub fn start(config: &Config) -> Result<(SinkHandle, SinkWorkers), SinkError> {
         SinkKind::Count | SinkKind::File => vec![file::spawn(config, rx, stats.clone())?],
         SinkKind::ClickHouse => clickhouse::spawn(config, rx, stats.clone())?,
     };
-    Ok((SinkHandle { tx, stats: stats.clone() }, SinkWorkers { threads, stats }))
+    Ok((
+        SinkHandle {
+            tx,
+            stats: stats.clone(),
+        },
+        SinkWorkers { threads, stats },
+    ))
 }
 
 /// Takes what is queued, up to `max`, waiting at most `wait` for the first record.

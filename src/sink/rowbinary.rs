@@ -119,10 +119,19 @@ impl<'a, 'b> ser::Serializer for &'a mut RowBinary<'b> {
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), RowBinaryError> {
         Ok(())
     }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), RowBinaryError> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), RowBinaryError> {
         Err(unsupported("an enum"))
     }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, value: &T) -> Result<(), RowBinaryError> {
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), RowBinaryError> {
         value.serialize(self)
     }
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -174,7 +183,10 @@ impl<'a, 'b> ser::Serializer for &'a mut RowBinary<'b> {
 impl<'a, 'b> ser::SerializeSeq for &'a mut RowBinary<'b> {
     type Ok = ();
     type Error = RowBinaryError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), RowBinaryError> {
+    fn serialize_element<T: ?Sized + Serialize>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), RowBinaryError> {
         value.serialize(&mut **self)
     }
     fn end(self) -> Result<(), RowBinaryError> {
@@ -185,7 +197,10 @@ impl<'a, 'b> ser::SerializeSeq for &'a mut RowBinary<'b> {
 impl<'a, 'b> ser::SerializeTuple for &'a mut RowBinary<'b> {
     type Ok = ();
     type Error = RowBinaryError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), RowBinaryError> {
+    fn serialize_element<T: ?Sized + Serialize>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), RowBinaryError> {
         value.serialize(&mut **self)
     }
     fn end(self) -> Result<(), RowBinaryError> {
@@ -207,7 +222,11 @@ impl<'a, 'b> ser::SerializeTupleStruct for &'a mut RowBinary<'b> {
 impl<'a, 'b> ser::SerializeStruct for &'a mut RowBinary<'b> {
     type Ok = ();
     type Error = RowBinaryError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &'static str, value: &T) -> Result<(), RowBinaryError> {
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), RowBinaryError> {
         value.serialize(&mut **self)
     }
     fn end(self) -> Result<(), RowBinaryError> {

@@ -3,19 +3,58 @@
 
 /// `schema/*.sql`, in the order they are applied.
 pub const FILES: &[(&str, &str)] = &[
-    ("001_database.sql", include_str!("../../schema/001_database.sql")),
-    ("002_device_events.sql", include_str!("../../schema/002_device_events.sql")),
-    ("003_heartbeats.sql", include_str!("../../schema/003_heartbeats.sql")),
-    ("004_locations.sql", include_str!("../../schema/004_locations.sql")),
-    ("005_alarms.sql", include_str!("../../schema/005_alarms.sql")),
-    ("006_attendance.sql", include_str!("../../schema/006_attendance.sql")),
-    ("007_bluetooth.sql", include_str!("../../schema/007_bluetooth.sql")),
-    ("008_device_info.sql", include_str!("../../schema/008_device_info.sql")),
-    ("009_command_log.sql", include_str!("../../schema/009_command_log.sql")),
-    ("010_beacons.sql", include_str!("../../schema/010_beacons.sql")),
-    ("011_raw_frames.sql", include_str!("../../schema/011_raw_frames.sql")),
-    ("012_badge_latest.sql", include_str!("../../schema/012_badge_latest.sql")),
-    ("013_attendance_daily.sql", include_str!("../../schema/013_attendance_daily.sql")),
+    (
+        "001_database.sql",
+        include_str!("../../schema/001_database.sql"),
+    ),
+    (
+        "002_device_events.sql",
+        include_str!("../../schema/002_device_events.sql"),
+    ),
+    (
+        "003_heartbeats.sql",
+        include_str!("../../schema/003_heartbeats.sql"),
+    ),
+    (
+        "004_locations.sql",
+        include_str!("../../schema/004_locations.sql"),
+    ),
+    (
+        "005_alarms.sql",
+        include_str!("../../schema/005_alarms.sql"),
+    ),
+    (
+        "006_attendance.sql",
+        include_str!("../../schema/006_attendance.sql"),
+    ),
+    (
+        "007_bluetooth.sql",
+        include_str!("../../schema/007_bluetooth.sql"),
+    ),
+    (
+        "008_device_info.sql",
+        include_str!("../../schema/008_device_info.sql"),
+    ),
+    (
+        "009_command_log.sql",
+        include_str!("../../schema/009_command_log.sql"),
+    ),
+    (
+        "010_beacons.sql",
+        include_str!("../../schema/010_beacons.sql"),
+    ),
+    (
+        "011_raw_frames.sql",
+        include_str!("../../schema/011_raw_frames.sql"),
+    ),
+    (
+        "012_badge_latest.sql",
+        include_str!("../../schema/012_badge_latest.sql"),
+    ),
+    (
+        "013_attendance_daily.sql",
+        include_str!("../../schema/013_attendance_daily.sql"),
+    ),
 ];
 
 /// The statements of one file, as `scripts/apply-schema-check.sh` splits

@@ -184,7 +184,10 @@ impl Spool {
 
     fn account_removed(&self, size: u64) {
         let _guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.bytes.fetch_sub(size.min(self.bytes.load(Ordering::Acquire)), Ordering::AcqRel);
+        self.bytes.fetch_sub(
+            size.min(self.bytes.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
         self.files.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -206,7 +209,8 @@ fn read_batch(path: &Path) -> Result<SpooledBatch, String> {
         return Err("bad magic".into());
     }
     let name_len = *bytes.get(8).ok_or_else(short)? as usize;
-    let name = std::str::from_utf8(bytes.get(9..9 + name_len).ok_or_else(short)?).map_err(|e| e.to_string())?;
+    let name = std::str::from_utf8(bytes.get(9..9 + name_len).ok_or_else(short)?)
+        .map_err(|e| e.to_string())?;
     let table = Table::ALL
         .into_iter()
         .find(|t| t.name() == name)
@@ -219,7 +223,13 @@ fn read_batch(path: &Path) -> Result<SpooledBatch, String> {
     };
     let rows = u64_at(&mut at)?;
     let len = u64_at(&mut at)? as usize;
-    let crc = u32::from_le_bytes(bytes.get(at..at + 4).ok_or_else(short)?.try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(
+        bytes
+            .get(at..at + 4)
+            .ok_or_else(short)?
+            .try_into()
+            .expect("4 bytes"),
+    );
     at += 4;
     let payload = bytes.get(at..at + len).ok_or_else(short)?;
     if bytes.len() != at + len {
@@ -261,7 +271,10 @@ mod tests {
         let spool = Spool::open(&dir, 1 << 20).unwrap();
         assert_eq!(spool.files.load(Ordering::Relaxed), 2);
         let a = spool.oldest().unwrap().unwrap();
-        assert_eq!((a.table, a.rows, &a.payload[..]), (Table::Heartbeats, 2, &b"first"[..]));
+        assert_eq!(
+            (a.table, a.rows, &a.payload[..]),
+            (Table::Heartbeats, 2, &b"first"[..])
+        );
         spool.remove(&a).unwrap();
         spool.write(Table::Alarms, 1, b"third").unwrap();
         let b = spool.oldest().unwrap().unwrap();

@@ -24,7 +24,9 @@ pub fn clickhouse_url() -> Option<String> {
     match std::env::var("BADGE_TEST_CLICKHOUSE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("BADGE_TEST_CLICKHOUSE_URL is not set under CI: run the tests with scripts/test.sh")
+            panic!(
+                "BADGE_TEST_CLICKHOUSE_URL is not set under CI: run the tests with scripts/test.sh"
+            )
         }
         _ => {
             eprintln!("skipping: BADGE_TEST_CLICKHOUSE_URL not set (scripts/test.sh sets it)");
@@ -57,7 +59,10 @@ pub fn try_query(url: &str, sql: &str) -> Result<String, String> {
 }
 
 pub fn count(url: &str, sql: &str) -> u64 {
-    query(url, sql).trim().parse().unwrap_or_else(|e| panic!("{e}: {sql}"))
+    query(url, sql)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {sql}"))
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
@@ -76,12 +81,20 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A database of its own for one test, with the schema applied.
 pub fn fresh_database(url: &str, tag: &str) -> String {
-    let db = format!("t_{tag}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let db = format!(
+        "t_{tag}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     query(url, &format!("DROP DATABASE IF EXISTS {db}"));
     let mut config = Config::default();
     config.clickhouse.url = url.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db)).expect("schema applies");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db))
+        .expect("schema applies");
     db
 }
 
@@ -147,8 +160,15 @@ pub struct Badge {
 impl Badge {
     pub fn connect(addr: SocketAddr, imei: Imei) -> Self {
         let stream = TcpStream::connect(addr).expect("connects");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self { imei, stream, serial: 0, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            imei,
+            stream,
+            serial: 0,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, message: &Message<'_>) -> u16 {
@@ -189,10 +209,13 @@ impl Badge {
     /// the server has processed it before the test goes on.
     pub fn exchange(&mut self, message: &Message<'_>) {
         let serial = self.send(message);
-        if let Some(reply) = badge_ingest::protocol::Reply::immediate(message, 0).map(|r| r.protocol()).or(match message {
-            Message::AddressRequest(r) => Some(if r.wants_english() { 0x97 } else { 0x17 }),
-            _ => None,
-        }) {
+        if let Some(reply) = badge_ingest::protocol::Reply::immediate(message, 0)
+            .map(|r| r.protocol())
+            .or(match message {
+                Message::AddressRequest(r) => Some(if r.wants_english() { 0x97 } else { 0x17 }),
+                _ => None,
+            })
+        {
             assert_eq!(self.reply(), (reply, serial));
         }
     }
@@ -239,9 +262,30 @@ impl Samples {
                 WifiAp::new([0xAC, 0x23, 0x3F, 0x01, 0x02, 0x04], 65),
             ],
             beacons: vec![
-                BeaconSighting::new(-60, [0xC1, 0, 0, 0, 0, 1], [0xFD; 16], 10, 1, BeaconBattery::Centivolts(301)),
-                BeaconSighting::new(-75, [0xC1, 0, 0, 0, 0, 2], [0xFD; 16], 10, 2, BeaconBattery::Percent(88)),
-                BeaconSighting::new(-50, [0xC1, 0, 0, 0, 0, 3], [0xFD; 16], 10, 3, BeaconBattery::Centivolts(295)),
+                BeaconSighting::new(
+                    -60,
+                    [0xC1, 0, 0, 0, 0, 1],
+                    [0xFD; 16],
+                    10,
+                    1,
+                    BeaconBattery::Centivolts(301),
+                ),
+                BeaconSighting::new(
+                    -75,
+                    [0xC1, 0, 0, 0, 0, 2],
+                    [0xFD; 16],
+                    10,
+                    2,
+                    BeaconBattery::Percent(88),
+                ),
+                BeaconSighting::new(
+                    -50,
+                    [0xC1, 0, 0, 0, 0, 3],
+                    [0xFD; 16],
+                    10,
+                    3,
+                    BeaconBattery::Centivolts(295),
+                ),
             ],
             shenzhen: GpsFix::new(22.543099, 114.057868, 12, 90, 9, true, true),
         }
@@ -253,7 +297,13 @@ impl Samples {
         let net = MobileNetwork::new(460, 0);
         let shenzhen = self.shenzhen;
         let sydney = GpsFix::new(-33.8688, 151.2093, 0, 0, 6, true, true);
-        let alarm_status = AlarmStatus { terminal_info: 0x44, voltage_level: 5, gsm_signal: 4, alarm_code: 0x01, language: 1 };
+        let alarm_status = AlarmStatus {
+            terminal_info: 0x44,
+            voltage_level: 5,
+            gsm_signal: 4,
+            alarm_code: 0x01,
+            language: 1,
+        };
         let head = |kind| AttendanceHead {
             time: TIME,
             gps_flag: 1,
@@ -277,36 +327,195 @@ impl Samples {
         };
         let gps_tail = GpsTail {
             network: net,
-            cell: CellTower { lac: 0x2795, cell_id: 0x0E5A21, rssi: 0 },
+            cell: CellTower {
+                lac: 0x2795,
+                cell_id: 0x0E5A21,
+                rssi: 0,
+            },
             acc: 1,
             report_mode: 0,
             realtime_upload: 0,
             mileage: Some(1234),
         };
         vec![
-            Message::Heartbeat(Heartbeat { extended: false, status: HeartbeatStatus { terminal_info: 0x44, battery: 87, gsm_signal: 4 }, language: Some(1), extension: &[] }),
-            Message::Heartbeat(Heartbeat { extended: true, status: HeartbeatStatus { terminal_info: 0x40, battery: 86, gsm_signal: 3 }, language: Some(2), extension: &[0xAA, 0xBB] }),
-            Message::Gps(GpsReport { generation: Generation::G2, time: TIME, fix: shenzhen, tail: Some(gps_tail) }),
-            Message::Gps(GpsReport { generation: Generation::G4, time: TIME, fix: sydney, tail: None }),
-            Message::Lbs(LbsReport { protocol: 0x28, time: TIME, network: net, cells: Cells::G2(&self.cells2), timing_advance: Some(0), language: Some(1) }),
-            Message::Lbs(LbsReport { protocol: 0x2E, time: TIME, network: net, cells: Cells::G2(&self.cells2), timing_advance: Some(0), language: Some(1) }),
-            Message::Lbs(LbsReport { protocol: 0xA1, time: TIME, network: MobileNetwork::new(460, 11), cells: Cells::G4(&self.cells4), timing_advance: Some(0), language: Some(1) }),
-            Message::Wifi(WifiReport { time: TIME, network: net, cells: Cells::G2(&self.cells2), timing_advance: 0, aps: &self.aps }),
-            Message::Wifi(WifiReport { time: TIME, network: net, cells: Cells::G4(&self.cells4), timing_advance: 0, aps: &[] }),
-            Message::AddressRequest(AddressRequest { protocol: 0x17, time: TIME, body: &[0x01, 0xCC, 0x00, 0x27, 0x95, 0x0E, 0x5A, 0x21], language: 1 }),
-            Message::AddressRequest(AddressRequest { protocol: 0x1A, time: TIME, body: zerocopy::IntoBytes::as_bytes(&self.shenzhen), language: 2 }),
-            Message::AddressRequest(AddressRequest { protocol: 0xA7, time: TIME, body: &[0x01, 0xCC, 0x00, 0x00, 0x01, 0x27, 0x95, 0, 0, 0, 1, 0x0E, 0x5A, 0x21, 0x01], language: 1 }),
-            Message::Alarm(Alarm { source: AlarmSource::SingleFence, body: AlarmBody::Fence { time: TIME, fix: shenzhen, lbs_length: 12, network: net, cell: CellId4g::new(0x2795, 0x0E5A21), status: alarm_status, fence_id: None } }),
-            Message::Alarm(Alarm { source: AlarmSource::MultiFence, body: AlarmBody::Fence { time: TIME, fix: sydney, lbs_length: 12, network: net, cell: CellId4g::new(0x2795, 0x0E5A21), status: AlarmStatus { alarm_code: 0x05, ..alarm_status }, fence_id: Some(3) } }),
-            Message::Alarm(Alarm { source: AlarmSource::Lbs, body: AlarmBody::Lbs { network: net, cell: CellId4g::new(0x2795, 0x0E5A21), status: AlarmStatus { alarm_code: 0x02, ..alarm_status } } }),
-            Message::Alarm(Alarm { source: AlarmSource::Wifi, body: AlarmBody::Wifi { time: TIME, network: net, cells: Cells::G2(&self.cells2[..2]), timing_advance: 0, aps: &self.aps, alarm_code: 0x23, language: 1 } }),
-            Message::Attendance(Attendance { head: head(AttendanceKind::ClockIn), network: net, cells: Cells::G2(&self.cells2), timing_advance: 0, aps: &self.aps }),
-            Message::Attendance(Attendance { head: head(AttendanceKind::ClockOut), network: MobileNetwork { mcc: 460, mnc: 11, wide_mnc: true }, cells: Cells::G4(&self.cells4), timing_advance: 0, aps: &[] }),
+            Message::Heartbeat(Heartbeat {
+                extended: false,
+                status: HeartbeatStatus {
+                    terminal_info: 0x44,
+                    battery: 87,
+                    gsm_signal: 4,
+                },
+                language: Some(1),
+                extension: &[],
+            }),
+            Message::Heartbeat(Heartbeat {
+                extended: true,
+                status: HeartbeatStatus {
+                    terminal_info: 0x40,
+                    battery: 86,
+                    gsm_signal: 3,
+                },
+                language: Some(2),
+                extension: &[0xAA, 0xBB],
+            }),
+            Message::Gps(GpsReport {
+                generation: Generation::G2,
+                time: TIME,
+                fix: shenzhen,
+                tail: Some(gps_tail),
+            }),
+            Message::Gps(GpsReport {
+                generation: Generation::G4,
+                time: TIME,
+                fix: sydney,
+                tail: None,
+            }),
+            Message::Lbs(LbsReport {
+                protocol: 0x28,
+                time: TIME,
+                network: net,
+                cells: Cells::G2(&self.cells2),
+                timing_advance: Some(0),
+                language: Some(1),
+            }),
+            Message::Lbs(LbsReport {
+                protocol: 0x2E,
+                time: TIME,
+                network: net,
+                cells: Cells::G2(&self.cells2),
+                timing_advance: Some(0),
+                language: Some(1),
+            }),
+            Message::Lbs(LbsReport {
+                protocol: 0xA1,
+                time: TIME,
+                network: MobileNetwork::new(460, 11),
+                cells: Cells::G4(&self.cells4),
+                timing_advance: Some(0),
+                language: Some(1),
+            }),
+            Message::Wifi(WifiReport {
+                time: TIME,
+                network: net,
+                cells: Cells::G2(&self.cells2),
+                timing_advance: 0,
+                aps: &self.aps,
+            }),
+            Message::Wifi(WifiReport {
+                time: TIME,
+                network: net,
+                cells: Cells::G4(&self.cells4),
+                timing_advance: 0,
+                aps: &[],
+            }),
+            Message::AddressRequest(AddressRequest {
+                protocol: 0x17,
+                time: TIME,
+                body: &[0x01, 0xCC, 0x00, 0x27, 0x95, 0x0E, 0x5A, 0x21],
+                language: 1,
+            }),
+            Message::AddressRequest(AddressRequest {
+                protocol: 0x1A,
+                time: TIME,
+                body: zerocopy::IntoBytes::as_bytes(&self.shenzhen),
+                language: 2,
+            }),
+            Message::AddressRequest(AddressRequest {
+                protocol: 0xA7,
+                time: TIME,
+                body: &[
+                    0x01, 0xCC, 0x00, 0x00, 0x01, 0x27, 0x95, 0, 0, 0, 1, 0x0E, 0x5A, 0x21, 0x01,
+                ],
+                language: 1,
+            }),
+            Message::Alarm(Alarm {
+                source: AlarmSource::SingleFence,
+                body: AlarmBody::Fence {
+                    time: TIME,
+                    fix: shenzhen,
+                    lbs_length: 12,
+                    network: net,
+                    cell: CellId4g::new(0x2795, 0x0E5A21),
+                    status: alarm_status,
+                    fence_id: None,
+                },
+            }),
+            Message::Alarm(Alarm {
+                source: AlarmSource::MultiFence,
+                body: AlarmBody::Fence {
+                    time: TIME,
+                    fix: sydney,
+                    lbs_length: 12,
+                    network: net,
+                    cell: CellId4g::new(0x2795, 0x0E5A21),
+                    status: AlarmStatus {
+                        alarm_code: 0x05,
+                        ..alarm_status
+                    },
+                    fence_id: Some(3),
+                },
+            }),
+            Message::Alarm(Alarm {
+                source: AlarmSource::Lbs,
+                body: AlarmBody::Lbs {
+                    network: net,
+                    cell: CellId4g::new(0x2795, 0x0E5A21),
+                    status: AlarmStatus {
+                        alarm_code: 0x02,
+                        ..alarm_status
+                    },
+                },
+            }),
+            Message::Alarm(Alarm {
+                source: AlarmSource::Wifi,
+                body: AlarmBody::Wifi {
+                    time: TIME,
+                    network: net,
+                    cells: Cells::G2(&self.cells2[..2]),
+                    timing_advance: 0,
+                    aps: &self.aps,
+                    alarm_code: 0x23,
+                    language: 1,
+                },
+            }),
+            Message::Attendance(Attendance {
+                head: head(AttendanceKind::ClockIn),
+                network: net,
+                cells: Cells::G2(&self.cells2),
+                timing_advance: 0,
+                aps: &self.aps,
+            }),
+            Message::Attendance(Attendance {
+                head: head(AttendanceKind::ClockOut),
+                network: MobileNetwork {
+                    mcc: 460,
+                    mnc: 11,
+                    wide_mnc: true,
+                },
+                cells: Cells::G4(&self.cells4),
+                timing_advance: 0,
+                aps: &[],
+            }),
             Message::BluetoothPunch(BluetoothPunch { body: punch }),
-            Message::BluetoothLocation(BluetoothLocation { time: TIME, beacons: &self.beacons }),
-            Message::GeneralInfo(GeneralInfo::SimIds { imei: [0; 8], imsi: Imsi([0x04, 0x60, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90]), iccid: Iccid([0x89, 0x86, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34]) }),
-            Message::CommandReply(CommandReply { length: 9, server_flag: 42, text: b"OK!", language: Some(1) }),
-            Message::Unknown { protocol: 0x5A, content: &[1, 2, 3] },
+            Message::BluetoothLocation(BluetoothLocation {
+                time: TIME,
+                beacons: &self.beacons,
+            }),
+            Message::GeneralInfo(GeneralInfo::SimIds {
+                imei: [0; 8],
+                imsi: Imsi([0x04, 0x60, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90]),
+                iccid: Iccid([0x89, 0x86, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34]),
+            }),
+            Message::CommandReply(CommandReply {
+                length: 9,
+                server_flag: 42,
+                text: b"OK!",
+                language: Some(1),
+            }),
+            Message::Unknown {
+                protocol: 0x5A,
+                content: &[1, 2, 3],
+            },
         ]
     }
 }

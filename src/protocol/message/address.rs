@@ -123,7 +123,9 @@ mod tests {
 
     #[test]
     fn cell_of_lbs_requests() {
-        let content = [24, 5, 1, 8, 30, 0, 0x01, 0xCC, 0x00, 0x25, 0x1A, 0x00, 0x0F, 0xA1, 0x00, 0x01];
+        let content = [
+            24, 5, 1, 8, 30, 0, 0x01, 0xCC, 0x00, 0x25, 0x1A, 0x00, 0x0F, 0xA1, 0x00, 0x01,
+        ];
         let r = AddressRequest::decode(0x17, &content).unwrap();
         assert!(!r.wants_english());
         let (net, cell) = r.cell().unwrap();

@@ -46,7 +46,9 @@ impl AlarmSource {
 
 /// The status tail of 0xA3, 0xA4 and 0xA5: terminal info(1) + voltage level(1)
 /// + GSM signal(1) + alarm code(1) + language(1).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct AlarmStatus {
     pub terminal_info: u8,
@@ -114,7 +116,11 @@ impl<'a> Alarm<'a> {
                 let network = c.network()?;
                 let cell = *c.read::<CellId4g>("cell")?;
                 let status = *c.read::<AlarmStatus>("status")?;
-                let fence_id = if source == AlarmSource::MultiFence { c.opt_u8() } else { None };
+                let fence_id = if source == AlarmSource::MultiFence {
+                    c.opt_u8()
+                } else {
+                    None
+                };
                 AlarmBody::Fence {
                     time,
                     fix,
@@ -219,7 +225,8 @@ impl<'a> Alarm<'a> {
     }
 
     pub fn battery_percent(&self) -> Option<u8> {
-        self.status().and_then(|s| voltage_level_percent(s.voltage_level))
+        self.status()
+            .and_then(|s| voltage_level_percent(s.voltage_level))
     }
 
     pub fn fence_id(&self) -> Option<u8> {
@@ -243,8 +250,18 @@ impl<'a> Alarm<'a> {
             } => 6 + 12 + 1 + network.encoded_len() + 12 + 5 + fence_id.map_or(0, |_| 1),
             AlarmBody::Lbs { network, .. } => network.encoded_len() + 12 + 5,
             AlarmBody::Wifi {
-                network, cells, aps, ..
-            } => 6 + network.encoded_len() + 2 + cells.as_bytes().len() + 2 + aps.as_bytes().len() + 2,
+                network,
+                cells,
+                aps,
+                ..
+            } => {
+                6 + network.encoded_len()
+                    + 2
+                    + cells.as_bytes().len()
+                    + 2
+                    + aps.as_bytes().len()
+                    + 2
+            }
         }
     }
 

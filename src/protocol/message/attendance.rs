@@ -15,7 +15,9 @@ use super::location::{read_cells, STATIONS};
 use super::MessageError;
 
 /// The fixed first 26 bytes of an attendance report.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct AttendanceHead {
     pub time: DeviceTime,
@@ -61,7 +63,11 @@ impl<'a> Attendance<'a> {
         } else {
             c.network()?
         };
-        let generation = if four_g { Generation::G4 } else { Generation::G2 };
+        let generation = if four_g {
+            Generation::G4
+        } else {
+            Generation::G2
+        };
         let cells = read_cells(&mut c, generation, STATIONS)?;
         let timing_advance = c.u8("timing_advance")?;
         let count = c.u8("wifi_count")?;
@@ -100,7 +106,11 @@ impl<'a> Attendance<'a> {
             Generation::G2 => self.network.encoded_len(),
             Generation::G4 => 4,
         };
-        size_of::<AttendanceHead>() + network + self.cells.as_bytes().len() + 2 + self.aps.as_bytes().len()
+        size_of::<AttendanceHead>()
+            + network
+            + self.cells.as_bytes().len()
+            + 2
+            + self.aps.as_bytes().len()
     }
 
     pub(super) fn encode(&self, out: &mut BytesMut) {

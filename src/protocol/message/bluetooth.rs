@@ -14,7 +14,9 @@ use super::MessageError;
 
 /// 0xB2, 38 bytes: datetime(6) + RSSI(1, signed) + MAC(6) + UUID(16) +
 /// major(2) + minor(2) + battery(2, 0.01 V) + terminal info(1) + reserved(2).
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct PunchBody {
     pub time: DeviceTime,

@@ -81,7 +81,10 @@ mod tests {
     fn reply_with_language() {
         let content = [0x0B, 0x00, 0x00, 0x00, 0x2A, b'O', b'K', b'!', 0x00, 0x01];
         let r = CommandReply::decode(&content).unwrap();
-        assert_eq!((r.server_flag, r.text, r.language), (42, &b"OK!"[..], Some(1)));
+        assert_eq!(
+            (r.server_flag, r.text, r.language),
+            (42, &b"OK!"[..], Some(1))
+        );
         let short = CommandReply::decode(&content[..7]).unwrap();
         assert_eq!((short.text, short.language), (&b"OK"[..], None));
         assert!(CommandReply::decode(&content[..4]).is_err());

@@ -148,8 +148,17 @@ mod tests {
         assert_eq!(info.imsi().unwrap().to_string(), "460011234567890");
         assert_eq!(info.iccid().unwrap().to_string(), "89860112345678901234");
         let short = GeneralInfo::decode(&content[..20]).unwrap();
-        assert!(matches!(short, GeneralInfo::Other { sub_protocol: 0x0A, .. }));
-        assert_eq!(GeneralInfo::decode(&[0x09, 3]).unwrap(), GeneralInfo::GpsStatus(3));
+        assert!(matches!(
+            short,
+            GeneralInfo::Other {
+                sub_protocol: 0x0A,
+                ..
+            }
+        ));
+        assert_eq!(
+            GeneralInfo::decode(&[0x09, 3]).unwrap(),
+            GeneralInfo::GpsStatus(3)
+        );
         assert!(GeneralInfo::decode(&[]).is_err());
     }
 }

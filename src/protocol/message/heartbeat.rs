@@ -11,7 +11,9 @@ use crate::protocol::number as n;
 use super::{Hex, MessageError};
 
 /// The three status bytes every heartbeat starts with.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq, Debug,
+)]
 #[repr(C)]
 pub struct HeartbeatStatus {
     pub terminal_info: u8,
@@ -34,7 +36,14 @@ pub struct Heartbeat<'a> {
 impl<'a> Heartbeat<'a> {
     pub(super) fn decode(protocol: u8, content: &'a [u8]) -> Result<Self, MessageError> {
         let extended = protocol == n::HEARTBEAT_EXT;
-        let mut c = Cursor::new(if extended { "heartbeat_ext" } else { "heartbeat" }, content);
+        let mut c = Cursor::new(
+            if extended {
+                "heartbeat_ext"
+            } else {
+                "heartbeat"
+            },
+            content,
+        );
         let status = *c.read::<HeartbeatStatus>("status")?;
         let language = c.opt_u16();
         // 0x13 has nothing after the language; tolerate vendor padding there.
@@ -90,7 +99,14 @@ mod tests {
     #[test]
     fn heartbeat_and_extended_heartbeat() {
         let h = Heartbeat::decode(0x13, &[0x44, 85, 4, 0x00, 0x01]).unwrap();
-        assert_eq!(h.status, HeartbeatStatus { terminal_info: 0x44, battery: 85, gsm_signal: 4 });
+        assert_eq!(
+            h.status,
+            HeartbeatStatus {
+                terminal_info: 0x44,
+                battery: 85,
+                gsm_signal: 4
+            }
+        );
         assert_eq!(h.language, Some(1));
         assert!(h.terminal_info().gps_positioned());
         let h = Heartbeat::decode(0x36, &[0x00, 50, 3, 0x00, 0x02, 0xAA, 0xBB]).unwrap();

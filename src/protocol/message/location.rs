@@ -41,8 +41,19 @@ pub struct GpsTail {
 
 impl GpsReport {
     pub(super) fn decode(protocol: u8, content: &[u8]) -> Result<Self, MessageError> {
-        let generation = if protocol == n::GPS_4G { Generation::G4 } else { Generation::G2 };
-        let mut c = Cursor::new(if protocol == n::GPS_4G { "gps_4g" } else { "gps" }, content);
+        let generation = if protocol == n::GPS_4G {
+            Generation::G4
+        } else {
+            Generation::G2
+        };
+        let mut c = Cursor::new(
+            if protocol == n::GPS_4G {
+                "gps_4g"
+            } else {
+                "gps"
+            },
+            content,
+        );
         let time = *c.read::<DeviceTime>("datetime")?;
         let fix = *c.read::<GpsFix>("gps")?;
         let tail = if c.remaining() == 0 {
@@ -62,13 +73,21 @@ impl GpsReport {
                 Generation::G4 => {
                     let lac = c.u32("lac")?;
                     let id = u64::from_be_bytes(c.array::<8>("cell_id")?);
-                    CellTower { lac, cell_id: id, rssi: 0 }
+                    CellTower {
+                        lac,
+                        cell_id: id,
+                        rssi: 0,
+                    }
                 }
             };
             let acc = c.u8("acc")?;
             let report_mode = c.u8("report_mode")?;
             let realtime_upload = c.u8("realtime_upload")?;
-            let mileage = if c.remaining() >= 4 { Some(c.u32("mileage")?) } else { None };
+            let mileage = if c.remaining() >= 4 {
+                Some(c.u32("mileage")?)
+            } else {
+                None
+            };
             Some(GpsTail {
                 network,
                 cell,
@@ -156,7 +175,11 @@ pub struct LbsReport<'a> {
 
 impl<'a> LbsReport<'a> {
     pub(super) fn decode(protocol: u8, content: &'a [u8]) -> Result<Self, MessageError> {
-        let generation = if protocol == n::LBS_4G { Generation::G4 } else { Generation::G2 };
+        let generation = if protocol == n::LBS_4G {
+            Generation::G4
+        } else {
+            Generation::G2
+        };
         let mut c = Cursor::new(crate::protocol::number::name(protocol), content);
         let time = *c.read::<DeviceTime>("datetime")?;
         let network = c.network()?;
@@ -180,7 +203,9 @@ impl<'a> LbsReport<'a> {
     pub(super) fn content_len(&self) -> usize {
         6 + self.network.encoded_len()
             + self.cells.as_bytes().len()
-            + self.timing_advance.map_or(0, |_| 1 + self.language.map_or(0, |_| 2))
+            + self
+                .timing_advance
+                .map_or(0, |_| 1 + self.language.map_or(0, |_| 2))
     }
 
     pub(super) fn encode(&self, out: &mut BytesMut) {
@@ -209,7 +234,11 @@ pub struct WifiReport<'a> {
 
 impl<'a> WifiReport<'a> {
     pub(super) fn decode(protocol: u8, content: &'a [u8]) -> Result<Self, MessageError> {
-        let generation = if protocol == n::WIFI_4G { Generation::G4 } else { Generation::G2 };
+        let generation = if protocol == n::WIFI_4G {
+            Generation::G4
+        } else {
+            Generation::G2
+        };
         let mut c = Cursor::new(crate::protocol::number::name(protocol), content);
         let time = *c.read::<DeviceTime>("datetime")?;
         let network = c.network()?;

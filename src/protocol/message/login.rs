@@ -118,6 +118,9 @@ mod tests {
         let e = Login::decode(&[0x03, 0x53, 0x41]).unwrap_err();
         assert_eq!((e.message, e.offset), ("login", 0));
         let e = Login::decode(&[0x0F; 8]).unwrap_err();
-        assert_eq!(e.to_string(), "login: imei invalid: not BCD digits at content offset 8");
+        assert_eq!(
+            e.to_string(),
+            "login: imei invalid: not BCD digits at content offset 8"
+        );
     }
 }

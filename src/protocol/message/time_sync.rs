@@ -16,7 +16,9 @@ pub struct TimeSyncRequest {
 impl TimeSyncRequest {
     pub(super) fn decode(content: &[u8]) -> Self {
         if content.len() >= 8 {
-            let t = DeviceTime::new(content[0], content[1], content[2], content[3], content[4], content[5]);
+            let t = DeviceTime::new(
+                content[0], content[1], content[2], content[3], content[4], content[5],
+            );
             Self {
                 device_time: Some(t),
                 language: u16::from_be_bytes([content[6], content[7]]),
