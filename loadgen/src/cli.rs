@@ -141,7 +141,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn imei(&self, index: u64) -> Imei {
-        Imei::with_check_digit(self.imei_base + index).expect("validated: base + devices has 14 digits")
+        Imei::with_check_digit(self.imei_base + index)
+            .expect("validated: base + devices has 14 digits")
     }
 
     /// This process's badges.
@@ -177,7 +178,10 @@ impl Cli {
             bail!("--devices {} is outside 1..={MAX_DEVICES}", self.devices);
         }
         if self.duration == 0 || self.duration > MAX_DURATION_SECS {
-            bail!("--duration {} is outside 1..={MAX_DURATION_SECS} seconds", self.duration);
+            bail!(
+                "--duration {} is outside 1..={MAX_DURATION_SECS} seconds",
+                self.duration
+            );
         }
         if self.heartbeat == 0 {
             bail!("--heartbeat must be at least 1 second");
@@ -189,14 +193,22 @@ impl Cli {
             bail!("--procs {} is outside 1..={MAX_PROCS}", self.procs);
         }
         if u64::from(self.procs) > self.devices {
-            bail!("--procs {} is more than the {} devices", self.procs, self.devices);
+            bail!(
+                "--procs {} is more than the {} devices",
+                self.procs,
+                self.devices
+            );
         }
         if !(self.reply_timeout > 0.0 && self.reply_timeout <= 60.0) {
-            bail!("--reply-timeout {} is outside (0, 60] seconds", self.reply_timeout);
+            bail!(
+                "--reply-timeout {} is outside (0, 60] seconds",
+                self.reply_timeout
+            );
         }
         let total = self.worker_total.unwrap_or(self.devices);
         let last_body = self.imei_base.checked_add(total - 1);
-        if self.imei_base < 10_000_000_000_000 || last_body.is_none_or(|b| b >= 100_000_000_000_000) {
+        if self.imei_base < 10_000_000_000_000 || last_body.is_none_or(|b| b >= 100_000_000_000_000)
+        {
             bail!(
                 "--imei-base {} must have 14 digits, and so must base + devices - 1",
                 self.imei_base
@@ -210,7 +222,9 @@ impl Cli {
             Some(r) => Duration::from_secs_f64(r),
             // 1000 connects a second: a fleet coming online, not a thundering
             // herd (--ramp 0 for that), so the steady state dominates the figures.
-            None => Duration::from_secs_f64((total as f64 / 1000.0).min(self.duration as f64 / 4.0)),
+            None => {
+                Duration::from_secs_f64((total as f64 / 1000.0).min(self.duration as f64 / 4.0))
+            }
         };
         let reconnect_rate = match self.reconnect_rate {
             Some(r) if !(r > 0.0 && r.is_finite()) => bail!("--reconnect-rate must be positive"),
@@ -234,7 +248,12 @@ impl Cli {
                 bail!("--verify-clickhouse {url}: only http:// URLs are supported");
             }
         }
-        if self.database.is_empty() || !self.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if self.database.is_empty()
+            || !self
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             bail!("--database {:?}: letters, digits and _ only", self.database);
         }
         let worker = match (self.worker_first, self.worker_total, self.worker_epoch_ms) {
@@ -279,8 +298,14 @@ pub fn parse_sources(s: &str) -> anyhow::Result<Vec<IpAddr>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once('-') {
-            let a: Ipv4Addr = a.trim().parse().with_context(|| format!("--source {part}: {a} is not an IPv4 address"))?;
-            let b: Ipv4Addr = b.trim().parse().with_context(|| format!("--source {part}: {b} is not an IPv4 address"))?;
+            let a: Ipv4Addr = a
+                .trim()
+                .parse()
+                .with_context(|| format!("--source {part}: {a} is not an IPv4 address"))?;
+            let b: Ipv4Addr = b
+                .trim()
+                .parse()
+                .with_context(|| format!("--source {part}: {b} is not an IPv4 address"))?;
             let (lo, hi) = (u32::from(a), u32::from(b));
             if hi < lo {
                 bail!("--source {part}: the range runs backwards");
@@ -290,7 +315,10 @@ pub fn parse_sources(s: &str) -> anyhow::Result<Vec<IpAddr>> {
             }
             out.extend((lo..=hi).map(|v| IpAddr::V4(Ipv4Addr::from(v))));
         } else {
-            out.push(part.parse().with_context(|| format!("--source {part}: not an IP address"))?);
+            out.push(
+                part.parse()
+                    .with_context(|| format!("--source {part}: not an IP address"))?,
+            );
         }
     }
     if out.is_empty() {
@@ -312,12 +340,23 @@ mod tests {
     #[test]
     fn defaults_and_caps() {
         let s = cli(&["--target", "127.0.0.1:18850"]).unwrap();
-        assert_eq!((s.devices, s.duration.as_secs(), s.heartbeat.as_secs()), (100, 10, 30));
+        assert_eq!(
+            (s.devices, s.duration.as_secs(), s.heartbeat.as_secs()),
+            (100, 10, 30)
+        );
         assert_eq!(s.profile, Profile::Realistic);
         assert!(s.imei(0).luhn_valid());
         assert!(cli(&["--target", "127.0.0.1:1", "--devices", "200001"]).is_err());
         assert!(cli(&["--target", "127.0.0.1:1", "--duration", "3601"]).is_err());
-        assert!(cli(&["--target", "127.0.0.1:1", "--devices", "200000", "--duration", "3600"]).is_ok());
+        assert!(cli(&[
+            "--target",
+            "127.0.0.1:1",
+            "--devices",
+            "200000",
+            "--duration",
+            "3600"
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -17,8 +17,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::sleep_until;
 
-use crate::expect::{parse_online_command, parse_text_message, Failure, Mismatch, Outstanding, Pending, Verdict};
-use crate::profile::{Action, Badge, Outgoing, Plan, Planner, Profile};
+use crate::expect::{
+    parse_online_command, parse_text_message, Failure, Mismatch, Outstanding, Pending, Verdict,
+};
+use crate::profile::{Action, Badge, Kind, Outgoing, Plan, Planner, Profile};
 use crate::report::Stats;
 
 /// How long a close waits for the server to close its side, which is when
@@ -55,7 +57,9 @@ pub struct DeviceSpec {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn micros(d: Duration) -> u64 {
@@ -92,25 +96,32 @@ pub async fn run(shared: Arc<Shared>, spec: DeviceSpec, mut stop: watch::Receive
     };
     while Instant::now() < end && !*stop.borrow() {
         let started = Instant::now();
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(shared.target, source)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                stats.c.connect_failures.fetch_add(1, Relaxed);
-                stats.note(spec.imei.as_u64(), &format!("connect to {} failed: {e}", shared.target));
-                if !pause(&mut backoff, end, &mut stop).await {
-                    break;
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(shared.target, source)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    stats.c.connect_failures.fetch_add(1, Relaxed);
+                    stats.note(
+                        spec.imei.as_u64(),
+                        &format!("connect to {} failed: {e}", shared.target),
+                    );
+                    if !pause(&mut backoff, end, &mut stop).await {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(_) => {
-                stats.c.connect_failures.fetch_add(1, Relaxed);
-                stats.note(spec.imei.as_u64(), &format!("connect to {} timed out", shared.target));
-                if !pause(&mut backoff, end, &mut stop).await {
-                    break;
+                Err(_) => {
+                    stats.c.connect_failures.fetch_add(1, Relaxed);
+                    stats.note(
+                        spec.imei.as_u64(),
+                        &format!("connect to {} timed out", shared.target),
+                    );
+                    if !pause(&mut backoff, end, &mut stop).await {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
-        };
+            };
         stats.connect_latency(micros(started.elapsed()));
         stats.c.connects.fetch_add(1, Relaxed);
         let mut conn = Conn::new(stream, &shared, spec.index, spec.imei);
@@ -171,7 +182,11 @@ async fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
     let stream = match source {
         None => TcpStream::connect(target).await?,
         Some(src) => {
-            let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+            let socket = Socket::new(
+                Domain::for_address(target),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
             socket.set_nonblocking(true)?;
             if src.is_ipv4() {
                 let one: libc::c_int = 1;
@@ -191,7 +206,9 @@ async fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
             }
             socket.bind(&SocketAddr::new(src, 0).into())?;
             let std_stream: std::net::TcpStream = socket.into();
-            TcpSocket::from_std_stream(std_stream).connect(target).await?
+            TcpSocket::from_std_stream(std_stream)
+                .connect(target)
+                .await?
         }
     };
     stream.set_nodelay(true)?;
@@ -260,7 +277,7 @@ impl<'a> Conn<'a> {
         self.unflushed.push(out);
     }
 
-    fn build(&mut self, badge: &mut Badge, kind: crate::profile::Kind) {
+    fn build(&mut self, badge: &mut Badge, kind: Kind) {
         let serial = self.next_serial();
         let out = badge.build(kind, serial, Instant::now(), unix_now(), &mut self.wbuf);
         self.sent(out, serial);
@@ -281,7 +298,8 @@ impl<'a> Conn<'a> {
                 s.expected[p].fetch_add(1, Relaxed);
             }
             if out.bluetooth_rows > 0 {
-                s.c.bluetooth_rows.fetch_add(u64::from(out.bluetooth_rows), Relaxed);
+                s.c.bluetooth_rows
+                    .fetch_add(u64::from(out.bluetooth_rows), Relaxed);
             }
         }
         self.unflushed.clear();
@@ -299,7 +317,10 @@ impl<'a> Conn<'a> {
         self.sent(out, serial);
         let sent_at = Instant::now();
         if let Err(e) = self.flush().await {
-            self.stats.note(self.imei.as_u64(), &format!("sending the login failed: {e}"));
+            self.stats.note(
+                self.imei.as_u64(),
+                &format!("sending the login failed: {e}"),
+            );
             return false;
         }
         let deadline = sent_at + self.shared.reply_timeout;
@@ -334,7 +355,12 @@ impl<'a> Conn<'a> {
 
     /// Follows the profile until the run ends, a reconnect is due, or the
     /// connection is lost.
-    async fn traffic(&mut self, badge: &mut Badge, planner: &mut Planner, stop: &mut watch::Receiver<bool>) -> Outcome {
+    async fn traffic(
+        &mut self,
+        badge: &mut Badge,
+        planner: &mut Planner,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
         let end = self.shared.plan.end;
         let timeout = self.shared.reply_timeout;
         loop {
@@ -454,15 +480,31 @@ impl<'a> Conn<'a> {
                 p.serial,
                 self.shared.reply_timeout
             );
-            self.stats.mismatch(Mismatch::Timeout, Some(p.request), self.imei.as_u64(), &detail, &[]);
+            self.stats.mismatch(
+                Mismatch::Timeout,
+                Some(p.request),
+                self.imei.as_u64(),
+                &detail,
+                &[],
+            );
         }
     }
 
     /// The connection is gone: whatever was outstanding will never come.
     fn lose_outstanding(&mut self) {
         for p in self.outstanding.take_all() {
-            let detail = format!("connection ended before the 0x{:02X} reply to serial {}", p.expected.protocol(), p.serial);
-            self.stats.mismatch(Mismatch::LostOnClose, Some(p.request), self.imei.as_u64(), &detail, &[]);
+            let detail = format!(
+                "connection ended before the 0x{:02X} reply to serial {}",
+                p.expected.protocol(),
+                p.serial
+            );
+            self.stats.mismatch(
+                Mismatch::LostOnClose,
+                Some(p.request),
+                self.imei.as_u64(),
+                &detail,
+                &[],
+            );
         }
     }
 
@@ -492,7 +534,15 @@ impl<'a> Conn<'a> {
                 },
                 _ => match self.outstanding.on_frame(&frame, now_unix) {
                     Verdict::Reply { pending, result: r } => {
-                        record_reply(stats, self.device, &pending, now, imei, r.as_ref().err(), frame.raw);
+                        record_reply(
+                            stats,
+                            self.device,
+                            &pending,
+                            now,
+                            imei,
+                            r.as_ref().err(),
+                            frame.raw,
+                        );
                         if pending.request == n::LOGIN {
                             result.login_ok = Some(r.is_ok());
                         }
@@ -504,7 +554,13 @@ impl<'a> Conn<'a> {
                         );
                         // One mismatch per reply: out of order, plus its kind if also wrong.
                         record_reply(stats, self.device, &pending, now, imei, None, frame.raw);
-                        stats.mismatch(Mismatch::OutOfOrder, Some(pending.request), imei, &detail, frame.raw);
+                        stats.mismatch(
+                            Mismatch::OutOfOrder,
+                            Some(pending.request),
+                            imei,
+                            &detail,
+                            frame.raw,
+                        );
                         if let Err(f) = &r {
                             stats.mismatch(f.kind, None, imei, &f.detail, frame.raw);
                         }
@@ -557,7 +613,15 @@ struct Processed {
     login_ok: Option<bool>,
 }
 
-fn record_reply(stats: &Stats, device: u64, p: &Pending, now: Instant, imei: u64, failure: Option<&Failure>, raw: &[u8]) {
+fn record_reply(
+    stats: &Stats,
+    device: u64,
+    p: &Pending,
+    now: Instant,
+    imei: u64,
+    failure: Option<&Failure>,
+    raw: &[u8],
+) {
     stats.received[usize::from(p.request)].fetch_add(1, Relaxed);
     stats.reply_latency(device, micros(now.saturating_duration_since(p.sent_at)));
     if let Some(f) = failure {

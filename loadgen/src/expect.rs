@@ -147,12 +147,21 @@ impl Failure {
 
 /// Checks a frame received as the answer to `expected`, sent with `serial`.
 /// `now_unix` is our clock when the frame arrived.
-pub fn check(expected: &Expected, serial: u16, frame: &Frame<'_>, now_unix: i64) -> Result<(), Failure> {
+pub fn check(
+    expected: &Expected,
+    serial: u16,
+    frame: &Frame<'_>,
+    now_unix: i64,
+) -> Result<(), Failure> {
     check_frame(frame)?;
     if frame.protocol != expected.protocol() {
         return Err(Failure::new(
             Mismatch::WrongProtocol,
-            format!("expected 0x{:02X}, got 0x{:02X}", expected.protocol(), frame.protocol),
+            format!(
+                "expected 0x{:02X}, got 0x{:02X}",
+                expected.protocol(),
+                frame.protocol
+            ),
         ));
     }
     if frame.serial != serial {
@@ -165,12 +174,18 @@ pub fn check(expected: &Expected, serial: u16, frame: &Frame<'_>, now_unix: i64)
     match *expected {
         Expected::Ack { .. } => {
             if !c.is_empty() {
-                return Err(layout(format!("ack with {} content bytes, expected none", c.len())));
+                return Err(layout(format!(
+                    "ack with {} content bytes, expected none",
+                    c.len()
+                )));
             }
         }
         Expected::TimeSync { language } => {
             if c.len() != 6 {
-                return Err(layout(format!("0x1F content of {} bytes, expected 6", c.len())));
+                return Err(layout(format!(
+                    "0x1F content of {} bytes, expected 6",
+                    c.len()
+                )));
             }
             let time = i64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
             let lang = u16::from_be_bytes([c[4], c[5]]);
@@ -178,7 +193,11 @@ pub fn check(expected: &Expected, serial: u16, frame: &Frame<'_>, now_unix: i64)
                 return Err(value(format!("0x1F language {lang}, sent {language}")));
             }
             // The reference sends Chinese badges their wall clock (UTC+8) as if it were Unix time.
-            let shift = if language == 1 { i64::from(BEIJING_OFFSET_MINUTES) * 60 } else { 0 };
+            let shift = if language == 1 {
+                i64::from(BEIJING_OFFSET_MINUTES) * 60
+            } else {
+                0
+            };
             let want = now_unix + shift;
             if (time - want).abs() > CLOCK_TOLERANCE_SECS {
                 return Err(value(format!(
@@ -189,14 +208,20 @@ pub fn check(expected: &Expected, serial: u16, frame: &Frame<'_>, now_unix: i64)
         }
         Expected::TimeSync2 => {
             if c.len() != 6 {
-                return Err(layout(format!("0x8A content of {} bytes, expected 6", c.len())));
+                return Err(layout(format!(
+                    "0x8A content of {} bytes, expected 6",
+                    c.len()
+                )));
             }
             let t = DeviceTime::new(c[0], c[1], c[2], c[3], c[4], c[5]);
             let Some(unix) = t.to_unix(BEIJING_OFFSET_MINUTES) else {
                 return Err(layout(format!("0x8A time {t:?} is not a date")));
             };
             if (unix - now_unix).abs() > CLOCK_TOLERANCE_SECS {
-                return Err(value(format!("0x8A time {t:?} (UTC+8) is {}s from our clock", unix - now_unix)));
+                return Err(value(format!(
+                    "0x8A time {t:?} (UTC+8) is {}s from our clock",
+                    unix - now_unix
+                )));
             }
         }
         Expected::Address { english } => {
@@ -213,10 +238,17 @@ pub fn check(expected: &Expected, serial: u16, frame: &Frame<'_>, now_unix: i64)
             ..
         } => {
             if c.len() != 10 {
-                return Err(layout(format!("punch reply content of {} bytes, expected 10", c.len())));
+                return Err(layout(format!(
+                    "punch reply content of {} bytes, expected 10",
+                    c.len()
+                )));
             }
             if c[..6] != time {
-                return Err(value(format!("datetime {} echoed as {}", hex(&time), hex(&c[..6]))));
+                return Err(value(format!(
+                    "datetime {} echoed as {}",
+                    hex(&time),
+                    hex(&c[..6])
+                )));
             }
             if c[6] != 1 {
                 return Err(value(format!("status byte {}, expected 1", c[6])));
@@ -225,7 +257,11 @@ pub fn check(expected: &Expected, serial: u16, frame: &Frame<'_>, now_unix: i64)
                 return Err(value(format!("clock type {}, expected {kind}", c[7])));
             }
             if c[8..10] != reserved {
-                return Err(value(format!("reserved {} echoed as {}", hex(&reserved), hex(&c[8..10]))));
+                return Err(value(format!(
+                    "reserved {} echoed as {}",
+                    hex(&reserved),
+                    hex(&c[8..10])
+                )));
             }
         }
     }
@@ -288,19 +324,26 @@ pub fn parse_address(protocol: u8, c: &[u8]) -> Result<AddressReply, String> {
         }
     };
     if declared != inner.len() {
-        return Err(format!("length field says {declared}, {} bytes follow", inner.len()));
+        return Err(format!(
+            "length field says {declared}, {} bytes follow",
+            inner.len()
+        ));
     }
-    let (marker, rest) = if let Some(rest) = inner.get(4..).and_then(|r| r.strip_prefix(b"ADDRESS&&")) {
-        (AddressMarker::Address, rest)
-    } else if let Some(rest) = inner.get(4..).and_then(|r| r.strip_prefix(b"ALARMSMS&&")) {
-        (AddressMarker::AlarmSms, rest)
-    } else {
-        return Err("no ADDRESS&& or ALARMSMS&& after the server flag".into());
-    };
+    let (marker, rest) =
+        if let Some(rest) = inner.get(4..).and_then(|r| r.strip_prefix(b"ADDRESS&&")) {
+            (AddressMarker::Address, rest)
+        } else if let Some(rest) = inner.get(4..).and_then(|r| r.strip_prefix(b"ALARMSMS&&")) {
+            (AddressMarker::AlarmSms, rest)
+        } else {
+            return Err("no ADDRESS&& or ALARMSMS&& after the server flag".into());
+        };
     // Fixed tail: "&&" + phone(21) + "##".
     const TAIL: usize = 2 + 21 + 2;
     if rest.len() < TAIL {
-        return Err(format!("{} bytes after the marker, the tail alone needs {TAIL}", rest.len()));
+        return Err(format!(
+            "{} bytes after the marker, the tail alone needs {TAIL}",
+            rest.len()
+        ));
     }
     let (addr, tail) = rest.split_at(rest.len() - TAIL);
     if &tail[..2] != b"&&" || &tail[23..] != b"##" {
@@ -313,8 +356,12 @@ pub fn parse_address(protocol: u8, c: &[u8]) -> Result<AddressReply, String> {
     if addr.len() % 2 != 0 {
         return Err(format!("address of {} bytes is not UTF-16", addr.len()));
     }
-    let units: Vec<u16> = addr.chunks_exact(2).map(|u| u16::from_be_bytes([u[0], u[1]])).collect();
-    let address = String::from_utf16(&units).map_err(|_| format!("address {} is not valid UTF-16BE", hex(addr)))?;
+    let units: Vec<u16> = addr
+        .chunks_exact(2)
+        .map(|u| u16::from_be_bytes([u[0], u[1]]))
+        .collect();
+    let address = String::from_utf16(&units)
+        .map_err(|_| format!("address {} is not valid UTF-16BE", hex(addr)))?;
     Ok(AddressReply {
         marker,
         address,
@@ -332,11 +379,17 @@ pub struct OnlineCommand {
 
 pub fn parse_online_command(c: &[u8]) -> Result<OnlineCommand, String> {
     if c.len() < 7 {
-        return Err(format!("0x80 content of {} bytes, at least 7 needed", c.len()));
+        return Err(format!(
+            "0x80 content of {} bytes, at least 7 needed",
+            c.len()
+        ));
     }
     let declared = usize::from(c[0]);
     if declared != c.len() - 1 {
-        return Err(format!("0x80 length byte says {declared}, {} bytes follow", c.len() - 1));
+        return Err(format!(
+            "0x80 length byte says {declared}, {} bytes follow",
+            c.len() - 1
+        ));
     }
     let server_flag = u32::from_be_bytes([c[1], c[2], c[3], c[4]]);
     let text = String::from_utf8_lossy(&c[5..c.len() - 2]).into_owned();
@@ -359,13 +412,19 @@ pub fn parse_text_message(c: &[u8]) -> Result<String, String> {
         return Err("0x82 without content".into());
     };
     if declared != inner.len() || inner.len() < 6 {
-        return Err(format!("0x82 length field says {declared}, {} bytes follow", inner.len()));
+        return Err(format!(
+            "0x82 length field says {declared}, {} bytes follow",
+            inner.len()
+        ));
     }
     let text = &inner[4..inner.len() - 2];
     if text.len() % 2 != 0 {
         return Err("0x82 text is not UTF-16".into());
     }
-    let units: Vec<u16> = text.chunks_exact(2).map(|u| u16::from_be_bytes([u[0], u[1]])).collect();
+    let units: Vec<u16> = text
+        .chunks_exact(2)
+        .map(|u| u16::from_be_bytes([u[0], u[1]]))
+        .collect();
     String::from_utf16(&units).map_err(|_| "0x82 text is not valid UTF-16BE".into())
 }
 
@@ -383,15 +442,24 @@ pub struct Pending {
 #[derive(Debug)]
 pub enum Verdict {
     /// The answer to `pending`, right or wrong.
-    Reply { pending: Pending, result: Result<(), Failure> },
+    Reply {
+        pending: Pending,
+        result: Result<(), Failure>,
+    },
     /// The answer to `pending`, which was not the oldest outstanding request.
-    OutOfOrder { pending: Pending, result: Result<(), Failure> },
+    OutOfOrder {
+        pending: Pending,
+        result: Result<(), Failure>,
+    },
     /// The ALARMSMS address reply the reference sends after an alarm's 0x26
     /// when it knows the address: allowed, and checked.
     AlarmSms(Result<(), Failure>),
     /// A frame that answers nothing we sent; `request` is the protocol of
     /// the no-reply message it answers, when its serial tells.
-    Unexpected { failure: Failure, request: Option<u8> },
+    Unexpected {
+        failure: Failure,
+        request: Option<u8>,
+    },
 }
 
 /// How many recent serials of no-reply messages and alarms are remembered,
@@ -418,7 +486,11 @@ impl Outstanding {
     }
 
     pub fn expect(&mut self, pending: Pending) {
-        if pending.expected == (Expected::Ack { protocol: n::ALARM_ACK }) {
+        if pending.expected
+            == (Expected::Ack {
+                protocol: n::ALARM_ACK,
+            })
+        {
             remember(&mut self.alarms, pending.serial);
         }
         self.fifo.push_back(pending);
@@ -432,7 +504,8 @@ impl Outstanding {
     /// Matches a frame from the server (other than 0x80/0x82) against what
     /// is outstanding.
     pub fn on_frame(&mut self, frame: &Frame<'_>, now_unix: i64) -> Verdict {
-        let matches = |p: &Pending| p.expected.protocol() == frame.protocol && p.serial == frame.serial;
+        let matches =
+            |p: &Pending| p.expected.protocol() == frame.protocol && p.serial == frame.serial;
         if let Some(head) = self.fifo.front() {
             if matches(head) {
                 let pending = self.fifo.pop_front().expect("front exists");
@@ -443,7 +516,11 @@ impl Outstanding {
             }
         }
         if frame.protocol == n::LBS_ADDRESS_REQUEST && self.alarms.contains(&frame.serial) {
-            if let Ok(AddressReply { marker: AddressMarker::AlarmSms, .. }) = parse_address(frame.protocol, frame.content) {
+            if let Ok(AddressReply {
+                marker: AddressMarker::AlarmSms,
+                ..
+            }) = parse_address(frame.protocol, frame.content)
+            {
                 return Verdict::AlarmSms(check_frame(frame));
             }
         }
@@ -571,9 +648,19 @@ mod tests {
 
     #[test]
     fn acks_from_the_library_pass() {
-        for protocol in [n::LOGIN, n::HEARTBEAT, n::HEARTBEAT_EXT, n::LBS_MULTI_REPLY, n::ALARM_ACK] {
+        for protocol in [
+            n::LOGIN,
+            n::HEARTBEAT,
+            n::HEARTBEAT_EXT,
+            n::LBS_MULTI_REPLY,
+            n::ALARM_ACK,
+        ] {
             let bytes = encoded(Reply::Ack { protocol }, 0x1234);
-            assert_eq!(check_bytes(Expected::Ack { protocol }, 0x1234, &bytes, NOW), Ok(()), "0x{protocol:02X}");
+            assert_eq!(
+                check_bytes(Expected::Ack { protocol }, 0x1234, &bytes, NOW),
+                Ok(()),
+                "0x{protocol:02X}"
+            );
         }
     }
 
@@ -581,7 +668,10 @@ mod tests {
     fn time_sync_replies_from_the_library_pass() {
         for language in [1, 2] {
             let bytes = encoded(Reply::time_sync(language, NOW), 7);
-            assert_eq!(check_bytes(Expected::TimeSync { language }, 7, &bytes, NOW + 2), Ok(()));
+            assert_eq!(
+                check_bytes(Expected::TimeSync { language }, 7, &bytes, NOW + 2),
+                Ok(())
+            );
         }
         let reply = Reply::immediate(&Message::TimeSync2, NOW).unwrap();
         let bytes = encoded(reply, 8);
@@ -592,35 +682,104 @@ mod tests {
     fn time_sync_with_the_wrong_zone_or_language_is_a_value_mismatch() {
         // A Chinese badge answered in plain UTC: eight hours off.
         let bytes = encoded(Reply::time_sync(2, NOW), 7);
-        assert_eq!(kind_of(check_bytes(Expected::TimeSync { language: 1 }, 7, &bytes, NOW)), Some(Mismatch::BadValue));
-        let utc = encoded(Reply::TimeSync { time: NOW as u32, language: 1 }, 7);
-        assert_eq!(kind_of(check_bytes(Expected::TimeSync { language: 1 }, 7, &utc, NOW)), Some(Mismatch::BadValue));
+        assert_eq!(
+            kind_of(check_bytes(
+                Expected::TimeSync { language: 1 },
+                7,
+                &bytes,
+                NOW
+            )),
+            Some(Mismatch::BadValue)
+        );
+        let utc = encoded(
+            Reply::TimeSync {
+                time: NOW as u32,
+                language: 1,
+            },
+            7,
+        );
+        assert_eq!(
+            kind_of(check_bytes(
+                Expected::TimeSync { language: 1 },
+                7,
+                &utc,
+                NOW
+            )),
+            Some(Mismatch::BadValue)
+        );
         // 0x8A in UTC rather than UTC+8.
         let t = DeviceTime::from_unix(NOW, 0);
         let bytes = encoded(Reply::TimeSync2 { time: t }, 9);
-        assert_eq!(kind_of(check_bytes(Expected::TimeSync2, 9, &bytes, NOW)), Some(Mismatch::BadValue));
+        assert_eq!(
+            kind_of(check_bytes(Expected::TimeSync2, 9, &bytes, NOW)),
+            Some(Mismatch::BadValue)
+        );
     }
 
     #[test]
     fn address_replies_from_the_library_pass() {
-        for (english, address) in [(false, ""), (true, ""), (false, "深圳市南山区"), (true, "1 Main St")] {
-            let bytes = encoded(Reply::Address { english, alarm: false, address, phone: "" }, 3);
-            assert_eq!(check_bytes(Expected::Address { english }, 3, &bytes, NOW), Ok(()), "{english} {address}");
+        for (english, address) in [
+            (false, ""),
+            (true, ""),
+            (false, "深圳市南山区"),
+            (true, "1 Main St"),
+        ] {
+            let bytes = encoded(
+                Reply::Address {
+                    english,
+                    alarm: false,
+                    address,
+                    phone: "",
+                },
+                3,
+            );
+            assert_eq!(
+                check_bytes(Expected::Address { english }, 3, &bytes, NOW),
+                Ok(()),
+                "{english} {address}"
+            );
             let parsed = with_frame(&bytes, |f| parse_address(f.protocol, f.content)).unwrap();
             assert_eq!(parsed.address, address);
             assert_eq!(parsed.phone, "0".repeat(21));
         }
         // A long Chinese address goes out as a 79 79 frame with a true length byte.
         let long = "路".repeat(200);
-        let bytes = encoded(Reply::Address { english: false, alarm: false, address: &long, phone: "" }, 3);
+        let bytes = encoded(
+            Reply::Address {
+                english: false,
+                alarm: false,
+                address: &long,
+                phone: "",
+            },
+            3,
+        );
         assert_eq!(&bytes[..2], &[0x79, 0x79]);
-        assert_eq!(check_bytes(Expected::Address { english: false }, 3, &bytes, NOW), Ok(()));
+        assert_eq!(
+            check_bytes(Expected::Address { english: false }, 3, &bytes, NOW),
+            Ok(())
+        );
     }
 
     #[test]
     fn address_reply_in_the_wrong_language_or_with_a_lying_length_fails() {
-        let en = encoded(Reply::Address { english: true, alarm: false, address: "", phone: "" }, 3);
-        assert_eq!(kind_of(check_bytes(Expected::Address { english: false }, 3, &en, NOW)), Some(Mismatch::WrongProtocol));
+        let en = encoded(
+            Reply::Address {
+                english: true,
+                alarm: false,
+                address: "",
+                phone: "",
+            },
+            3,
+        );
+        assert_eq!(
+            kind_of(check_bytes(
+                Expected::Address { english: false },
+                3,
+                &en,
+                NOW
+            )),
+            Some(Mismatch::WrongProtocol)
+        );
         // The reference's own bug: the 0x17 length byte clamped at 255 while
         // the whole address is sent. Build such a frame by hand.
         let mut content = vec![0xFF, 0, 0, 0, 0];
@@ -631,7 +790,15 @@ mod tests {
         content.extend_from_slice(b"&&000000000000000000000##");
         let mut out = BytesMut::new();
         badge_ingest::protocol::frame::write_frame_bytes(&mut out, 0x17, 3, &content).unwrap();
-        assert_eq!(kind_of(check_bytes(Expected::Address { english: false }, 3, &out, NOW)), Some(Mismatch::BadLayout));
+        assert_eq!(
+            kind_of(check_bytes(
+                Expected::Address { english: false },
+                3,
+                &out,
+                NOW
+            )),
+            Some(Mismatch::BadLayout)
+        );
     }
 
     #[test]
@@ -639,35 +806,83 @@ mod tests {
         let time = DeviceTime::new(24, 5, 1, 8, 30, 0);
         for protocol in [n::ATTENDANCE, n::ATTENDANCE_4G, n::BT_PUNCH] {
             for kind in [AttendanceKind::ClockIn, AttendanceKind::ClockOut] {
-                let bytes = encoded(Reply::Punch { protocol, time, kind, reserved: [0xAB, 0xCD] }, 0x10);
-                let expected = Expected::Punch { protocol, time: [24, 5, 1, 8, 30, 0], kind: kind as u8, reserved: [0xAB, 0xCD] };
+                let bytes = encoded(
+                    Reply::Punch {
+                        protocol,
+                        time,
+                        kind,
+                        reserved: [0xAB, 0xCD],
+                    },
+                    0x10,
+                );
+                let expected = Expected::Punch {
+                    protocol,
+                    time: [24, 5, 1, 8, 30, 0],
+                    kind: kind as u8,
+                    reserved: [0xAB, 0xCD],
+                };
                 assert_eq!(check_bytes(expected, 0x10, &bytes, NOW), Ok(()));
-                let wrong = Expected::Punch { protocol, time: [24, 5, 1, 8, 30, 0], kind: kind as u8, reserved: [0xAB, 0xCE] };
-                assert_eq!(kind_of(check_bytes(wrong, 0x10, &bytes, NOW)), Some(Mismatch::BadValue));
+                let wrong = Expected::Punch {
+                    protocol,
+                    time: [24, 5, 1, 8, 30, 0],
+                    kind: kind as u8,
+                    reserved: [0xAB, 0xCE],
+                };
+                assert_eq!(
+                    kind_of(check_bytes(wrong, 0x10, &bytes, NOW)),
+                    Some(Mismatch::BadValue)
+                );
             }
         }
     }
 
     #[test]
     fn frame_level_failures() {
-        let mut bytes = encoded(Reply::Ack { protocol: n::HEARTBEAT }, 5);
-        let ack = Expected::Ack { protocol: n::HEARTBEAT };
-        assert_eq!(kind_of(check_bytes(ack, 6, &bytes, NOW)), Some(Mismatch::WrongSerial));
-        assert_eq!(kind_of(check_bytes(Expected::Ack { protocol: n::LOGIN }, 5, &bytes, NOW)), Some(Mismatch::WrongProtocol));
+        let mut bytes = encoded(
+            Reply::Ack {
+                protocol: n::HEARTBEAT,
+            },
+            5,
+        );
+        let ack = Expected::Ack {
+            protocol: n::HEARTBEAT,
+        };
+        assert_eq!(
+            kind_of(check_bytes(ack, 6, &bytes, NOW)),
+            Some(Mismatch::WrongSerial)
+        );
+        assert_eq!(
+            kind_of(check_bytes(
+                Expected::Ack { protocol: n::LOGIN },
+                5,
+                &bytes,
+                NOW
+            )),
+            Some(Mismatch::WrongProtocol)
+        );
         let n = bytes.len();
         bytes[n - 3] ^= 0x01;
-        assert_eq!(kind_of(check_bytes(ack, 5, &bytes, NOW)), Some(Mismatch::BadCrc));
+        assert_eq!(
+            kind_of(check_bytes(ack, 5, &bytes, NOW)),
+            Some(Mismatch::BadCrc)
+        );
         // An ack with content.
         let mut out = BytesMut::new();
         badge_ingest::protocol::frame::write_frame_bytes(&mut out, n::HEARTBEAT, 5, &[0]).unwrap();
-        assert_eq!(kind_of(check_bytes(ack, 5, &out, NOW)), Some(Mismatch::BadLayout));
+        assert_eq!(
+            kind_of(check_bytes(ack, 5, &out, NOW)),
+            Some(Mismatch::BadLayout)
+        );
         // A short frame dressed as a long one.
         let long = [0x79, 0x79, 0x00, 0x05, 0x13, 0x00, 0x05];
         let crc = badge_ingest::protocol::crc::crc_itu(&long[2..]);
         let mut frame = long.to_vec();
         frame.extend_from_slice(&crc.to_be_bytes());
         frame.extend_from_slice(&[0x0D, 0x0A]);
-        assert_eq!(kind_of(check_bytes(ack, 5, &frame, NOW)), Some(Mismatch::Marker));
+        assert_eq!(
+            kind_of(check_bytes(ack, 5, &frame, NOW)),
+            Some(Mismatch::Marker)
+        );
     }
 
     fn pending(request: u8, serial: u16, expected: Expected) -> Pending {
@@ -682,16 +897,50 @@ mod tests {
     #[test]
     fn fifo_matching() {
         let mut o = Outstanding::default();
-        o.expect(pending(n::HEARTBEAT, 1, Expected::Ack { protocol: n::HEARTBEAT }));
+        o.expect(pending(
+            n::HEARTBEAT,
+            1,
+            Expected::Ack {
+                protocol: n::HEARTBEAT,
+            },
+        ));
         o.sent_without_reply(2, n::GPS);
-        o.expect(pending(n::LBS_MULTI_REPLY, 3, Expected::Ack { protocol: n::LBS_MULTI_REPLY }));
-        o.expect(pending(n::ALARM_SINGLE_FENCE, 4, Expected::Ack { protocol: n::ALARM_ACK }));
+        o.expect(pending(
+            n::LBS_MULTI_REPLY,
+            3,
+            Expected::Ack {
+                protocol: n::LBS_MULTI_REPLY,
+            },
+        ));
+        o.expect(pending(
+            n::ALARM_SINGLE_FENCE,
+            4,
+            Expected::Ack {
+                protocol: n::ALARM_ACK,
+            },
+        ));
 
         // The reply to 3 overtakes 1.
-        let r3 = encoded(Reply::Ack { protocol: n::LBS_MULTI_REPLY }, 3);
-        assert!(matches!(with_frame(&r3, |f| o.on_frame(f, NOW)), Verdict::OutOfOrder { result: Ok(()), .. }));
-        let r1 = encoded(Reply::Ack { protocol: n::HEARTBEAT }, 1);
-        assert!(matches!(with_frame(&r1, |f| o.on_frame(f, NOW)), Verdict::Reply { result: Ok(()), .. }));
+        let r3 = encoded(
+            Reply::Ack {
+                protocol: n::LBS_MULTI_REPLY,
+            },
+            3,
+        );
+        assert!(matches!(
+            with_frame(&r3, |f| o.on_frame(f, NOW)),
+            Verdict::OutOfOrder { result: Ok(()), .. }
+        ));
+        let r1 = encoded(
+            Reply::Ack {
+                protocol: n::HEARTBEAT,
+            },
+            1,
+        );
+        assert!(matches!(
+            with_frame(&r1, |f| o.on_frame(f, NOW)),
+            Verdict::Reply { result: Ok(()), .. }
+        ));
         // A reply to the GPS report, which must not be answered.
         let r2 = encoded(Reply::Ack { protocol: n::GPS }, 2);
         match with_frame(&r2, |f| o.on_frame(f, NOW)) {
@@ -701,11 +950,22 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
-        let r4 = encoded(Reply::Ack { protocol: n::ALARM_ACK }, 4);
-        assert!(matches!(with_frame(&r4, |f| o.on_frame(f, NOW)), Verdict::Reply { result: Ok(()), .. }));
+        let r4 = encoded(
+            Reply::Ack {
+                protocol: n::ALARM_ACK,
+            },
+            4,
+        );
+        assert!(matches!(
+            with_frame(&r4, |f| o.on_frame(f, NOW)),
+            Verdict::Reply { result: Ok(()), .. }
+        ));
         // The ALARMSMS that may follow an alarm's 0x26.
         let sms = encoded(Reply::alarm_address("Somewhere"), 4);
-        assert!(matches!(with_frame(&sms, |f| o.on_frame(f, NOW)), Verdict::AlarmSms(Ok(()))));
+        assert!(matches!(
+            with_frame(&sms, |f| o.on_frame(f, NOW)),
+            Verdict::AlarmSms(Ok(()))
+        ));
         // Nothing is outstanding now: any frame is unexpected.
         let stray = encoded(Reply::Ack { protocol: n::LOGIN }, 99);
         match with_frame(&stray, |f| o.on_frame(f, NOW)) {
@@ -718,10 +978,24 @@ mod tests {
     #[test]
     fn a_wrong_serial_is_charged_to_the_oldest_request() {
         let mut o = Outstanding::default();
-        o.expect(pending(n::HEARTBEAT, 1, Expected::Ack { protocol: n::HEARTBEAT }));
-        let bytes = encoded(Reply::Ack { protocol: n::HEARTBEAT }, 77);
+        o.expect(pending(
+            n::HEARTBEAT,
+            1,
+            Expected::Ack {
+                protocol: n::HEARTBEAT,
+            },
+        ));
+        let bytes = encoded(
+            Reply::Ack {
+                protocol: n::HEARTBEAT,
+            },
+            77,
+        );
         match with_frame(&bytes, |f| o.on_frame(f, NOW)) {
-            Verdict::Reply { pending, result: Err(f) } => {
+            Verdict::Reply {
+                pending,
+                result: Err(f),
+            } => {
                 assert_eq!(pending.serial, 1);
                 assert_eq!(f.kind, Mismatch::WrongSerial);
             }
@@ -737,14 +1011,19 @@ mod tests {
             o.expect(Pending {
                 request: n::HEARTBEAT,
                 serial: i as u16,
-                expected: Expected::Ack { protocol: n::HEARTBEAT },
+                expected: Expected::Ack {
+                    protocol: n::HEARTBEAT,
+                },
                 sent_at: t0 + Duration::from_millis(*dt),
             });
         }
         let timeout = Duration::from_secs(5);
         assert_eq!(o.next_deadline(timeout), Some(t0 + timeout));
         let gone = o.expire(t0 + timeout + Duration::from_millis(150), timeout);
-        assert_eq!(gone.iter().map(|p| p.serial).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            gone.iter().map(|p| p.serial).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert_eq!(o.len(), 1);
         assert_eq!(o.take_all().len(), 1);
     }
@@ -753,13 +1032,33 @@ mod tests {
     fn downlinks_from_the_library_parse() {
         use badge_ingest::protocol::downlink::{OnlineCommand as Cmd, TextMessage};
         let mut out = BytesMut::new();
-        Cmd { server_flag: 42, text: "WHERE#" }.encode(5, &mut out).unwrap();
+        Cmd {
+            server_flag: 42,
+            text: "WHERE#",
+        }
+        .encode(5, &mut out)
+        .unwrap();
         let cmd = with_frame(&out, |f| parse_online_command(f.content)).unwrap();
-        assert_eq!(cmd, OnlineCommand { server_flag: 42, text: "WHERE#".into(), language: 1 });
+        assert_eq!(
+            cmd,
+            OnlineCommand {
+                server_flag: 42,
+                text: "WHERE#".into(),
+                language: 1
+            }
+        );
         for text in ["你好", &"好".repeat(130)] {
             out.clear();
-            TextMessage { server_flag: 1, text }.encode(2, &mut out).unwrap();
-            assert_eq!(with_frame(&out, |f| parse_text_message(f.content)).unwrap(), text);
+            TextMessage {
+                server_flag: 1,
+                text,
+            }
+            .encode(2, &mut out)
+            .unwrap();
+            assert_eq!(
+                with_frame(&out, |f| parse_text_message(f.content)).unwrap(),
+                text
+            );
         }
     }
 }

@@ -63,7 +63,9 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
-    let since_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let since_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let snapshot = if s.procs > 1 {
         procs::run_parent(&s)?
     } else {
@@ -83,8 +85,13 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         &snapshot,
     );
     if let Some(url) = &s.verify_clickhouse {
-        eprintln!("badge-loadgen: checking rows in ClickHouse (up to {:?})", verify::DEADLINE);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        eprintln!(
+            "badge-loadgen: checking rows in ClickHouse (up to {:?})",
+            verify::DEADLINE
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let v = rt.block_on(verify::verify(
             url,
             &s.database,
@@ -187,7 +194,8 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
     let mut abandoned = false;
     let mut stopped_at: Option<Instant> = None;
     let mut progress = Progress::new();
-    let mut tick = tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
     loop {
         tokio::select! {
             joined = tasks.join_next() => match joined {
@@ -217,7 +225,11 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
     }
     drop(stop_tx);
     let mut snapshot = stats.snapshot();
-    let traffic_end = if *stopped.borrow_and_update() { stopped_at.unwrap_or(end) } else { end };
+    let traffic_end = if *stopped.borrow_and_update() {
+        stopped_at.unwrap_or(end)
+    } else {
+        end
+    };
     snapshot.traffic_s = traffic_end.saturating_duration_since(t0).as_secs_f64();
     Ok(snapshot)
 }

@@ -59,7 +59,11 @@ fn ephemeral_ports() -> u64 {
 /// and says what would make it fit.
 pub fn check_limits(s: &Settings, nofile: u64) -> anyhow::Result<()> {
     let slice = s.slice();
-    let procs = if s.worker.is_some() { 1 } else { u64::from(s.procs) };
+    let procs = if s.worker.is_some() {
+        1
+    } else {
+        u64::from(s.procs)
+    };
     let per_proc = slice.count.div_ceil(procs);
     let usable = nofile.saturating_sub(FD_RESERVE);
     if per_proc > usable {
@@ -97,7 +101,9 @@ pub enum WorkerLine {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The command line of a worker for `slice`, starting at `epoch_ms`.
@@ -258,7 +264,10 @@ pub fn run_parent(s: &Settings) -> anyhow::Result<Snapshot> {
         if Instant::now() > deadline {
             for (i, (c, st)) in children.iter_mut().zip(&statuses).enumerate() {
                 if st.is_none() {
-                    eprintln!("badge-loadgen: worker {i} (pid {}) overran the run; killing it", c.id());
+                    eprintln!(
+                        "badge-loadgen: worker {i} (pid {}) overran the run; killing it",
+                        c.id()
+                    );
                     let _ = c.kill();
                     let _ = c.wait();
                 }
@@ -277,7 +286,11 @@ pub fn run_parent(s: &Settings) -> anyhow::Result<Snapshot> {
             (_, status) => bail!(
                 "worker {i} ended ({}) without a result{}",
                 status.map_or("killed".to_string(), |s| s.to_string()),
-                if st.bad_lines > 0 { format!("; {} unreadable lines on its stdout", st.bad_lines) } else { String::new() }
+                if st.bad_lines > 0 {
+                    format!("; {} unreadable lines on its stdout", st.bad_lines)
+                } else {
+                    String::new()
+                }
             ),
         }
     }

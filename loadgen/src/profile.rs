@@ -207,10 +207,18 @@ const BURST_REPLY_MIX: &[(Kind, u32)] = &[
 ];
 
 /// Frames that need none, sent between the others in the burst profile.
-const BURST_SILENT_MIX: &[(Kind, u32)] = &[(Kind::Gps, 600), (Kind::Beacons, 300), (Kind::ManyBeacons, 100)];
+const BURST_SILENT_MIX: &[(Kind, u32)] = &[
+    (Kind::Gps, 600),
+    (Kind::Beacons, 300),
+    (Kind::ManyBeacons, 100),
+];
 
 /// The light traffic between reconnects of the reconnect-storm profile.
-const STORM_MIX: &[(Kind, u32)] = &[(Kind::Gps, 500), (Kind::LbsReply, 300), (Kind::Beacons, 200)];
+const STORM_MIX: &[(Kind, u32)] = &[
+    (Kind::Gps, 500),
+    (Kind::LbsReply, 300),
+    (Kind::Beacons, 200),
+];
 
 fn pick(rng: &mut Rng, mix: &[(Kind, u32)]) -> Kind {
     let total: u32 = mix.iter().map(|(_, w)| w).sum();
@@ -233,16 +241,16 @@ const METERS_PER_DEGREE: f64 = 111_320.0;
 /// Networks by rough region, so cells match where the badge is.
 const NETWORKS: &[(f64, f64, u16, u16)] = &[
     // (latitude, longitude, mcc, mnc) of a region's centre
-    (31.0, 114.0, 460, 0),   // China
-    (22.3, 114.2, 454, 0),   // Hong Kong
-    (39.0, -98.0, 310, 410), // USA: a three-digit MNC
-    (52.0, -1.0, 234, 15),   // UK
-    (51.0, 10.0, 262, 1),    // Germany
-    (-25.0, 134.0, 505, 1),  // Australia
-    (-15.0, -50.0, 724, 5),  // Brazil
-    (-29.0, 24.0, 655, 7),   // South Africa
-    (21.0, 78.0, 404, 45),   // India
-    (-38.0, -64.0, 722, 310),// Argentina
+    (31.0, 114.0, 460, 0),    // China
+    (22.3, 114.2, 454, 0),    // Hong Kong
+    (39.0, -98.0, 310, 410),  // USA: a three-digit MNC
+    (52.0, -1.0, 234, 15),    // UK
+    (51.0, 10.0, 262, 1),     // Germany
+    (-25.0, 134.0, 505, 1),   // Australia
+    (-15.0, -50.0, 724, 5),   // Brazil
+    (-29.0, 24.0, 655, 7),    // South Africa
+    (21.0, 78.0, 404, 45),    // India
+    (-38.0, -64.0, 722, 310), // Argentina
 ];
 
 /// Where a badge's fixes come from: plausible walking paths around a home.
@@ -276,7 +284,11 @@ impl Walker {
             return;
         }
         // People stop and start: a third of the time they stand still.
-        self.speed_mps = if rng.chance(0.3) { 0.0 } else { (WALK_MPS + rng.normal(0.3)).clamp(0.5, 2.2) };
+        self.speed_mps = if rng.chance(0.3) {
+            0.0
+        } else {
+            (WALK_MPS + rng.normal(0.3)).clamp(0.5, 2.2)
+        };
         self.heading += rng.normal(0.35);
         let (dn, de) = self.offset_from_home();
         if (dn * dn + de * de).sqrt() > ROAM_M {
@@ -285,7 +297,8 @@ impl Walker {
         }
         let d = self.speed_mps * dt;
         let lat = self.pos.0 + d * self.heading.cos() / METERS_PER_DEGREE;
-        let lon = self.pos.1 + d * self.heading.sin() / (METERS_PER_DEGREE * lat.to_radians().cos().max(0.05));
+        let lon = self.pos.1
+            + d * self.heading.sin() / (METERS_PER_DEGREE * lat.to_radians().cos().max(0.05));
         self.pos = (lat.clamp(-85.0, 85.0), wrap_lon(lon));
     }
 
@@ -297,7 +310,10 @@ impl Walker {
         } else if dlon < -180.0 {
             dlon += 360.0;
         }
-        (dn, dlon * METERS_PER_DEGREE * self.home.0.to_radians().cos())
+        (
+            dn,
+            dlon * METERS_PER_DEGREE * self.home.0.to_radians().cos(),
+        )
     }
 
     fn course_degrees(&self) -> u16 {
@@ -363,7 +379,11 @@ impl Badge {
         // China and Hong Kong, English elsewhere, with some of each everywhere.
         let tz_minutes = ((walker.home.1 / 15.0).round() as i16).clamp(-12, 14) * 60;
         let chinese = matches!(mcc, 460 | 454);
-        let language = if rng.chance(if chinese { 0.8 } else { 0.2 }) { 1 } else { 2 };
+        let language = if rng.chance(if chinese { 0.8 } else { 0.2 }) {
+            1
+        } else {
+            2
+        };
         Self {
             lac: rng.int(1, 0xFFFE) as u32,
             cell_id: rng.int(1, 0x0FFF_FFFF),
@@ -409,7 +429,13 @@ impl Badge {
     }
 
     /// The 0x81 answer to an 0x80 command: the flag echoed, "OK", the language.
-    pub fn command_reply(&mut self, server_flag: u32, language: u16, serial: u16, out: &mut BytesMut) -> Outgoing {
+    pub fn command_reply(
+        &mut self,
+        server_flag: u32,
+        language: u16,
+        serial: u16,
+        out: &mut BytesMut,
+    ) -> Outgoing {
         let text = b"OK";
         let m = Message::CommandReply(CommandReply {
             length: (4 + text.len() + 2) as u8,
@@ -434,7 +460,15 @@ impl Badge {
         let (lat, lon) = self.walker.pos;
         let speed = (self.walker.speed_mps * 3.6).round() as u8;
         let sats = self.rng.int(4, 12) as u8;
-        GpsFix::new(lat, lon, speed, self.walker.course_degrees(), sats, true, true)
+        GpsFix::new(
+            lat,
+            lon,
+            speed,
+            self.walker.course_degrees(),
+            sats,
+            true,
+            true,
+        )
     }
 
     /// The serving cell drifts as the badge moves: a handover now and then.
@@ -514,7 +548,14 @@ impl Badge {
     }
 
     /// Builds `kind` with `serial` into `out` and says what it expects back.
-    pub fn build(&mut self, kind: Kind, serial: u16, now: Instant, now_unix: i64, out: &mut BytesMut) -> Outgoing {
+    pub fn build(
+        &mut self,
+        kind: Kind,
+        serial: u16,
+        now: Instant,
+        now_unix: i64,
+        out: &mut BytesMut,
+    ) -> Outgoing {
         let time = Self::device_time(now_unix);
         let start = out.len();
         let mut bluetooth_rows = 0;
@@ -535,16 +576,30 @@ impl Badge {
                     extension: if extended { &ext } else { &[] },
                 });
                 encode(&m, serial, out);
-                Some(Expected::Ack { protocol: m.protocol() })
+                Some(Expected::Ack {
+                    protocol: m.protocol(),
+                })
             }
             Kind::Gps | Kind::Gps4g => {
-                let generation = if kind == Kind::Gps4g { Generation::G4 } else { Generation::G2 };
+                let generation = if kind == Kind::Gps4g {
+                    Generation::G4
+                } else {
+                    Generation::G2
+                };
                 let fix = self.fix(now);
                 let tail = if self.rng.chance(0.7) {
                     let (lac, id) = self.serving_cell();
                     let cell = match generation {
-                        Generation::G2 => CellTower { lac: lac & 0xFFFF, cell_id: id & 0xFF_FFFF, rssi: 0 },
-                        Generation::G4 => CellTower { lac, cell_id: id, rssi: 0 },
+                        Generation::G2 => CellTower {
+                            lac: lac & 0xFFFF,
+                            cell_id: id & 0xFF_FFFF,
+                            rssi: 0,
+                        },
+                        Generation::G4 => CellTower {
+                            lac,
+                            cell_id: id,
+                            rssi: 0,
+                        },
                     };
                     Some(GpsTail {
                         network: self.network,
@@ -552,12 +607,24 @@ impl Badge {
                         acc: 0,
                         report_mode: self.rng.int(0, 2) as u8,
                         realtime_upload: 0,
-                        mileage: self.rng.chance(0.5).then(|| self.rng.int(0, 100_000) as u32),
+                        mileage: self
+                            .rng
+                            .chance(0.5)
+                            .then(|| self.rng.int(0, 100_000) as u32),
                     })
                 } else {
                     None
                 };
-                encode(&Message::Gps(GpsReport { generation, time, fix, tail }), serial, out);
+                encode(
+                    &Message::Gps(GpsReport {
+                        generation,
+                        time,
+                        fix,
+                        tail,
+                    }),
+                    serial,
+                    out,
+                );
                 None
             }
             Kind::Lbs | Kind::LbsReply | Kind::Lbs4g => {
@@ -583,7 +650,9 @@ impl Badge {
                     language: Some(self.language),
                 });
                 encode(&m, serial, out);
-                (kind == Kind::LbsReply).then_some(Expected::Ack { protocol: n::LBS_MULTI_REPLY })
+                (kind == Kind::LbsReply).then_some(Expected::Ack {
+                    protocol: n::LBS_MULTI_REPLY,
+                })
             }
             Kind::Wifi | Kind::Wifi4g => {
                 let mut aps = [WifiAp::new([0; 6], 0); 8];
@@ -608,7 +677,10 @@ impl Badge {
             }
             Kind::TimeSync => {
                 let language = self.request_language();
-                let m = Message::TimeSync(TimeSyncRequest { device_time: Some(time), language });
+                let m = Message::TimeSync(TimeSyncRequest {
+                    device_time: Some(time),
+                    language,
+                });
                 encode(&m, serial, out);
                 Some(Expected::TimeSync { language })
             }
@@ -618,7 +690,9 @@ impl Badge {
             }
             Kind::AlarmSingleFence | Kind::AlarmMultiFence | Kind::AlarmLbs | Kind::AlarmWifi => {
                 self.alarm(kind, time, now, serial, out);
-                Some(Expected::Ack { protocol: n::ALARM_ACK })
+                Some(Expected::Ack {
+                    protocol: n::ALARM_ACK,
+                })
             }
             Kind::AddressLbs | Kind::AddressGps | Kind::AddressLbs4g => {
                 let language = self.request_language();
@@ -646,12 +720,23 @@ impl Badge {
                 // The phone number the reply should go to, 21 ASCII bytes.
                 body.put_slice(b"13800138000");
                 body.put_bytes(b'0', 10);
-                let m = Message::AddressRequest(AddressRequest { protocol, time, body: &body, language });
+                let m = Message::AddressRequest(AddressRequest {
+                    protocol,
+                    time,
+                    body: &body,
+                    language,
+                });
                 encode(&m, serial, out);
-                Some(Expected::Address { english: language == 2 })
+                Some(Expected::Address {
+                    english: language == 2,
+                })
             }
             Kind::ClockIn | Kind::ClockOut => {
-                let attendance = if kind == Kind::ClockIn { AttendanceKind::ClockIn } else { AttendanceKind::ClockOut };
+                let attendance = if kind == Kind::ClockIn {
+                    AttendanceKind::ClockIn
+                } else {
+                    AttendanceKind::ClockOut
+                };
                 self.clocked_in = attendance == AttendanceKind::ClockIn;
                 let fix = self.fix(now);
                 let reserved = self.rng.bytes::<2>();
@@ -660,7 +745,8 @@ impl Badge {
                     gps_flag: u8::from(fix.positioned()),
                     reserved,
                     fix,
-                    terminal_info: TerminalInfo::for_attendance(attendance).0 | if fix.positioned() { 0x40 } else { 0 },
+                    terminal_info: TerminalInfo::for_attendance(attendance).0
+                        | if fix.positioned() { 0x40 } else { 0 },
                     voltage_level: self.rng.int(2, 6) as u8,
                     gsm_signal: self.gsm_signal(),
                     reserved_ext: [0, 0],
@@ -670,7 +756,10 @@ impl Badge {
                 let (c2, c4);
                 let (cells, network) = if self.four_g {
                     c4 = self.cells_4g();
-                    let net = MobileNetwork { wide_mnc: true, ..self.network };
+                    let net = MobileNetwork {
+                        wide_mnc: true,
+                        ..self.network
+                    };
                     (Cells::G4(&c4), net)
                 } else {
                     c2 = self.cells_2g();
@@ -692,7 +781,11 @@ impl Badge {
                 })
             }
             Kind::Punch => {
-                let attendance = if self.rng.chance(0.5) { AttendanceKind::ClockIn } else { AttendanceKind::ClockOut };
+                let attendance = if self.rng.chance(0.5) {
+                    AttendanceKind::ClockIn
+                } else {
+                    AttendanceKind::ClockOut
+                };
                 let i = self.rng.int(0, 39);
                 let beacon = self.beacon(i);
                 let reserved = self.rng.bytes::<2>();
@@ -707,7 +800,11 @@ impl Badge {
                     terminal_info: TerminalInfo::for_attendance(attendance).0,
                     reserved,
                 };
-                encode(&Message::BluetoothPunch(BluetoothPunch { body }), serial, out);
+                encode(
+                    &Message::BluetoothPunch(BluetoothPunch { body }),
+                    serial,
+                    out,
+                );
                 bluetooth_rows = 1;
                 Some(Expected::Punch {
                     protocol: n::BT_PUNCH,
@@ -724,8 +821,17 @@ impl Badge {
                     _ => 0,
                 } as usize;
                 let first = self.rng.int(0, 39);
-                let beacons: Vec<BeaconSighting> = (0..count as u64).map(|i| self.beacon((first + i) % 60)).collect();
-                encode(&Message::BluetoothLocation(BluetoothLocation { time, beacons: &beacons }), serial, out);
+                let beacons: Vec<BeaconSighting> = (0..count as u64)
+                    .map(|i| self.beacon((first + i) % 60))
+                    .collect();
+                encode(
+                    &Message::BluetoothLocation(BluetoothLocation {
+                        time,
+                        beacons: &beacons,
+                    }),
+                    serial,
+                    out,
+                );
                 bluetooth_rows = count.max(1) as u32;
                 None
             }
@@ -735,7 +841,9 @@ impl Badge {
                     Message::GeneralInfo(GeneralInfo::SimIds {
                         imei: self.imei.to_bcd(),
                         imsi: Imsi(Imei::new(imsi_digits).map(Imei::to_bcd).unwrap_or([0; 8])),
-                        iccid: Iccid(bcd20(8986_0000_0000_0000_0000u128 + u128::from(self.imei.as_u64()))),
+                        iccid: Iccid(bcd20(
+                            8986_0000_0000_0000_0000u128 + u128::from(self.imei.as_u64()),
+                        )),
                     })
                 } else {
                     Message::GeneralInfo(GeneralInfo::GpsStatus(self.rng.int(0, 4) as u8))
@@ -752,7 +860,14 @@ impl Badge {
         }
     }
 
-    fn alarm(&mut self, kind: Kind, time: DeviceTime, now: Instant, serial: u16, out: &mut BytesMut) {
+    fn alarm(
+        &mut self,
+        kind: Kind,
+        time: DeviceTime,
+        now: Instant,
+        serial: u16,
+        out: &mut BytesMut,
+    ) {
         // SOS, fall, low battery, vibration, fence exit/enter.
         const CODES: [u8; 6] = [0x01, 0x23, 0x19, 0x03, 0x05, 0x04];
         let code = CODES[self.rng.int(0, CODES.len() as u64 - 1) as usize];
@@ -765,7 +880,11 @@ impl Badge {
         };
         let (lac, id) = self.serving_cell();
         let cell = CellId4g::new(lac, id);
-        let (cells2, cells4, mut aps) = (self.cells_2g(), self.cells_4g(), [WifiAp::new([0; 6], 0); 8]);
+        let (cells2, cells4, mut aps) = (
+            self.cells_2g(),
+            self.cells_4g(),
+            [WifiAp::new([0; 6], 0); 8],
+        );
         let count = self.wifi(&mut aps);
         let body = match kind {
             Kind::AlarmSingleFence | Kind::AlarmMultiFence => AlarmBody::Fence {
@@ -785,7 +904,11 @@ impl Badge {
             _ => AlarmBody::Wifi {
                 time,
                 network: self.network,
-                cells: if self.four_g { Cells::G4(&cells4[..3]) } else { Cells::G2(&cells2[..3]) },
+                cells: if self.four_g {
+                    Cells::G4(&cells4[..3])
+                } else {
+                    Cells::G2(&cells2[..3])
+                },
                 timing_advance: self.rng.int(0, 63) as u8,
                 aps: &aps[..count],
                 alarm_code: code,
@@ -808,7 +931,9 @@ const SITE_UUID: [u8; 16] = [
 ];
 
 fn mac_of(site: u64, i: u64, oui: u8) -> [u8; 6] {
-    let v = Rng::new(site ^ i.wrapping_mul(0x9E37_79B9)).next_u64().to_be_bytes();
+    let v = Rng::new(site ^ i.wrapping_mul(0x9E37_79B9))
+        .next_u64()
+        .to_be_bytes();
     [oui, v[0], v[1], v[2], v[3], v[4]]
 }
 
@@ -911,7 +1036,11 @@ impl Planner {
         match self.plan.profile {
             Profile::Realistic => {
                 // What badges do after logging in: set the clock, report the SIM.
-                self.queue.push_back(if rng.chance(0.5) { Kind::TimeSync } else { Kind::TimeSync2 });
+                self.queue.push_back(if rng.chance(0.5) {
+                    Kind::TimeSync
+                } else {
+                    Kind::TimeSync2
+                });
                 self.queue.push_back(Kind::GeneralInfo);
                 self.next_heartbeat = Some(now + secs(rng.range(0.0, hb)));
                 self.next_other = Some(now + secs(rng.exp(1.0 / REALISTIC_OTHER_RATE)));
@@ -920,7 +1049,10 @@ impl Planner {
                     // the first and last twentieth of the run.
                     let window = (self.plan.duration.as_secs_f64() / 20.0).max(0.5);
                     self.clock_in = Some(now + secs(rng.range(0.2, 0.2 + window)));
-                    let out = self.plan.end.checked_sub(secs(rng.range(0.3, 0.3 + window)));
+                    let out = self
+                        .plan
+                        .end
+                        .checked_sub(secs(rng.range(0.3, 0.3 + window)));
                     self.clock_out = out.filter(|t| *t > now + secs(0.2 + window));
                 }
             }
@@ -942,10 +1074,16 @@ impl Planner {
         if !self.queue.is_empty() {
             return Some(Instant::now());
         }
-        [self.next_heartbeat, self.next_other, self.clock_in, self.clock_out, self.next_reconnect]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_heartbeat,
+            self.next_other,
+            self.clock_in,
+            self.clock_out,
+            self.next_reconnect,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The action due at `now`, if any.
@@ -966,7 +1104,11 @@ impl Planner {
         if take_if_due(&mut self.next_heartbeat, now) {
             let hb = self.plan.heartbeat.as_secs_f64();
             self.next_heartbeat = Some(now + secs(hb * rng.range(0.8, 1.2)));
-            let kind = if rng.chance(0.15) { Kind::HeartbeatExt } else { Kind::Heartbeat };
+            let kind = if rng.chance(0.15) {
+                Kind::HeartbeatExt
+            } else {
+                Kind::Heartbeat
+            };
             return Some(Action::Send(kind));
         }
         if take_if_due(&mut self.next_other, now) {
@@ -1027,9 +1169,14 @@ mod tests {
                 let mut out = BytesMut::new();
                 let serial = 100 + seed as u16;
                 let sent = badge.build(kind, serial, now, NOW_UNIX, &mut out);
-                let mut dec = FrameDecoder::new(FrameConfig { max_frame_len: 70_000, accept_bad_crc: false });
+                let mut dec = FrameDecoder::new(FrameConfig {
+                    max_frame_len: 70_000,
+                    accept_bad_crc: false,
+                });
                 let mut pos = 0;
-                let frame = dec.next_frame(&out, &mut pos).unwrap_or_else(|| panic!("{kind:?}: no frame"));
+                let frame = dec
+                    .next_frame(&out, &mut pos)
+                    .unwrap_or_else(|| panic!("{kind:?}: no frame"));
                 assert_eq!(pos, out.len(), "{kind:?}");
                 assert_eq!(frame.protocol, sent.protocol);
                 let message = Message::decode(&frame).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
@@ -1068,11 +1215,16 @@ mod tests {
         badge.login(1, &mut out);
         badge.command_reply(0xDEAD_BEEF, 1, 2, &mut out);
         let mut dec = FrameDecoder::default();
-        let frames: Vec<_> = dec.frames(&out).map(|f| Message::decode(&f).unwrap().protocol()).collect();
+        let frames: Vec<_> = dec
+            .frames(&out)
+            .map(|f| Message::decode(&f).unwrap().protocol())
+            .collect();
         assert_eq!(frames, vec![n::LOGIN, n::ONLINE_COMMAND_REPLY]);
         let mut pos = 0;
         let f = dec.next_frame(&out, &mut pos).unwrap();
-        let Message::Login(l) = Message::decode(&f).unwrap() else { panic!() };
+        let Message::Login(l) = Message::decode(&f).unwrap() else {
+            panic!()
+        };
         assert_eq!(l.imei, imei);
         assert!(l.imei.luhn_valid());
     }
@@ -1088,7 +1240,10 @@ mod tests {
                 w.step(&mut rng, t0 + Duration::from_secs(s * 10));
             }
             let (dn, de) = w.offset_from_home();
-            assert!((dn * dn + de * de).sqrt() < ROAM_M + 100.0, "seed {seed} walked off");
+            assert!(
+                (dn * dn + de * de).sqrt() < ROAM_M + 100.0,
+                "seed {seed} walked off"
+            );
             hemispheres[usize::from(w.home.0 < 0.0) * 2 + usize::from(w.home.1 < 0.0)] = true;
         }
         assert_eq!(hemispheres, [true; 4]);

@@ -137,7 +137,9 @@ impl Stats {
             c: Counters::default(),
             examples: Mutex::new(Vec::new()),
             notes: Mutex::new(Vec::new()),
-            reply_latency: (0..HIST_SHARDS).map(|_| Mutex::new(latency_histogram())).collect(),
+            reply_latency: (0..HIST_SHARDS)
+                .map(|_| Mutex::new(latency_histogram()))
+                .collect(),
             connect_latency: Mutex::new(latency_histogram()),
             login_latency: Mutex::new(latency_histogram()),
         }
@@ -145,10 +147,21 @@ impl Stats {
 
     /// Counts a mismatch against `request` (the request's protocol, when
     /// known) and keeps the first few with their bytes.
-    pub fn mismatch(&self, kind: Mismatch, request: Option<u8>, imei: u64, detail: &str, raw: &[u8]) {
+    pub fn mismatch(
+        &self,
+        kind: Mismatch,
+        request: Option<u8>,
+        imei: u64,
+        detail: &str,
+        raw: &[u8],
+    ) {
         self.kinds[kind.index()].fetch_add(1, Relaxed);
         if let Some(p) = request {
-            let per = if kind.is_missing() { &self.missing } else { &self.mismatched };
+            let per = if kind.is_missing() {
+                &self.missing
+            } else {
+                &self.mismatched
+            };
             per[usize::from(p)].fetch_add(1, Relaxed);
         }
         let mut ex = self.examples.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,15 +193,26 @@ impl Stats {
 
     pub fn reply_latency(&self, device: u64, micros: u64) {
         let shard = &self.reply_latency[device as usize % HIST_SHARDS];
-        let _ = shard.lock().unwrap_or_else(|p| p.into_inner()).record(micros.max(1));
+        let _ = shard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(micros.max(1));
     }
 
     pub fn connect_latency(&self, micros: u64) {
-        let _ = self.connect_latency.lock().unwrap_or_else(|p| p.into_inner()).record(micros.max(1));
+        let _ = self
+            .connect_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(micros.max(1));
     }
 
     pub fn login_latency(&self, micros: u64) {
-        let _ = self.login_latency.lock().unwrap_or_else(|p| p.into_inner()).record(micros.max(1));
+        let _ = self
+            .login_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(micros.max(1));
     }
 
     /// Counters only (cheap; for the progress line).
@@ -209,14 +233,23 @@ impl Stats {
     /// Everything, histograms included.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = self.progress();
-        s.examples = self.examples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.examples = self
+            .examples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         s.notes = self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut reply = latency_histogram();
         for h in &self.reply_latency {
             let _ = reply.add(&*h.lock().unwrap_or_else(|p| p.into_inner()));
         }
         s.reply_latency = Hist::of(&reply);
-        s.connect_latency = Hist::of(&self.connect_latency.lock().unwrap_or_else(|p| p.into_inner()));
+        s.connect_latency = Hist::of(
+            &self
+                .connect_latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         s.login_latency = Hist::of(&self.login_latency.lock().unwrap_or_else(|p| p.into_inner()));
         s
     }
@@ -240,7 +273,11 @@ pub struct Hist(pub Vec<(u64, u64)>);
 
 impl Hist {
     pub fn of(h: &Histogram<u64>) -> Self {
-        Hist(h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+        Hist(
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
     }
 
     pub fn to_histogram(&self) -> Histogram<u64> {
@@ -326,7 +363,10 @@ impl Snapshot {
     }
 
     pub fn sent_of(&self, protocols: &[u8]) -> u64 {
-        protocols.iter().map(|&p| self.sent.get(usize::from(p)).copied().unwrap_or(0)).sum()
+        protocols
+            .iter()
+            .map(|&p| self.sent.get(usize::from(p)).copied().unwrap_or(0))
+            .sum()
     }
 
     pub fn kind(&self, k: Mismatch) -> u64 {
@@ -334,11 +374,19 @@ impl Snapshot {
     }
 
     pub fn mismatches(&self) -> u64 {
-        Mismatch::ALL.iter().filter(|k| !k.is_missing()).map(|&k| self.kind(k)).sum()
+        Mismatch::ALL
+            .iter()
+            .filter(|k| !k.is_missing())
+            .map(|&k| self.kind(k))
+            .sum()
     }
 
     pub fn missing_replies(&self) -> u64 {
-        Mismatch::ALL.iter().filter(|k| k.is_missing()).map(|&k| self.kind(k)).sum()
+        Mismatch::ALL
+            .iter()
+            .filter(|k| k.is_missing())
+            .map(|&k| self.kind(k))
+            .sum()
     }
 
     /// Failures that make the run fail besides mismatches: devices that
@@ -465,7 +513,11 @@ impl Report {
             .filter(|&&k| s.kind(k) > 0)
             .map(|&k| (k.name(), s.kind(k)))
             .collect();
-        let traffic_s = if s.traffic_s > 0.0 { s.traffic_s.min(info.duration_s) } else { info.duration_s };
+        let traffic_s = if s.traffic_s > 0.0 {
+            s.traffic_s.min(info.duration_s)
+        } else {
+            info.duration_s
+        };
         let secs = traffic_s.max(1e-3);
         let ok = s.errors() == 0;
         Report {
@@ -523,7 +575,13 @@ impl Report {
             let _ = writeln!(
                 o,
                 "{:<6} {:<24} {:>11} {:>11} {:>11} {:>10} {:>9}",
-                l.protocol, l.name, l.sent, l.replies_expected, l.replies_received, l.mismatches, l.missing
+                l.protocol,
+                l.name,
+                l.sent,
+                l.replies_expected,
+                l.replies_received,
+                l.mismatches,
+                l.missing
             );
         }
         let sum = |f: fn(&TypeLine) -> u64| self.by_type.iter().map(f).sum::<u64>();
@@ -561,7 +619,11 @@ impl Report {
         if self.mismatch_kinds.is_empty() {
             let _ = writeln!(o, "mismatches: none; missing replies: none");
         } else {
-            let kinds: Vec<String> = self.mismatch_kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let kinds: Vec<String> = self
+                .mismatch_kinds
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             let _ = writeln!(
                 o,
                 "MISMATCHES: {} wrong, {} missing ({})",
@@ -574,7 +636,11 @@ impl Report {
             }
         }
         if !self.connection_problems.is_empty() {
-            let _ = writeln!(o, "connection problems (first {}):", self.connection_problems.len());
+            let _ = writeln!(
+                o,
+                "connection problems (first {}):",
+                self.connection_problems.len()
+            );
             for e in &self.connection_problems {
                 let _ = writeln!(o, "  {e}");
             }
@@ -604,7 +670,10 @@ impl Progress {
 
     pub fn line(&mut self, now: &Snapshot, devices: u64) -> String {
         let (sent, rcv) = match &self.last {
-            Some(l) => (now.sent_total() - l.sent_total().min(now.sent_total()), now.received_total() - l.received_total().min(now.received_total())),
+            Some(l) => (
+                now.sent_total() - l.sent_total().min(now.sent_total()),
+                now.received_total() - l.received_total().min(now.received_total()),
+            ),
             None => (now.sent_total(), now.received_total()),
         };
         let line = format!(

@@ -64,7 +64,11 @@ impl Verification {
                 std::cmp::Ordering::Greater => "  more than expected",
                 std::cmp::Ordering::Equal => "",
             };
-            let _ = writeln!(o, "  {:<14} {:>12} {:>12}{verdict}", t.table, t.expected, t.found);
+            let _ = writeln!(
+                o,
+                "  {:<14} {:>12} {:>12}{verdict}",
+                t.table, t.expected, t.found
+            );
         }
         o
     }
@@ -108,7 +112,12 @@ fn expectations(s: &Snapshot) -> Vec<Expectation> {
         ),
         e(
             "alarms",
-            s.sent_of(&[n::ALARM_SINGLE_FENCE, n::ALARM_MULTI_FENCE, n::ALARM_LBS_4G, n::ALARM_WIFI]),
+            s.sent_of(&[
+                n::ALARM_SINGLE_FENCE,
+                n::ALARM_MULTI_FENCE,
+                n::ALARM_LBS_4G,
+                n::ALARM_WIFI,
+            ]),
         ),
         e("attendance", s.sent_of(&[n::ATTENDANCE, n::ATTENDANCE_4G])),
         // One per punch, one per beacon of each 0xB3, one for an 0xB3 with none.
@@ -134,7 +143,9 @@ struct Url {
 }
 
 fn parse_url(url: &str) -> anyhow::Result<Url> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') || rest.contains('?') {
         bail!("{url}: give the server only (http://host:port); the database goes in --database");
@@ -144,7 +155,9 @@ fn parse_url(url: &str) -> anyhow::Result<Url> {
         None => (None, rest),
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').with_context(|| format!("{url}: unclosed ["))?;
+        let (h, after) = v6
+            .split_once(']')
+            .with_context(|| format!("{url}: unclosed ["))?;
         match after.strip_prefix(':') {
             Some(p) => (h, p),
             None if after.is_empty() => (h, "8123"),
@@ -153,7 +166,9 @@ fn parse_url(url: &str) -> anyhow::Result<Url> {
     } else {
         hostport.rsplit_once(':').unwrap_or((hostport, "8123"))
     };
-    let port: u16 = port.parse().with_context(|| format!("{url}: bad port {port}"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("{url}: bad port {port}"))?;
     Ok(Url {
         host: host.to_string(),
         port,
@@ -165,7 +180,11 @@ fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let v = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -189,7 +208,12 @@ impl Client {
     async fn query(&self, sql: &str) -> anyhow::Result<String> {
         tokio::time::timeout(HTTP_TIMEOUT, self.query_inner(sql))
             .await
-            .with_context(|| format!("ClickHouse at {} did not answer within {HTTP_TIMEOUT:?}", self.addr))?
+            .with_context(|| {
+                format!(
+                    "ClickHouse at {} did not answer within {HTTP_TIMEOUT:?}",
+                    self.addr
+                )
+            })?
     }
 
     async fn query_inner(&self, sql: &str) -> anyhow::Result<String> {
@@ -234,7 +258,11 @@ fn parse_response(buf: &[u8]) -> anyhow::Result<String> {
     let head = String::from_utf8_lossy(&buf[..head_end]);
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
-    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let chunked = lines.any(|l| {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
@@ -251,7 +279,10 @@ fn parse_response(buf: &[u8]) -> anyhow::Result<String> {
 fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").context("truncated chunked body")?;
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("truncated chunked body")?;
         let size_text = String::from_utf8_lossy(&raw[..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .with_context(|| format!("bad chunk size {size_text:?}"))?;
@@ -313,7 +344,9 @@ pub async fn verify(
                 e.table, e.time_column, e.filter
             );
             match client.query(&sql).await.and_then(|body| {
-                body.trim().parse::<u64>().with_context(|| format!("count of {} is not a number: {body:?}", e.table))
+                body.trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("count of {} is not a number: {body:?}", e.table))
             }) {
                 Ok(found) => t.found = found,
                 Err(err) => {
@@ -358,7 +391,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("http://127.0.0.1:18123/").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.auth.is_none()), ("127.0.0.1", 18123, true));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.auth.is_none()),
+            ("127.0.0.1", 18123, true)
+        );
         let u = parse_url("http://default:pw@localhost").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("localhost", 8123));
         assert_eq!(u.auth.as_deref(), Some("ZGVmYXVsdDpwdw=="));
@@ -372,15 +408,22 @@ mod tests {
     fn responses() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n42\n";
         assert_eq!(parse_response(plain).unwrap(), "42\n");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n42\n\r\n0\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n42\n\r\n0\r\n\r\n";
         assert_eq!(parse_response(chunked).unwrap(), "42\n");
         let err = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nno table!";
-        assert!(parse_response(err).unwrap_err().to_string().contains("no table!"));
+        assert!(parse_response(err)
+            .unwrap_err()
+            .to_string()
+            .contains("no table!"));
     }
 
     #[test]
     fn expected_rows_follow_the_record_builder() {
-        let mut s = Snapshot { sent: vec![0; 256], ..Snapshot::default() };
+        let mut s = Snapshot {
+            sent: vec![0; 256],
+            ..Snapshot::default()
+        };
         s.sent[usize::from(n::LOGIN)] = 3;
         s.sent[usize::from(n::GPS)] = 10;
         s.sent[usize::from(n::ADDRESS_QUERY)] = 1;
@@ -392,5 +435,70 @@ mod tests {
         assert!(rows.contains(&("bluetooth", 7)));
         // Time syncs store nothing.
         assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 6 + 11 + 7);
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-shot HTTP server that answers every query with a chunked count,
+    /// the way ClickHouse 18.16 does, and hands back the request it saw.
+    async fn fake_clickhouse(listener: TcpListener, answer: &'static str) -> String {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{answer}\r\n0\r\n\r\n",
+            answer.len()
+        );
+        s.write_all(resp.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&req).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_query_goes_out_as_a_post_and_its_chunked_answer_comes_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(fake_clickhouse(listener, "1234\n"));
+        let client = client(&format!("http://{addr}"), "badges", false)
+            .await
+            .unwrap();
+        let body = client
+            .query("SELECT count() FROM heartbeats FORMAT TabSeparated")
+            .await
+            .unwrap();
+        assert_eq!(body, "1234\n");
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("POST /?database=badges HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with("SELECT count() FROM heartbeats FORMAT TabSeparated"));
+    }
+
+    #[tokio::test]
+    async fn a_remote_clickhouse_needs_allow_remote() {
+        let e = client("http://192.0.2.1:8123", "badges", false)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--allow-remote"), "{e}");
     }
 }
