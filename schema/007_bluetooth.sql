@@ -1,7 +1,7 @@
 -- Bluetooth: punch 0xB2 (one beacon, with clock_in/clock_out) and location 0xB3
 -- (up to N beacons). One row per beacon; beacon_index/beacon_count give its place in
 -- the packet, is_best marks the strongest beacon with a known position (0xB3).
--- A 0xB3 without any parsable beacon writes no row here (raw_frames keeps it).
+-- A 0xB3 that lists no beacon writes one row with beacon_count = 0 and mac = 0, so the report is not lost.
 -- beacon_* columns are copied from the beacon registry at ingest time when the MAC is
 -- known (beacon_known = 1); the registry itself is the `beacons` table.
 

@@ -401,38 +401,15 @@ impl Snapshot {
     }
 }
 
-/// Latency percentiles in µs.
-#[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-}
+/// Latency percentiles in µs: the server's own type, so both report alike.
+pub use badge_ingest::metrics::Percentiles;
 
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        Self {
-            count: h.len(),
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-}
-
-impl std::fmt::Display for Percentiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "n={:<9} p50 {:>8} µs  p90 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  max {:>8} µs",
-            self.count, self.p50, self.p90, self.p99, self.p999, self.max
-        )
-    }
+/// One aligned report line of percentiles.
+fn aligned(p: &Percentiles) -> String {
+    format!(
+        "n={:<9} p50 {:>8} µs  p90 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  max {:>8} µs",
+        p.count, p.p50, p.p90, p.p99, p.p999, p.max
+    )
 }
 
 /// One protocol's line of the report.
@@ -602,9 +579,9 @@ impl Report {
             "throughput: {:.0} frames/s sent, {:.0} replies/s received ({} frames, {} replies)",
             self.frames_per_s, self.replies_per_s, self.frames_sent, self.replies_received
         );
-        let _ = writeln!(o, "reply latency:   {}", self.reply_latency_us);
-        let _ = writeln!(o, "connect latency: {}", self.connect_latency_us);
-        let _ = writeln!(o, "login latency:   {}", self.login_latency_us);
+        let _ = writeln!(o, "reply latency:   {}", aligned(&self.reply_latency_us));
+        let _ = writeln!(o, "connect latency: {}", aligned(&self.connect_latency_us));
+        let _ = writeln!(o, "login latency:   {}", aligned(&self.login_latency_us));
         let c = &self.counters;
         let _ = writeln!(
             o,
