@@ -3,7 +3,8 @@
 //!
 //!     BADGE_BENCH_CLICKHOUSE_URL=$(scripts/clickhouse.sh url) cargo bench --bench e2e
 //!
-//! Environment: BADGE_BENCH_ROWS (default 1,000,000), BADGE_BENCH_CONNECTIONS (200).
+//! Environment: BADGE_BENCH_ROWS (default 1,000,000), BADGE_BENCH_CONNECTIONS (200),
+//! BADGE_BENCH_COMPRESSION (`lz4`, the default, or `none`).
 //! The server runs in-process (2 shards, ClickHouse sink with its default
 //! batching); the load comes from plain threads writing pre-encoded GPS and
 //! LBS frames, which need no reply. The raw rate is `clickhouse-client`
@@ -22,6 +23,10 @@ use badge_ingest::config::{Config, SinkKind};
 use badge_ingest::protocol::layout::*;
 use badge_ingest::protocol::message::*;
 use badge_ingest::protocol::{Imei, Message};
+
+// The allocator the badge-ingest binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -121,6 +126,9 @@ fn main() {
     config.sink.kind = SinkKind::ClickHouse;
     config.clickhouse.url = url.clone();
     config.clickhouse.database = db.clone();
+    if let Ok(c) = std::env::var("BADGE_BENCH_COMPRESSION") {
+        config.clickhouse.compression = c;
+    }
     config.spool.dir = std::env::temp_dir().join(format!("badge-e2e-spool-{}", std::process::id()));
     config.validate().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

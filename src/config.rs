@@ -118,6 +118,9 @@ pub struct ClickHouseConfig {
     pub password: String,
     /// Apply `schema/` at start.
     pub apply_schema: bool,
+    /// Compress inserts: `lz4` (for a network in between) or `none` (for
+    /// ClickHouse on the same host, where compressing only costs CPU twice).
+    pub compression: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -203,6 +206,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: String::new(),
             apply_schema: false,
+            compression: "lz4".into(),
         }
     }
 }
@@ -224,7 +228,6 @@ impl Default for LogConfig {
         }
     }
 }
-
 
 /// Where the control socket listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +416,9 @@ impl Config {
                 "clickhouse.database",
                 "must be letters, digits and underscores",
             );
+        }
+        if !matches!(c.compression.as_str(), "lz4" | "none") {
+            return bad("clickhouse.compression", "must be \"lz4\" or \"none\"");
         }
         if self.spool.max_bytes < 1024 * 1024 {
             return bad("spool.max_bytes", "must be at least 1 MiB");

@@ -382,7 +382,7 @@ impl Conn {
     /// stops it reading (backpressure to the badge through TCP).
     async fn flush(
         &mut self,
-        shard: &Shard,
+        shard: &Rc<Shard>,
         stream: &mut TcpStream,
         received: Instant,
     ) -> Result<(), CloseReason> {
@@ -451,14 +451,12 @@ impl Conn {
         Ok(())
     }
 
-    async fn drain_records(&mut self, shard: &Shard) {
-        let mut backoff = std::time::Duration::from_micros(200);
+    async fn drain_records(&mut self, shard: &Rc<Shard>) {
         while let Some(envelope) = self.unqueued.pop_front() {
             if let Err(envelope) = shard.sink.try_send(envelope) {
                 self.unqueued.push_front(envelope);
                 shard.metrics.borrow_mut().sink_full_waits += 1;
-                glommio::timer::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+                shard.sink_space().await;
             }
         }
     }
@@ -503,7 +501,7 @@ impl Conn {
     /// Leaves the shard's tables and records how the session ended. A
     /// connection that was replaced by a newer login of its IMEI records
     /// nothing: the device is not offline.
-    async fn finish(&mut self, shard: &Shard, reason: CloseReason) {
+    async fn finish(&mut self, shard: &Rc<Shard>, reason: CloseReason) {
         // Still in the table until its records are handed over; marked, so
         // that the timer does not count a timeout for it meanwhile.
         if self.shared.close.get().is_none() {

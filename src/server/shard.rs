@@ -203,6 +203,10 @@ pub(crate) struct Shard {
     /// Records made outside a connection (command log) the sink had no room for.
     pub backlog: RefCell<VecDeque<Envelope>>,
     pub next_command_id: Arc<std::sync::atomic::AtomicU32>,
+    /// Connections waiting for room in the sink queue, and whether the one
+    /// task that watches the queue for them is running.
+    pub sink_waiters: RefCell<Vec<std::task::Waker>>,
+    pub sink_watcher: Cell<bool>,
 }
 
 /// Everything a shard thread needs to start.
@@ -257,6 +261,8 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         downlinks: RefCell::new(Downlinks::default()),
         backlog: RefCell::new(VecDeque::new()),
         next_command_id: start.next_command_id,
+        sink_waiters: RefCell::new(Vec::new()),
+        sink_watcher: Cell::new(false),
         instance: start.instance,
         config,
     });
@@ -385,6 +391,25 @@ impl Shard {
         } else if let Err(e) = self.sink.try_send(envelope) {
             backlog.push_back(e);
         }
+    }
+
+    /// Resolves when the sink queue has room again. One watcher task per
+    /// shard polls the queue while anyone waits, instead of every waiting
+    /// connection waking on its own timer.
+    pub async fn sink_space(self: &Rc<Self>) {
+        let mut registered = false;
+        futures_lite::future::poll_fn(|cx| {
+            if registered {
+                return std::task::Poll::Ready(());
+            }
+            registered = true;
+            self.sink_waiters.borrow_mut().push(cx.waker().clone());
+            if !self.sink_watcher.replace(true) {
+                glommio::spawn_local(watch_sink(self.clone())).detach();
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     async fn drain_backlog(&self) {
@@ -580,6 +605,19 @@ fn adopt(shard: &Rc<Shard>, h: Handoff) {
     shard.metrics.borrow_mut().handoffs_in += 1;
     let conn = Conn::new(h.conn_id, h.peer, shared, h.permit, true);
     glommio::spawn_local(connection::run(shard.clone(), stream, conn, h.bytes)).detach();
+}
+
+/// Wakes the connections waiting for sink space once the queue has room.
+async fn watch_sink(shard: Rc<Shard>) {
+    while !shard.sink_waiters.borrow().is_empty() {
+        glommio::timer::sleep(Duration::from_micros(500)).await;
+        if shard.sink.has_room() {
+            for waker in shard.sink_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+    shard.sink_watcher.set(false);
 }
 
 /// One coarse timer per shard closes connections that never logged in or

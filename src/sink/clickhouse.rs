@@ -35,9 +35,14 @@ const SEND_CHUNK: usize = 1 << 20;
 /// RowBinaryWithNamesAndTypes, which validation needs), lz4 compression.
 pub fn client(config: &Config) -> Client {
     let c = &config.clickhouse;
+    let compression = if c.compression == "none" {
+        Compression::None
+    } else {
+        Compression::Lz4
+    };
     let mut client = Client::default()
         .with_url(&c.url)
-        .with_compression(Compression::Lz4)
+        .with_compression(compression)
         .with_validation(false);
     if c.user != "default" || !c.password.is_empty() {
         client = client.with_user(&c.user).with_password(&c.password);
@@ -338,6 +343,9 @@ pub(super) fn spawn(
             .name(format!("sink-batch-{i}"))
             .spawn(move || -> Result<(), SinkError> {
                 let mut batches: Vec<Option<Batch>> = (0..Table::ALL.len()).map(|_| None).collect();
+                // The size of each table's last batch: the next one starts with that
+                // capacity instead of growing (and copying) its way up to it.
+                let mut last_size = [64 * 1024usize; 9];
                 let mut incoming = Vec::with_capacity(4096);
                 let flush = |batch: Batch| {
                     let permit = rt.block_on(in_flight.clone().acquire_owned()).expect("never closed");
@@ -355,7 +363,7 @@ pub(super) fn spawn(
                         let batch = slot.get_or_insert_with(|| Batch {
                             table,
                             rows: 0,
-                            payload: Vec::with_capacity(64 * 1024),
+                            payload: Vec::with_capacity(last_size[table.index()].min(max_bytes + 64 * 1024)),
                             received: Vec::new(),
                             started: Instant::now(),
                         });
@@ -368,12 +376,15 @@ pub(super) fn spawn(
                         batch.rows += 1;
                         batch.received.push(envelope.received);
                         if batch.rows >= max_rows || batch.payload.len() >= max_bytes {
+                            last_size[table.index()] = batch.payload.len() + batch.payload.len() / 8;
                             flush(slot.take().expect("just filled"));
                         }
                     }
                     for slot in batches.iter_mut() {
                         if slot.as_ref().is_some_and(|b| !open || b.started.elapsed() >= max_age) {
-                            flush(slot.take().expect("checked"));
+                            let batch = slot.take().expect("checked");
+                            last_size[batch.table.index()] = batch.payload.len() + batch.payload.len() / 8;
+                            flush(batch);
                         }
                     }
                     if !open {

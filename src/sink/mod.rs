@@ -171,6 +171,14 @@ impl SinkHandle {
         self.tx.len()
     }
 
+    /// Whether the queue has room again for a burst of records: a quarter
+    /// free, so that waiting connections do not wake for every single slot.
+    pub fn has_room(&self) -> bool {
+        self.tx
+            .capacity()
+            .is_none_or(|c| self.tx.len() <= c - c / 4)
+    }
+
     pub fn stats(&self) -> &Arc<SinkStats> {
         &self.stats
     }
