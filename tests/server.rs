@@ -1829,5 +1829,8 @@ fn reply_latency_does_not_include_the_silence_before_a_frame() {
     c.exchange(&heartbeat(2), &ack(0x13, 2));
     let m = srv.wait_for("two replies recorded", |m| m.reply_latency.len() == 2);
     let max = Duration::from_micros(m.reply_latency.max());
-    assert!(max < silence, "a reply latency of {max:?} includes the {silence:?} of silence");
+    assert!(
+        max < silence,
+        "a reply latency of {max:?} includes the {silence:?} of silence"
+    );
 }
