@@ -30,7 +30,11 @@ const UUID: [u8; 16] = [
 ];
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus/decode".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "corpus/decode".into()),
+    );
     std::fs::create_dir_all(&dir).expect("corpus dir");
 
     let time = DeviceTime::new(24, 5, 1, 8, 30, 0);
@@ -38,16 +42,39 @@ fn main() {
     let fix_s = GpsFix::new(-33.9, -58.4, 0, 12, 5, false, false);
     let net = MobileNetwork::new(460, 0);
     let wide = MobileNetwork::new(310, 260);
-    let c2: Vec<Cell2g> = (0..7u32).map(|i| Cell2g::new(0x251A + i as u16, 0x0FA1 + i, 40 + i as u8)).collect();
-    let c4: Vec<Cell4g> = (0..7u64).map(|i| Cell4g::new(0x1234_5678, 0xABCD_0000 + i, 50)).collect();
-    let aps: Vec<WifiAp> = (0..5u8).map(|i| WifiAp::new([0xAC, 0x23, 0x3F, 0, 1, i], 60 + i)).collect();
+    let c2: Vec<Cell2g> = (0..7u32)
+        .map(|i| Cell2g::new(0x251A + i as u16, 0x0FA1 + i, 40 + i as u8))
+        .collect();
+    let c4: Vec<Cell4g> = (0..7u64)
+        .map(|i| Cell4g::new(0x1234_5678, 0xABCD_0000 + i, 50))
+        .collect();
+    let aps: Vec<WifiAp> = (0..5u8)
+        .map(|i| WifiAp::new([0xAC, 0x23, 0x3F, 0, 1, i], 60 + i))
+        .collect();
     let beacons: Vec<BeaconSighting> = (0..12u16)
         .map(|i| {
-            let battery = if i % 2 == 0 { BeaconBattery::Percent(80) } else { BeaconBattery::Centivolts(300) };
-            BeaconSighting::new(-60 - i as i8, [0xAC, 0x23, 0x3F, 9, 9, i as u8], UUID, 1, 100 + i, battery)
+            let battery = if i % 2 == 0 {
+                BeaconBattery::Percent(80)
+            } else {
+                BeaconBattery::Centivolts(300)
+            };
+            BeaconSighting::new(
+                -60 - i as i8,
+                [0xAC, 0x23, 0x3F, 9, 9, i as u8],
+                UUID,
+                1,
+                100 + i,
+                battery,
+            )
         })
         .collect();
-    let status = AlarmStatus { terminal_info: 0x44, voltage_level: 5, gsm_signal: 4, alarm_code: 0x01, language: 1 };
+    let status = AlarmStatus {
+        terminal_info: 0x44,
+        voltage_level: 5,
+        gsm_signal: 4,
+        alarm_code: 0x01,
+        language: 1,
+    };
     let cell = CellId4g::new(0x0000_251A, 0x0000_0000_000F_A100);
     let head = |kind| AttendanceHead {
         time,
@@ -73,8 +100,16 @@ fn main() {
     let gps_tail = |generation| GpsTail {
         network: net,
         cell: match generation {
-            Generation::G2 => CellTower { lac: 0x251A, cell_id: 0x0FA1, rssi: 0 },
-            Generation::G4 => CellTower { lac: 0x1234_5678, cell_id: 0xABCD_EF01, rssi: 0 },
+            Generation::G2 => CellTower {
+                lac: 0x251A,
+                cell_id: 0x0FA1,
+                rssi: 0,
+            },
+            Generation::G4 => CellTower {
+                lac: 0x1234_5678,
+                cell_id: 0xABCD_EF01,
+                rssi: 0,
+            },
         },
         acc: 1,
         report_mode: 0,
@@ -99,39 +134,128 @@ fn main() {
             type_code: Some(0x2404),
             tz_language: Some(TzLanguage::new(480, 1)),
         }),
-        Message::Login(Login { imei: Imei::new(123_456_789_012_345).unwrap(), type_code: None, tz_language: None }),
+        Message::Login(Login {
+            imei: Imei::new(123_456_789_012_345).unwrap(),
+            type_code: None,
+            tz_language: None,
+        }),
         Message::Heartbeat(Heartbeat {
             extended: false,
-            status: HeartbeatStatus { terminal_info: 0x44, battery: 85, gsm_signal: 4 },
+            status: HeartbeatStatus {
+                terminal_info: 0x44,
+                battery: 85,
+                gsm_signal: 4,
+            },
             language: Some(1),
             extension: &[],
         }),
         Message::Heartbeat(Heartbeat {
             extended: true,
-            status: HeartbeatStatus { terminal_info: 0x04, battery: 50, gsm_signal: 3 },
+            status: HeartbeatStatus {
+                terminal_info: 0x04,
+                battery: 50,
+                gsm_signal: 3,
+            },
             language: Some(2),
             extension: &[0x00, 0x11, 0x22, 0x33],
         }),
-        Message::Gps(GpsReport { generation: Generation::G2, time, fix: fix_n, tail: Some(gps_tail(Generation::G2)) }),
-        Message::Gps(GpsReport { generation: Generation::G4, time, fix: fix_s, tail: Some(gps_tail(Generation::G4)) }),
-        Message::Gps(GpsReport { generation: Generation::G2, time, fix: fix_s, tail: None }),
-        Message::Lbs(LbsReport { protocol: 0x28, time, network: net, cells: Cells::G2(&c2), timing_advance: Some(3), language: Some(1) }),
-        Message::Lbs(LbsReport { protocol: 0x2E, time, network: wide, cells: Cells::G2(&c2[..2]), timing_advance: None, language: None }),
-        Message::Lbs(LbsReport { protocol: 0xA1, time, network: net, cells: Cells::G4(&c4), timing_advance: Some(0), language: Some(2) }),
-        Message::Wifi(WifiReport { time, network: net, cells: Cells::G2(&c2), timing_advance: 1, aps: &aps }),
-        Message::Wifi(WifiReport { time, network: wide, cells: Cells::G4(&c4), timing_advance: 1, aps: &aps[..2] }),
-        Message::TimeSync(TimeSyncRequest { device_time: Some(time), language: 2 }),
-        Message::TimeSync(TimeSyncRequest { device_time: None, language: 1 }),
+        Message::Gps(GpsReport {
+            generation: Generation::G2,
+            time,
+            fix: fix_n,
+            tail: Some(gps_tail(Generation::G2)),
+        }),
+        Message::Gps(GpsReport {
+            generation: Generation::G4,
+            time,
+            fix: fix_s,
+            tail: Some(gps_tail(Generation::G4)),
+        }),
+        Message::Gps(GpsReport {
+            generation: Generation::G2,
+            time,
+            fix: fix_s,
+            tail: None,
+        }),
+        Message::Lbs(LbsReport {
+            protocol: 0x28,
+            time,
+            network: net,
+            cells: Cells::G2(&c2),
+            timing_advance: Some(3),
+            language: Some(1),
+        }),
+        Message::Lbs(LbsReport {
+            protocol: 0x2E,
+            time,
+            network: wide,
+            cells: Cells::G2(&c2[..2]),
+            timing_advance: None,
+            language: None,
+        }),
+        Message::Lbs(LbsReport {
+            protocol: 0xA1,
+            time,
+            network: net,
+            cells: Cells::G4(&c4),
+            timing_advance: Some(0),
+            language: Some(2),
+        }),
+        Message::Wifi(WifiReport {
+            time,
+            network: net,
+            cells: Cells::G2(&c2),
+            timing_advance: 1,
+            aps: &aps,
+        }),
+        Message::Wifi(WifiReport {
+            time,
+            network: wide,
+            cells: Cells::G4(&c4),
+            timing_advance: 1,
+            aps: &aps[..2],
+        }),
+        Message::TimeSync(TimeSyncRequest {
+            device_time: Some(time),
+            language: 2,
+        }),
+        Message::TimeSync(TimeSyncRequest {
+            device_time: None,
+            language: 1,
+        }),
         Message::TimeSync2,
         Message::Alarm(Alarm {
             source: AlarmSource::SingleFence,
-            body: AlarmBody::Fence { time, fix: fix_n, lbs_length: 16, network: net, cell, status, fence_id: None },
+            body: AlarmBody::Fence {
+                time,
+                fix: fix_n,
+                lbs_length: 16,
+                network: net,
+                cell,
+                status,
+                fence_id: None,
+            },
         }),
         Message::Alarm(Alarm {
             source: AlarmSource::MultiFence,
-            body: AlarmBody::Fence { time, fix: fix_s, lbs_length: 17, network: wide, cell, status, fence_id: Some(3) },
+            body: AlarmBody::Fence {
+                time,
+                fix: fix_s,
+                lbs_length: 17,
+                network: wide,
+                cell,
+                status,
+                fence_id: Some(3),
+            },
         }),
-        Message::Alarm(Alarm { source: AlarmSource::Lbs, body: AlarmBody::Lbs { network: net, cell, status } }),
+        Message::Alarm(Alarm {
+            source: AlarmSource::Lbs,
+            body: AlarmBody::Lbs {
+                network: net,
+                cell,
+                status,
+            },
+        }),
         Message::Alarm(Alarm {
             source: AlarmSource::Wifi,
             body: AlarmBody::Wifi {
@@ -156,9 +280,24 @@ fn main() {
                 language: 1,
             },
         }),
-        Message::AddressRequest(AddressRequest { protocol: 0x17, time, body: &address_body, language: 1 }),
-        Message::AddressRequest(AddressRequest { protocol: 0x1A, time, body: &fix_bytes, language: 2 }),
-        Message::AddressRequest(AddressRequest { protocol: 0xA7, time, body: &address_body_4g, language: 2 }),
+        Message::AddressRequest(AddressRequest {
+            protocol: 0x17,
+            time,
+            body: &address_body,
+            language: 1,
+        }),
+        Message::AddressRequest(AddressRequest {
+            protocol: 0x1A,
+            time,
+            body: &fix_bytes,
+            language: 2,
+        }),
+        Message::AddressRequest(AddressRequest {
+            protocol: 0xA7,
+            time,
+            body: &address_body_4g,
+            language: 2,
+        }),
         Message::Attendance(Attendance {
             head: head(AttendanceKind::ClockIn),
             network: net,
@@ -168,25 +307,53 @@ fn main() {
         }),
         Message::Attendance(Attendance {
             head: head(AttendanceKind::ClockOut),
-            network: MobileNetwork { mcc: 460, mnc: 1, wide_mnc: true },
+            network: MobileNetwork {
+                mcc: 460,
+                mnc: 1,
+                wide_mnc: true,
+            },
             cells: Cells::G4(&c4),
             timing_advance: 1,
             aps: &aps[..1],
         }),
         Message::BluetoothPunch(BluetoothPunch { body: punch }),
-        Message::BluetoothLocation(BluetoothLocation { time, beacons: &beacons[..3] }),
-        Message::BluetoothLocation(BluetoothLocation { time, beacons: &beacons }),
+        Message::BluetoothLocation(BluetoothLocation {
+            time,
+            beacons: &beacons[..3],
+        }),
+        Message::BluetoothLocation(BluetoothLocation {
+            time,
+            beacons: &beacons,
+        }),
         Message::GeneralInfo(GeneralInfo::SimIds {
             imei: [0x03, 0x53, 0x41, 0x90, 0x32, 0x98, 0x14, 0x48],
             imsi: Imsi([0x04, 0x60, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90]),
             iccid: Iccid([0x89, 0x86, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34]),
         }),
-        Message::GeneralInfo(GeneralInfo::Iccid(Iccid([0x89, 0x86, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34]))),
+        Message::GeneralInfo(GeneralInfo::Iccid(Iccid([
+            0x89, 0x86, 0x01, 0x12, 0x34, 0x56, 0x78, 0x90, 0x12, 0x34,
+        ]))),
         Message::GeneralInfo(GeneralInfo::GpsStatus(3)),
-        Message::GeneralInfo(GeneralInfo::Other { sub_protocol: 0x04, data: &[1, 2, 3] }),
-        Message::CommandReply(CommandReply { length: 11, server_flag: 42, text: b"OK!", language: Some(1) }),
-        Message::CommandReply(CommandReply { length: 6, server_flag: 7, text: b"OK", language: None }),
-        Message::Unknown { protocol: 0x55, content: &[1, 2, 3, 4] },
+        Message::GeneralInfo(GeneralInfo::Other {
+            sub_protocol: 0x04,
+            data: &[1, 2, 3],
+        }),
+        Message::CommandReply(CommandReply {
+            length: 11,
+            server_flag: 42,
+            text: b"OK!",
+            language: Some(1),
+        }),
+        Message::CommandReply(CommandReply {
+            length: 6,
+            server_flag: 7,
+            text: b"OK",
+            language: None,
+        }),
+        Message::Unknown {
+            protocol: 0x55,
+            content: &[1, 2, 3, 4],
+        },
     ];
 
     let mut written = 0;

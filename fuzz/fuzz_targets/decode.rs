@@ -54,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
     while let Some(frame) = dec.next_frame(stream, &mut pos) {
         frames += 1;
         assert!(pos <= stream.len());
-        assert_eq!(frame.raw.as_ptr_range().end, stream[pos..].as_ptr(), "pos is just past the frame");
+        assert_eq!(
+            frame.raw.as_ptr_range().end,
+            stream[pos..].as_ptr(),
+            "pos is just past the frame"
+        );
         assert!(frame.raw.len() <= max_frame_len);
         assert!(frame.crc_ok || accept_bad_crc, "bad CRC handed on");
         assert_eq!(&frame.raw[frame.raw.len() - 2..], &[0x0D, 0x0A]);
@@ -63,11 +67,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let stats = &dec.stats;
     assert_eq!(stats.frames, frames);
-    assert_eq!(stats.frame_bytes + stats.garbage_bytes, pos as u64, "every byte before pos counted once: {stats:?}");
+    assert_eq!(
+        stats.frame_bytes + stats.garbage_bytes,
+        pos as u64,
+        "every byte before pos counted once: {stats:?}"
+    );
     assert!(stats.accepted_bad_crc <= stats.bad_crc);
     assert!(accept_bad_crc || stats.accepted_bad_crc == 0);
     // What is left must be a possible frame prefix, never over the limit.
-    assert!(stream.len() - pos < max_frame_len, "{} bytes kept", stream.len() - pos);
+    assert!(
+        stream.len() - pos < max_frame_len,
+        "{} bytes kept",
+        stream.len() - pos
+    );
     // Nothing kept when the rest cannot start a frame.
     if let Some(&b) = stream.get(pos) {
         assert!(b == 0x78 || b == 0x79, "kept bytes start with {b:02X}");
@@ -92,12 +104,25 @@ fn check_content_round_trip(protocol: u8, content: &[u8], s: &mut Scratch) {
     s.out.clear();
     msg.encode_content(&mut s.out);
     assert_eq!(s.out.len(), msg.content_len(), "content_len of {msg:?}");
-    let again = Message::decode_content(protocol, &s.out)
-        .unwrap_or_else(|e| panic!("re-encoded {msg:?} does not decode: {e}; content {:02X?}", &s.out[..]));
-    assert_eq!(again, msg, "re-encoding changed the message; content {:02X?}", &s.out[..]);
+    let again = Message::decode_content(protocol, &s.out).unwrap_or_else(|e| {
+        panic!(
+            "re-encoded {msg:?} does not decode: {e}; content {:02X?}",
+            &s.out[..]
+        )
+    });
+    assert_eq!(
+        again,
+        msg,
+        "re-encoding changed the message; content {:02X?}",
+        &s.out[..]
+    );
     s.again.clear();
     again.encode_content(&mut s.again);
-    assert_eq!(&s.again[..], &s.out[..], "encoding is not canonical for {msg:?}");
+    assert_eq!(
+        &s.again[..],
+        &s.out[..],
+        "encoding is not canonical for {msg:?}"
+    );
 }
 
 #[derive(Default)]
@@ -132,7 +157,11 @@ fn check_content(protocol: u8, content: &[u8], serial: u16, s: &mut Scratch) {
     // Re-encoding.
     s.out.clear();
     if msg.encode(serial, &mut s.out).is_err() {
-        assert!(msg.content_len() > 65_530, "encode failed for {} content bytes", msg.content_len());
+        assert!(
+            msg.content_len() > 65_530,
+            "encode failed for {} content bytes",
+            msg.content_len()
+        );
         return;
     }
     let mut dec = FrameDecoder::new(FrameConfig {
@@ -146,15 +175,31 @@ fn check_content(protocol: u8, content: &[u8], serial: u16, s: &mut Scratch) {
     assert_eq!(pos, s.out.len());
     assert!(frame.crc_ok);
     assert_eq!((frame.protocol, frame.serial), (protocol, serial));
-    assert_eq!(frame.content.len(), msg.content_len(), "content_len of {msg:?}");
-    let again = Message::decode(&frame)
-        .unwrap_or_else(|e| panic!("re-encoded {msg:?} does not decode: {e}; content {:02X?}", frame.content));
-    assert_eq!(again, msg, "re-encoding changed the message; content {:02X?}", frame.content);
+    assert_eq!(
+        frame.content.len(),
+        msg.content_len(),
+        "content_len of {msg:?}"
+    );
+    let again = Message::decode(&frame).unwrap_or_else(|e| {
+        panic!(
+            "re-encoded {msg:?} does not decode: {e}; content {:02X?}",
+            frame.content
+        )
+    });
+    assert_eq!(
+        again, msg,
+        "re-encoding changed the message; content {:02X?}",
+        frame.content
+    );
 
     // Canonical: a decoded message encodes to the same bytes again.
     s.again.clear();
     again.encode(serial, &mut s.again).unwrap();
-    assert_eq!(&s.again[..], &s.out[..], "encoding is not canonical for {msg:?}");
+    assert_eq!(
+        &s.again[..],
+        &s.out[..],
+        "encoding is not canonical for {msg:?}"
+    );
 }
 
 fn check_reply(reply: Reply<'_>, serial: u16, out: &mut BytesMut) {
@@ -174,11 +219,18 @@ fn check_reply(reply: Reply<'_>, serial: u16, out: &mut BytesMut) {
     if let Reply::Address { english, .. } = reply {
         // The inner length field must be true: 1 byte (0x17) or 2 (0x97).
         let (width, inner) = if english {
-            (2, usize::from(u16::from_be_bytes([frame.content[0], frame.content[1]])))
+            (
+                2,
+                usize::from(u16::from_be_bytes([frame.content[0], frame.content[1]])),
+            )
         } else {
             (1, usize::from(frame.content[0]))
         };
-        assert_eq!(width + inner, frame.content.len(), "address reply length field");
+        assert_eq!(
+            width + inner,
+            frame.content.len(),
+            "address reply length field"
+        );
     }
 }
 
@@ -197,21 +249,43 @@ fn touch(msg: &Message<'_>) {
             black_box(h.terminal_info().attendance_kind());
         }
         Message::Gps(g) => {
-            black_box((g.time.to_unix(480), g.fix.latitude(), g.fix.longitude(), g.fix.course()));
+            black_box((
+                g.time.to_unix(480),
+                g.fix.latitude(),
+                g.fix.longitude(),
+                g.fix.course(),
+            ));
             black_box(format!("{g:?}"));
         }
         Message::Lbs(l) => {
-            black_box((l.time.to_unix(480), l.cells.main(), l.cells.neighbours().count()));
+            black_box((
+                l.time.to_unix(480),
+                l.cells.main(),
+                l.cells.neighbours().count(),
+            ));
         }
         Message::Wifi(w) => {
-            black_box((w.cells.iter().count(), w.aps.iter().map(|a| a.mac().to_u64()).sum::<u64>()));
+            black_box((
+                w.cells.iter().count(),
+                w.aps.iter().map(|a| a.mac().to_u64()).sum::<u64>(),
+            ));
         }
         Message::Attendance(a) => {
-            black_box((a.kind(), a.gps_positioned(), a.battery_percent(), a.cells.main()));
+            black_box((
+                a.kind(),
+                a.gps_positioned(),
+                a.battery_percent(),
+                a.cells.main(),
+            ));
             black_box(a.head.fix.latitude());
         }
         Message::BluetoothPunch(p) => {
-            black_box((p.kind(), p.mac().to_string(), p.battery().value(), format_uuid(&p.body.uuid)));
+            black_box((
+                p.kind(),
+                p.mac().to_string(),
+                p.battery().value(),
+                format_uuid(&p.body.uuid),
+            ));
         }
         Message::BluetoothLocation(l) => {
             black_box(l.strongest(|b| b.major.get() % 2 == 0));
@@ -220,8 +294,18 @@ fn touch(msg: &Message<'_>) {
             }
         }
         Message::Alarm(a) => {
-            black_box((a.alarm_code(), a.time().and_then(|t| t.to_unix(480)), a.position()));
-            black_box((a.main_cell(), a.battery_percent(), a.terminal_info(), a.fence_id(), a.wifi().len()));
+            black_box((
+                a.alarm_code(),
+                a.time().and_then(|t| t.to_unix(480)),
+                a.position(),
+            ));
+            black_box((
+                a.main_cell(),
+                a.battery_percent(),
+                a.terminal_info(),
+                a.fence_id(),
+                a.wifi().len(),
+            ));
             black_box(badge_ingest::protocol::message::alarm_label(a.alarm_code()));
             if let AlarmBody::Wifi { cells, .. } = a.body {
                 black_box(cells.neighbours().count());
@@ -231,7 +315,10 @@ fn touch(msg: &Message<'_>) {
             black_box((r.wants_english(), r.gps(), r.cell()));
         }
         Message::GeneralInfo(g) => {
-            black_box((g.iccid().map(|i| i.to_string()), g.imsi().map(|i| i.to_string())));
+            black_box((
+                g.iccid().map(|i| i.to_string()),
+                g.imsi().map(|i| i.to_string()),
+            ));
             if let GeneralInfo::SimIds { imei, .. } = g {
                 black_box(imei);
             }

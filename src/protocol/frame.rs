@@ -33,6 +33,10 @@ pub const LONG_OVERHEAD: usize = 11;
 /// 255 beacons: 6 + 1 + 255 × 30 = 7 657 content bytes, 7 668 on the wire.
 pub const DEFAULT_MAX_FRAME: usize = 8192;
 
+/// Bad-CRC candidates resynced byte by byte in one call before the decoder
+/// starts skipping them whole (see `next_frame`).
+const DAMAGED_PER_CALL: u32 = 8;
+
 /// Start markers checked ahead of an incomplete frame, per read.
 const LOOKAHEAD_CANDIDATES: usize = 4;
 
@@ -147,6 +151,7 @@ impl FrameDecoder {
     /// dropped, and `input[*pos..]` is a prefix of a frame (never longer than
     /// `max_frame_len`) to keep for the next read.
     pub fn next_frame<'a>(&mut self, input: &'a [u8], pos: &mut usize) -> Option<Frame<'a>> {
+        let mut damaged_budget = DAMAGED_PER_CALL;
         loop {
             let rest = &input[*pos..];
             let Some(&first) = rest.first() else {
@@ -218,7 +223,22 @@ impl FrameDecoder {
             if !crc_ok {
                 self.stats.bad_crc += 1;
                 if !self.config.accept_bad_crc {
-                    self.resync(pos);
+                    // Length and stop bytes agree: a damaged frame, or a
+                    // forged one. Normally skip one byte, so that a real
+                    // frame starting inside it is still found. But a stream
+                    // of forged candidates would then cost a CRC over up to
+                    // max_frame_len bytes per input byte; after a few in one
+                    // call, skip each candidate whole, keeping only a valid
+                    // frame found inside it.
+                    if damaged_budget > 0 {
+                        damaged_budget -= 1;
+                        self.resync(pos);
+                    } else {
+                        let skip = self.later_valid_frame(raw).unwrap_or(total);
+                        self.stats.resyncs += 1;
+                        self.stats.garbage_bytes += skip as u64;
+                        *pos += skip;
+                    }
                     continue;
                 }
                 self.stats.accepted_bad_crc += 1;
@@ -248,7 +268,8 @@ impl FrameDecoder {
     }
 
     /// The offset of the first complete frame with a good CRC that starts
-    /// after the first byte of `rest`. Runs only while a frame is incomplete,
+    /// after the first byte of `rest`. Runs only while a frame is incomplete
+    /// (or inside a candidate whose CRC failed, where `rest` is that candidate),
     /// and looks at no more than [`LOOKAHEAD_CANDIDATES`] markers: a sender
     /// trickling a partial frame stuffed with markers must not make every
     /// read rescan (and CRC) all of them. Past the cap, the decoder simply
@@ -508,6 +529,43 @@ mod tests {
         assert!(!f.crc_ok);
         assert_eq!((dec.stats.bad_crc, dec.stats.accepted_bad_crc), (1, 1));
         assert_eq!(dec.stats.rejected(), 0);
+    }
+
+    #[test]
+    fn frames_inside_a_cut_off_frame_whose_end_lands_on_a_stop_are_kept() {
+        // A 40-byte frame cut after 10 bytes, then two 15-byte frames: the
+        // cut-off frame's length reaches exactly to the second one's stop bytes.
+        let mut long = BytesMut::new();
+        write_frame_bytes(&mut long, 0x22, 1, &[0x11; 30]).unwrap();
+        assert_eq!(long.len(), 40);
+        let mut stream = long[..10].to_vec();
+        for serial in [2, 3, 4] {
+            let mut hb = BytesMut::new();
+            write_frame_bytes(&mut hb, 0x13, serial, &[0x44, 80, 4, 0, 1]).unwrap();
+            assert_eq!(hb.len(), 15);
+            stream.extend_from_slice(&hb);
+        }
+        let mut dec = FrameDecoder::default();
+        let (frames, used) = decode_all(&mut dec, &stream);
+        assert_eq!(
+            frames.iter().map(|f| f.1).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert_eq!(used, stream.len());
+        assert_eq!((dec.stats.bad_crc, dec.stats.garbage_bytes), (1, 10));
+    }
+
+    #[test]
+    fn forged_candidates_cost_one_crc_each() {
+        // Every 6 bytes a long candidate whose stop bytes match and whose
+        // CRC does not: each must be skipped whole, not byte by byte.
+        let unit = [0x79, 0x79, 0x1F, 0xF8, 0x0D, 0x0A];
+        let input: Vec<u8> = unit.iter().copied().cycle().take(64 * 1024).collect();
+        let mut dec = FrameDecoder::default();
+        let (frames, _) = decode_all(&mut dec, &input);
+        assert!(frames.is_empty());
+        // A few one-byte resyncs, then whole 8 KiB candidates: tens of CRCs, not thousands.
+        assert!(dec.stats.bad_crc <= 32, "{:?}", dec.stats);
     }
 
     #[test]
