@@ -200,7 +200,10 @@ fn main() {
         .unwrap();
     assert!(status.success(), "export failed");
     let raw_db = format!("{db}_raw");
-    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &raw_db)).expect("schema");
+    rt.block_on(badge_ingest::sink::clickhouse::apply_schema(
+        &config, &raw_db,
+    ))
+    .expect("schema");
     let raw_started = Instant::now();
     let status = Command::new(client_bin)
         .args([
