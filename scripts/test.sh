@@ -11,6 +11,12 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# The schema check and the BI queries talk to ClickHouse with curl.
+if ! command -v curl >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q curl >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q curl >/dev/null; }
+fi
+
 started_here=0
 if ! scripts/clickhouse.sh status >/dev/null 2>&1; then
     scripts/clickhouse.sh start
