@@ -36,51 +36,15 @@ use badge_ingest::sink::SinkWorkers;
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
+mod wire;
+use wire::{ack, crc_x25, reply_frame as server_frame, to_hex};
+
 /// How long any single condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Independent frame building (the expected side)
 // ---------------------------------------------------------------------------
-
-/// CRC-16/X-25 (the GT06 manual's CRC-ITU), bit by bit.
-fn crc_x25(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x8408
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A server frame: `78 78` + 1-byte length, or `79 79` + 2-byte length when
-/// protocol + content + serial + CRC exceed 255; the CRC covers the length
-/// field through the serial.
-fn server_frame(protocol: u8, content: &[u8], serial: u16) -> Vec<u8> {
-    let len = 1 + content.len() + 2 + 2;
-    let mut v = if len <= 0xFF {
-        vec![0x78, 0x78, len as u8]
-    } else {
-        vec![0x79, 0x79, (len >> 8) as u8, len as u8]
-    };
-    v.push(protocol);
-    v.extend_from_slice(content);
-    v.extend_from_slice(&serial.to_be_bytes());
-    let crc = crc_x25(&v[2..]);
-    v.extend_from_slice(&crc.to_be_bytes());
-    v.extend_from_slice(&[0x0D, 0x0A]);
-    v
-}
-
-fn ack(protocol: u8, serial: u16) -> Vec<u8> {
-    server_frame(protocol, &[], serial)
-}
 
 /// 0x80: inner length(1) = flag(4) + ASCII command + language(2) = 00 01.
 fn online_command_frame(flag: u32, text: &str, serial: u16) -> Vec<u8> {
@@ -103,13 +67,6 @@ fn message_frame(flag: u32, utf16be: &[u8], serial: u16) -> Vec<u8> {
     content.extend_from_slice(utf16be);
     content.extend_from_slice(&[0x00, 0x01]);
     server_frame(0x82, &content, serial)
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02X}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[test]
