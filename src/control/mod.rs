@@ -209,10 +209,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
         let text = text.trim();
         if first && text.starts_with("GET ") {
             // Prometheus scrape: drain the request headers, answer, close.
+            // Bounded like command lines: at most 100 headers of MAX_LINE bytes.
             let mut header = Vec::new();
-            loop {
+            for _ in 0..100 {
                 header.clear();
-                match reader.read_until(b'\n', &mut header).await {
+                match (&mut reader)
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut header)
+                    .await
+                {
                     Ok(0) | Err(_) => break,
                     Ok(_) if header.trim_ascii().is_empty() => break,
                     Ok(_) => {}

@@ -471,16 +471,18 @@ impl Conn {
             m.connections_open -= 1;
             m.handoffs_out += 1;
         }
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         // glommio's stream cannot give up its fd; a duplicate survives the drop.
         // SAFETY: dup on an fd we own; the result is checked.
         let fd = unsafe { libc::dup(stream.as_raw_fd()) };
         drop(stream);
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
         if fd < 0 {
             return;
         }
+        // SAFETY: `fd` is a fresh duplicate that nothing else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let handoff = Handoff {
             fd,
             peer: self.peer,
@@ -489,13 +491,11 @@ impl Conn {
             bytes,
             permit,
         };
-        if let Err(flume::SendError(ShardMsg::Handoff(h))) = shard.peers[owner]
+        // If the owner is gone the handoff comes back and is dropped, which
+        // closes the socket: nothing from it was accepted yet.
+        let _ = shard.peers[owner]
             .send_async(ShardMsg::Handoff(handoff))
-            .await
-        {
-            // SAFETY: the message came back, so the dup is ours to close.
-            unsafe { libc::close(h.fd) };
-        }
+            .await;
     }
 
     /// Leaves the shard's tables and records how the session ended. A

@@ -232,6 +232,15 @@ impl Downlinks {
         for (imei, c) in &expired {
             self.remember(*imei, c);
         }
+        // Forget badges with nothing queued and no command changed within
+        // the time to live, so the map does not grow with every IMEI ever
+        // commanded.
+        self.devices.retain(|_, d| {
+            !d.queued.is_empty()
+                || d.recent
+                    .iter()
+                    .any(|c| u64::from(now.saturating_sub(c.updated_at)) <= ttl.as_secs())
+        });
         expired
     }
 
@@ -327,6 +336,8 @@ mod tests {
         drop(rx);
         d.expire(300, Duration::from_secs(60));
         assert!(d.waiters.is_empty());
+        // Nothing queued and nothing recent within the time to live: forgotten.
+        assert!(d.list(imei).is_empty());
     }
 
     #[test]

@@ -81,7 +81,9 @@ pub struct DeviceView {
 /// A socket moving to the shard that owns its IMEI, with the bytes already
 /// read from it (starting with the login frame).
 pub struct Handoff {
-    pub fd: RawFd,
+    /// Owned: a handoff dropped anywhere (a stopping shard, a full inbox)
+    /// closes its socket instead of leaking it.
+    pub fd: std::os::fd::OwnedFd,
     pub peer: SocketAddr,
     pub conn_id: u64,
     pub accepted: Instant,
@@ -316,22 +318,34 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     // the sink; sockets handed to us meanwhile are closed unprocessed. A
     // connection still writing after the grace period (its badge stopped
     // reading) has its writing side shut too, which ends the write.
+    //
+    // There is no deadline after which records are given up: a connection
+    // still here is waiting for room in the sink queue, which drains into
+    // ClickHouse or, failing that, the spool. Dropping it would lose rows
+    // the badges were already answered for.
     let grace = Instant::now() + SHUTDOWN_WRITE_GRACE;
     let mut forced = false;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
-        while let Ok(ShardMsg::Handoff(h)) = start.inbox.try_recv() {
-            // SAFETY: the fd was dup'ed for us and nobody else owns it.
-            unsafe { libc::close(h.fd) };
-        }
+    let mut next_warning = Instant::now() + Duration::from_secs(30);
+    while !shard.conns.borrow().is_empty() {
+        // Dropping a handoff closes its socket unprocessed.
+        while start.inbox.try_recv().is_ok() {}
         if !forced && Instant::now() >= grace {
             forced = true;
             for conn in shard.conns.borrow().values() {
                 conn.force_close();
             }
         }
+        if Instant::now() >= next_warning {
+            next_warning += Duration::from_secs(30);
+            tracing::warn!(
+                shard = shard.id,
+                connections = shard.conns.borrow().len(),
+                "shutdown still waiting for connections to hand their records to the sink (is ClickHouse or the spool stuck?)"
+            );
+        }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    while start.inbox.try_recv().is_ok() {}
     timer.cancel().await;
     shard.drain_backlog().await;
     shard.snapshot()
@@ -595,13 +609,13 @@ async fn accept_loop(
 /// Takes over a socket from another shard.
 fn adopt(shard: &Rc<Shard>, h: Handoff) {
     if shard.stopping.get() {
-        // SAFETY: the fd was dup'ed for us and nobody else owns it.
-        unsafe { libc::close(h.fd) };
         return;
     }
-    // SAFETY: the sending shard dup'ed this fd for us and closed its own copy.
-    let stream = unsafe { TcpStream::from_raw_fd(h.fd) };
-    let shared = shard.register(h.conn_id, h.fd, h.accepted);
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(h.fd);
+    // SAFETY: the sending shard dup'ed this fd for us and closed its own copy;
+    // `into_raw_fd` handed its ownership to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let shared = shard.register(h.conn_id, fd, h.accepted);
     shard.metrics.borrow_mut().handoffs_in += 1;
     let conn = Conn::new(h.conn_id, h.peer, shared, h.permit, true);
     glommio::spawn_local(connection::run(shard.clone(), stream, conn, h.bytes)).detach();

@@ -153,7 +153,7 @@ impl Writer {
         let mut insert = self
             .client
             .insert_formatted_with(self.statements[table.index()].clone())
-            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
+            .with_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)));
         for chunk in payload.chunks(SEND_CHUNK) {
             insert.send(Bytes::copy_from_slice(chunk)).await?;
         }
@@ -185,6 +185,11 @@ impl Writer {
                     Err(e) => {
                         self.stats.insert_failures.fetch_add(1, Ordering::Relaxed);
                         self.warn("ClickHouse insert failed", &e);
+                        // A hung server would hold every shard back for each
+                        // retry's full timeout: spool at once instead.
+                        if matches!(e, clickhouse::error::Error::TimedOut) {
+                            break;
+                        }
                         if attempt < ATTEMPTS {
                             self.stats.retries.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(delay).await;
@@ -240,6 +245,7 @@ impl Writer {
             let oldest = tokio::task::spawn_blocking(move || spool.oldest()).await;
             let batch = match oldest {
                 Ok(Ok(Some(b))) => b,
+                // The counters were high; the spool recounted itself.
                 Ok(Ok(None)) => continue,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading the spool failed");

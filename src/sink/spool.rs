@@ -151,12 +151,24 @@ impl Spool {
                 .collect();
             names.sort();
             let Some((_, name)) = names.into_iter().next() else {
+                // Nothing on disk: whatever the counters say (a failed
+                // directory sync can leave them high), the spool is empty.
+                let _guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                self.files.store(0, Ordering::Release);
+                self.bytes.store(0, Ordering::Release);
                 return Ok(None);
             };
             let path = self.dir.join(&name);
             match read_batch(&path) {
                 Ok(batch) => return Ok(Some(batch)),
-                Err(reason) => {
+                // Out of descriptors, a disk hiccup: the file may be fine; try again later.
+                Err(Unreadable::Io(source)) => {
+                    return Err(SpoolError::Io {
+                        dir: self.dir.clone(),
+                        source,
+                    })
+                }
+                Err(Unreadable::Corrupt(reason)) => {
                     tracing::error!(file = %path.display(), %reason, "corrupt spool file moved to corrupt/");
                     let corrupt_dir = self.dir.join("corrupt");
                     fs::create_dir_all(&corrupt_dir).map_err(io)?;
@@ -199,11 +211,29 @@ fn parse_name(name: &str) -> Option<(u64, Table)> {
     Some((seq.parse().ok()?, table))
 }
 
-fn read_batch(path: &Path) -> Result<SpooledBatch, String> {
+/// Why a spool file could not be read back.
+enum Unreadable {
+    Io(std::io::Error),
+    Corrupt(String),
+}
+
+impl From<String> for Unreadable {
+    fn from(reason: String) -> Self {
+        Unreadable::Corrupt(reason)
+    }
+}
+
+impl From<&str> for Unreadable {
+    fn from(reason: &str) -> Self {
+        Unreadable::Corrupt(reason.to_string())
+    }
+}
+
+fn read_batch(path: &Path) -> Result<SpooledBatch, Unreadable> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
+        .map_err(Unreadable::Io)?;
     let short = || "truncated".to_string();
     if bytes.get(..8) != Some(&MAGIC[..]) {
         return Err("bad magic".into());
