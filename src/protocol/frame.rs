@@ -176,50 +176,40 @@ impl FrameDecoder {
                 }
             };
 
-            let header = match marker {
-                Marker::Short => 3,
-                Marker::Long => 4,
-            };
-            if rest.len() < header {
-                return None;
-            }
-            let length = match marker {
-                Marker::Short => rest[2] as usize,
-                Marker::Long => u16::from_be_bytes([rest[2], rest[3]]) as usize,
-            };
-            if length < MIN_LENGTH {
-                self.stats.bad_length += 1;
-                self.resync(pos);
-                continue;
-            }
-            let total = header + length + 2;
-            if total > self.config.max_frame_len {
-                self.stats.oversized += 1;
-                self.resync(pos);
-                continue;
-            }
-            if rest.len() < total {
-                // A stray marker byte just before a real frame reads as the
-                // start of a long frame, and waiting for it would stall the
-                // badge (it waits for our reply). If a complete, valid frame
-                // starts later in what we already have, this one was garbage.
-                if let Some(skip) = self.later_valid_frame(rest) {
-                    self.stats.resyncs += 1;
-                    self.stats.garbage_bytes += skip as u64;
-                    *pos += skip;
+            let (header, total, crc_ok) = match candidate(rest, self.config.max_frame_len) {
+                Candidate::Whole {
+                    header,
+                    total,
+                    crc_ok,
+                } => (header, total, crc_ok),
+                Candidate::BadLength => {
+                    self.stats.bad_length += 1;
+                    self.resync(pos, 1);
                     continue;
                 }
-                return None;
-            }
+                Candidate::Oversized => {
+                    self.stats.oversized += 1;
+                    self.resync(pos, 1);
+                    continue;
+                }
+                Candidate::BadStop => {
+                    self.stats.bad_stop += 1;
+                    self.resync(pos, 1);
+                    continue;
+                }
+                Candidate::Incomplete => {
+                    // A stray marker byte just before a real frame reads as the
+                    // start of a long frame, and waiting for it would stall the
+                    // badge (it waits for our reply). If a complete, valid frame
+                    // starts later in what we already have, this one was garbage.
+                    if let Some(skip) = self.later_valid_frame(rest) {
+                        self.resync(pos, skip);
+                        continue;
+                    }
+                    return None;
+                }
+            };
             let raw = &rest[..total];
-            if raw[total - 2..] != STOP {
-                self.stats.bad_stop += 1;
-                self.resync(pos);
-                continue;
-            }
-            let crc_at = total - 4;
-            let sent = u16::from_be_bytes([raw[crc_at], raw[crc_at + 1]]);
-            let crc_ok = crc_itu(&raw[2..crc_at]) == sent;
             if !crc_ok {
                 self.stats.bad_crc += 1;
                 if !self.config.accept_bad_crc {
@@ -230,19 +220,18 @@ impl FrameDecoder {
                     // max_frame_len bytes per input byte; after a few in one
                     // call, skip each candidate whole, keeping only a valid
                     // frame found inside it.
-                    if damaged_budget > 0 {
+                    let skip = if damaged_budget > 0 {
                         damaged_budget -= 1;
-                        self.resync(pos);
+                        1
                     } else {
-                        let skip = self.later_valid_frame(raw).unwrap_or(total);
-                        self.stats.resyncs += 1;
-                        self.stats.garbage_bytes += skip as u64;
-                        *pos += skip;
-                    }
+                        self.later_valid_frame(raw).unwrap_or(total)
+                    };
+                    self.resync(pos, skip);
                     continue;
                 }
                 self.stats.accepted_bad_crc += 1;
             }
+            let crc_at = total - 4;
             self.stats.frames += 1;
             self.stats.frame_bytes += total as u64;
             *pos += total;
@@ -278,7 +267,10 @@ impl FrameDecoder {
         let mut from = 1;
         for _ in 0..LOOKAHEAD_CANDIDATES {
             let i = find_start(&rest[from..])? + from;
-            if complete_valid_frame(&rest[i..], self.config.max_frame_len) {
+            if matches!(
+                candidate(&rest[i..], self.config.max_frame_len),
+                Candidate::Whole { crc_ok: true, .. }
+            ) {
                 return Some(i);
             }
             from = i + 1;
@@ -286,12 +278,12 @@ impl FrameDecoder {
         None
     }
 
-    /// Skips the first byte of a rejected candidate, so that a real frame
-    /// starting inside it is still found.
-    fn resync(&mut self, pos: &mut usize) {
+    /// Gives up on the candidate at `*pos` and skips `skip` bytes of it:
+    /// usually one, so that a real frame starting inside it is still found.
+    fn resync(&mut self, pos: &mut usize, skip: usize) {
         self.stats.resyncs += 1;
-        self.stats.garbage_bytes += 1;
-        *pos += 1;
+        self.stats.garbage_bytes += skip as u64;
+        *pos += skip;
     }
 }
 
@@ -318,20 +310,49 @@ impl<'a> Iterator for Frames<'_, 'a> {
     }
 }
 
-/// Whether `bytes` starts with a whole frame that passes every check.
-fn complete_valid_frame(bytes: &[u8], max_frame_len: usize) -> bool {
+/// What the bytes at a start marker amount to, checked in the order that
+/// decides which counter a rejected candidate goes to.
+enum Candidate {
+    /// The header or the rest of the frame has not arrived yet.
+    Incomplete,
+    BadLength,
+    Oversized,
+    BadStop,
+    /// Length and stop bytes agree; `crc_ok` says whether the CRC does too.
+    Whole {
+        header: usize,
+        total: usize,
+        crc_ok: bool,
+    },
+}
+
+/// `bytes` starts with `78 78` or `79 79`.
+fn candidate(bytes: &[u8], max_frame_len: usize) -> Candidate {
     let (header, length) = match bytes {
-        [0x78, 0x78, len, ..] => (3, *len as usize),
-        [0x79, 0x79, hi, lo, ..] => (4, u16::from_be_bytes([*hi, *lo]) as usize),
-        _ => return false,
+        [0x78, _, len, ..] => (3, *len as usize),
+        [0x79, _, hi, lo, ..] => (4, u16::from_be_bytes([*hi, *lo]) as usize),
+        _ => return Candidate::Incomplete,
     };
+    if length < MIN_LENGTH {
+        return Candidate::BadLength;
+    }
     let total = header + length + 2;
-    if length < MIN_LENGTH || total > max_frame_len || bytes.len() < total {
-        return false;
+    if total > max_frame_len {
+        return Candidate::Oversized;
+    }
+    if bytes.len() < total {
+        return Candidate::Incomplete;
+    }
+    if bytes[total - 2..total] != STOP {
+        return Candidate::BadStop;
     }
     let crc_at = total - 4;
-    bytes[total - 2..total] == STOP
-        && crc_itu(&bytes[2..crc_at]) == u16::from_be_bytes([bytes[crc_at], bytes[crc_at + 1]])
+    let sent = u16::from_be_bytes([bytes[crc_at], bytes[crc_at + 1]]);
+    Candidate::Whole {
+        header,
+        total,
+        crc_ok: crc_itu(&bytes[2..crc_at]) == sent,
+    }
 }
 
 /// The offset of the first `78 78` or `79 79` in `bytes`.
