@@ -426,14 +426,14 @@ impl Shard {
         .await
     }
 
-    async fn drain_backlog(&self) {
+    async fn drain_backlog(self: &Rc<Self>) {
         loop {
             let Some(envelope) = self.backlog.borrow_mut().pop_front() else {
                 return;
             };
             if let Err(envelope) = self.sink.try_send(envelope) {
                 self.backlog.borrow_mut().push_front(envelope);
-                glommio::timer::sleep(Duration::from_millis(1)).await;
+                self.sink_space().await;
             }
         }
     }
