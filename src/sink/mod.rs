@@ -92,7 +92,6 @@ impl SinkStats {
 
     /// Called by writers once a batch of mixed tables is safe.
     pub(crate) fn committed(&self, batch: &[Envelope]) {
-        let now = std::time::Instant::now();
         let mut by_table = [0u64; 9];
         for e in batch {
             by_table[e.record.table().index()] += 1;
@@ -103,12 +102,7 @@ impl SinkStats {
                 self.batches[i].fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Ok(mut h) = self.end_to_end.lock() {
-            for e in batch {
-                let us = now.saturating_duration_since(e.received).as_micros() as u64;
-                h.saturating_record(us.max(1));
-            }
-        }
+        self.record_end_to_end(batch.iter().map(|e| e.received));
     }
 
     /// Called by writers once a batch of one table is committed. `received`
@@ -116,13 +110,17 @@ impl SinkStats {
     pub(crate) fn committed_rows(&self, table: Table, rows: u64, received: &[std::time::Instant]) {
         self.written[table.index()].fetch_add(rows, Ordering::Relaxed);
         self.batches[table.index()].fetch_add(1, Ordering::Relaxed);
-        if received.is_empty() {
-            return;
+        if !received.is_empty() {
+            self.record_end_to_end(received.iter().copied());
         }
+    }
+
+    /// From each row's frame read until now, the moment it became safe.
+    fn record_end_to_end(&self, received: impl Iterator<Item = std::time::Instant>) {
         let now = std::time::Instant::now();
         if let Ok(mut h) = self.end_to_end.lock() {
             for t in received {
-                let us = now.saturating_duration_since(*t).as_micros() as u64;
+                let us = now.saturating_duration_since(t).as_micros() as u64;
                 h.saturating_record(us.max(1));
             }
         }
