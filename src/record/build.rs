@@ -87,36 +87,32 @@ impl Records<'_> {
 
     /// A device event: login, reconnect, logout or offline.
     pub fn login(&mut self, login: &Login, event: i8, peer: &str, reason: &str) -> Record {
-        let tz = login.tz_language;
-        Record::DeviceEvents(DeviceEventRow {
-            imei: self.ctx.imei.as_u64(),
-            server_time: self.ctx.server_time,
-            event,
-            protocol: n::LOGIN,
-            serial: self.ctx.serial,
-            device_type: login.type_code.unwrap_or(0),
-            tz_offset_min: tz.map_or(0, |t| t.offset_minutes()),
-            language: tz.map_or(0, |t| t.language()),
-            conn_id: self.ctx.conn_id,
-            peer_addr: peer.to_owned(),
-            reason: reason.to_owned(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
-        })
+        self.device_event(Some(login), event, peer, reason)
     }
 
     /// A logout or offline event, which has no login packet behind it.
     pub fn disconnect(&mut self, event: i8, peer: &str, reason: &str) -> Record {
+        self.device_event(None, event, peer, reason)
+    }
+
+    /// The login fields are zero for events without a login packet.
+    fn device_event(
+        &mut self,
+        login: Option<&Login>,
+        event: i8,
+        peer: &str,
+        reason: &str,
+    ) -> Record {
+        let tz = login.and_then(|l| l.tz_language);
         Record::DeviceEvents(DeviceEventRow {
             imei: self.ctx.imei.as_u64(),
             server_time: self.ctx.server_time,
             event,
-            protocol: 0,
-            serial: 0,
-            device_type: 0,
-            tz_offset_min: 0,
-            language: 0,
+            protocol: if login.is_some() { n::LOGIN } else { 0 },
+            serial: if login.is_some() { self.ctx.serial } else { 0 },
+            device_type: login.and_then(|l| l.type_code).unwrap_or(0),
+            tz_offset_min: tz.map_or(0, |t| t.offset_minutes()),
+            language: tz.map_or(0, |t| t.language()),
             conn_id: self.ctx.conn_id,
             peer_addr: peer.to_owned(),
             reason: reason.to_owned(),
