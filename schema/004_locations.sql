@@ -3,7 +3,9 @@
 -- device_time is the packet's own timestamp converted to UTC; when the packet has
 -- none or it fails the sanity check, device_time = server_time and device_time_valid = 0.
 -- lat/lon are not Nullable: has_position = 0 means "no position" (lat = lon = 0).
--- position_source says where lat/lon came from: the GPS fix or a cell/WiFi geolocation.
+-- position_source says where lat/lon came from: the GPS fix, a cell or WiFi geolocation
+-- (geo service), or a registered beacon. source = 'beacon' rows are written for a 0xB3
+-- Bluetooth report whose strongest known beacon has a position (accuracy_m = 0).
 
 CREATE TABLE IF NOT EXISTS {db}.locations
 (
@@ -14,12 +16,13 @@ CREATE TABLE IF NOT EXISTS {db}.locations
     protocol          UInt8,
     serial            UInt16,
     source            Enum8('gps' = 1, 'gps_4g' = 2, 'lbs' = 3, 'lbs_4g' = 4, 'wifi' = 5, 'wifi_4g' = 6,
-                            'lbs_address_req' = 7, 'address_query' = 8, 'lbs_4g_address_req' = 9),
+                            'lbs_address_req' = 7, 'address_query' = 8, 'lbs_4g_address_req' = 9,
+                            'beacon' = 10),
     -- position
     has_position      UInt8,
     lat               Float64,
     lon               Float64,
-    position_source   Enum8('none' = 0, 'gps' = 1, 'lbs' = 2, 'wifi' = 3, 'beacon' = 4),
+    position_source   Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4),
     accuracy_m        Float32,
     speed_kmh         UInt16,
     course            UInt16,

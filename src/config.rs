@@ -20,6 +20,7 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     pub spool: SpoolConfig,
     pub log: LogConfig,
+    pub geo: crate::geo::GeoConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -423,6 +424,7 @@ impl Config {
         if self.spool.max_bytes < 1024 * 1024 {
             return bad("spool.max_bytes", "must be at least 1 MiB");
         }
+        self.geo.validate()?;
         Ok(())
     }
 }

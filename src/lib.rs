@@ -9,6 +9,7 @@
 //! in, bytes out. It does no I/O and reads no clock, so every part of it can be
 //! tested and fuzzed in isolation.
 
+pub mod app;
 pub mod config;
 pub mod control;
 pub mod geo;

@@ -281,17 +281,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(statements = n, database = %config.clickhouse.database, "schema applied");
     }
     let config = Arc::new(config);
-    let (sink, workers) = badge_ingest::sink::start(&config).context("starting the sink")?;
-    let sink_stats = sink.stats().clone();
-    let server =
-        badge_ingest::server::start(config.clone(), sink).context("starting the server")?;
-    let control_ctx = badge_ingest::control::Context::new(
-        server.handle(),
-        sink_stats,
-        Some(config.server.control_token.clone()),
-    );
-    let control = badge_ingest::control::start(&config, control_ctx)
-        .context("starting the control socket")?;
+    let app = badge_ingest::app::App::start(config.clone()).context("starting")?;
 
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -299,7 +289,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ])
     .context("installing signal handlers")?;
     let handle = signals.handle();
-    let summary = spawn_summary(server.handle(), config.server.summary_interval_secs);
+    let summary = spawn_summary(app.handle(), config.server.summary_interval_secs);
     let mut signals = signals;
     let signal = signals.forever().next();
     handle.close();
@@ -308,10 +298,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "shutting down: closing connections and flushing records"
     );
     drop(summary);
-    drop(control);
-    let uptime = server.uptime();
-    let shards = server.shutdown();
-    workers.finish().context("flushing the sink")?;
+    let uptime = app.uptime();
+    let shards = app.shutdown().context("flushing the sink")?;
     let total = ShardMetrics::total(&shards);
     tracing::info!(
         uptime_s = uptime.as_secs(),

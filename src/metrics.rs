@@ -45,6 +45,53 @@ pub struct ShardMetrics {
     pub sink_full_waits: u64,
     /// From the last byte of a frame read to its reply written, in µs.
     pub reply_latency: Histogram<u64>,
+    pub geo: GeoCounters,
+    /// Bluetooth rows whose beacon the registry knows, and does not.
+    pub beacons_known: u64,
+    pub beacons_unknown: u64,
+}
+
+/// What the shard asked of the geo service and what came of it.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct GeoCounters {
+    /// Rows (with or without a reply) handed to a lookup.
+    pub lookups: u64,
+    /// Rows given a position from cells or WiFi.
+    pub positioned: u64,
+    /// Rows given an address.
+    pub addressed: u64,
+    /// Rows stored without what they waited for: the deadline passed, or
+    /// no provider knew.
+    pub unenriched: u64,
+    /// Of those, the ones the deadline cut short.
+    pub deadline_missed: u64,
+    /// Rows stored at once without a lookup: too many were waiting.
+    pub skipped: u64,
+    /// Address replies (0x17/0x97) with an address, and with an empty one.
+    pub replies_with_address: u64,
+    pub replies_empty: u64,
+    /// ALARMSMS replies that followed an alarm's 0x26.
+    pub alarm_sms: u64,
+    /// Late replies whose connection had gone.
+    pub replies_orphaned: u64,
+    /// Lookups waiting now.
+    pub pending: u64,
+}
+
+impl GeoCounters {
+    fn merge(&mut self, o: &GeoCounters) {
+        self.lookups += o.lookups;
+        self.positioned += o.positioned;
+        self.addressed += o.addressed;
+        self.unenriched += o.unenriched;
+        self.deadline_missed += o.deadline_missed;
+        self.skipped += o.skipped;
+        self.replies_with_address += o.replies_with_address;
+        self.replies_empty += o.replies_empty;
+        self.alarm_sms += o.alarm_sms;
+        self.replies_orphaned += o.replies_orphaned;
+        self.pending += o.pending;
+    }
 }
 
 impl ShardMetrics {
@@ -74,6 +121,9 @@ impl ShardMetrics {
             records: 0,
             sink_full_waits: 0,
             reply_latency: latency_histogram(),
+            geo: GeoCounters::default(),
+            beacons_known: 0,
+            beacons_unknown: 0,
         }
     }
 
@@ -105,6 +155,9 @@ impl ShardMetrics {
         self.sink_full_waits += other.sink_full_waits;
         // Same bounds everywhere, so adding cannot fail.
         let _ = self.reply_latency.add(&other.reply_latency);
+        self.geo.merge(&other.geo);
+        self.beacons_known += other.beacons_known;
+        self.beacons_unknown += other.beacons_unknown;
     }
 
     /// Totals over several shards.

@@ -3,11 +3,9 @@
 //! and the handle is used the way shards will use it (futures awaited from
 //! outside tokio, glommio included).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use badge_ingest::geo::{
@@ -18,161 +16,8 @@ use badge_ingest::protocol::layout::{CellTower, MacAddr, MobileNetwork};
 use futures_lite::future::block_on;
 use serde_json::json;
 
-// ---------------------------------------------------------------------------
-// A fake provider: one thread per connection, `Connection: close`.
-
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
-    }
-
-    /// A query parameter (the values used here need no percent-decoding).
-    fn query(&self, key: &str) -> Option<String> {
-        let (_, q) = self.target.split_once('?')?;
-        q.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == key).then(|| v.to_string())
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-struct Answer {
-    status: u16,
-    body: String,
-    delay: Duration,
-}
-
-fn answer(status: u16, body: impl Into<String>) -> Answer {
-    Answer {
-        status,
-        body: body.into(),
-        delay: Duration::ZERO,
-    }
-}
-
-type Handler = dyn Fn(&Seen) -> Answer + Send + Sync;
-
-struct FakeServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeServer {
-    fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<Handler> = Arc::new(handler);
-        std::thread::spawn({
-            let (seen, stop) = (seen.clone(), stop.clone());
-            move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let (seen, handler) = (seen.clone(), handler.clone());
-                    std::thread::spawn(move || serve_one(stream, &seen, &*handler));
-                }
-            }
-        });
-        Self { addr, seen, stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve_one(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or("").split(' ');
-    let method = request_line.next().unwrap_or("").to_string();
-    let target = request_line.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let request = Seen {
-        method,
-        target,
-        headers,
-        body,
-    };
-    // Recorded before answering, so a request the client gave up on counts.
-    seen.lock().unwrap().push(request.clone());
-    let a = handler(&request);
-    std::thread::sleep(a.delay);
-    let response = format!(
-        "HTTP/1.1 {} X\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        a.status,
-        a.body.len(),
-        a.body
-    );
-    let _ = stream.write_all(response.as_bytes());
-}
+mod http_fake;
+use http_fake::{answer, Answer, FakeServer, Seen};
 
 // ---------------------------------------------------------------------------
 // Helpers.

@@ -30,6 +30,8 @@ pub const HELP: &str = "commands (prefix any with `json` for a JSON answer):
   send [--wait SECS] IMEI TEXT   0x80 online command (queued if the badge is offline)
   message IMEI TEXT           0x82 message (UTF-16BE on the wire)
   commands IMEI               recent and queued commands with their status
+  geo                         geo providers: calls, hits, failures, breakers, caches, latency
+  geo reload                  read the cell database file again
   metrics                     Prometheus text format (also: HTTP GET /metrics)
   auth TOKEN | help | quit";
 
@@ -99,6 +101,7 @@ pub async fn execute(ctx: &Context, line: &str) -> Answer {
             [imei] => commands(ctx, imei).await,
             _ => Answer::err("usage: commands IMEI"),
         },
+        "geo" => geo(ctx, &args).await,
         "metrics" if args.is_empty() => {
             let text = super::prometheus::render(ctx).await;
             Answer::ok(text.clone(), json!({ "metrics": text }))
@@ -106,6 +109,69 @@ pub async fn execute(ctx: &Context, line: &str) -> Answer {
         "stats" | "metrics" => Answer::err(format!("{verb} takes no arguments")),
         "" => Answer::err("empty command"),
         _ => Answer::err(format!("unknown command `{verb}`; try `help`")),
+    }
+}
+
+async fn geo(ctx: &Context, args: &[&str]) -> Answer {
+    let Some(geo) = &ctx.services.geo else {
+        return Answer::err("no geo provider is configured (see [geo] in the configuration)");
+    };
+    match args {
+        [] => {
+            let s = geo.stats();
+            let mut text = String::new();
+            let mut providers = serde_json::Map::new();
+            for (name, p) in [
+                ("cell_db", &s.cell_db),
+                ("geolocation", &s.geolocation),
+                ("reverse", &s.reverse),
+            ] {
+                if !p.enabled {
+                    continue;
+                }
+                let latency = Percentiles::of(&p.latency_us);
+                let _ = writeln!(
+                    text,
+                    "{name}: requests {} hits {} misses {} failures {} timeouts {} breaker {:?} opens {} rejected_open {} abandoned {} latency {latency}",
+                    p.requests, p.hits, p.misses, p.failures, p.timeouts, p.breaker, p.breaker_opens,
+                    p.rejected_open, p.abandoned
+                );
+                providers.insert(
+                    name.into(),
+                    json!({
+                        "requests": p.requests, "hits": p.hits, "misses": p.misses,
+                        "failures": p.failures, "timeouts": p.timeouts,
+                        "breaker": format!("{:?}", p.breaker).to_lowercase(),
+                        "breaker_opens": p.breaker_opens, "rejected_open": p.rejected_open,
+                        "abandoned": p.abandoned, "latency_us": latency,
+                    }),
+                );
+            }
+            let _ = writeln!(
+                text,
+                "queue_full {} outstanding {} cell_db_cells {} reloads {} reload_failures {}",
+                s.queue_full, s.outstanding, s.cell_db_cells, s.cell_db_reloads, s.cell_db_reload_failures
+            );
+            Answer::ok(
+                text,
+                json!({
+                    "providers": providers,
+                    "queue_full": s.queue_full,
+                    "outstanding": s.outstanding,
+                    "cell_db_cells": s.cell_db_cells,
+                    "cell_db_reloads": s.cell_db_reloads,
+                    "cell_db_reload_failures": s.cell_db_reload_failures,
+                }),
+            )
+        }
+        ["reload"] => match geo.reload_cell_db().await {
+            Ok(info) => Answer::ok(
+                format!("cell database reloaded: {} cells", info.cells),
+                json!({ "cells": info.cells, "skipped": info.skipped }),
+            ),
+            Err(e) => Answer::err(format!("cell database not reloaded: {e}")),
+        },
+        _ => Answer::err("usage: geo | geo reload"),
     }
 }
 
@@ -221,6 +287,13 @@ async fn stats(ctx: &Context) -> Answer {
         }
     }
     let _ = writeln!(text, "rows written/queued: {}", rows_text.join(" "));
+    let g = &total.geo;
+    let _ = writeln!(
+        text,
+        "geo: lookups {} pending {} positioned {} addressed {} unenriched {} deadline_missed {} skipped {} address_replies {}/{} (with address/empty) alarm_sms {} beacons known {} unknown {}",
+        g.lookups, g.pending, g.positioned, g.addressed, g.unenriched, g.deadline_missed, g.skipped,
+        g.replies_with_address, g.replies_empty, g.alarm_sms, total.beacons_known, total.beacons_unknown
+    );
     let _ = writeln!(
         text,
         "records {} sink_queue {} sink_full_waits {} spool_bytes {spool_bytes} spool_files {spool_files} insert_retries {} insert_failures {}",
@@ -284,6 +357,9 @@ fn shard_json(s: &ShardMetrics) -> Value {
         "refused": s.connections_refused_limit + s.connections_refused_per_ip,
         "records": s.records,
         "sink_full_waits": s.sink_full_waits,
+        "geo": s.geo,
+        "beacons_known": s.beacons_known,
+        "beacons_unknown": s.beacons_unknown,
     })
 }
 

@@ -41,6 +41,8 @@ pub struct Context {
     pub sink: Arc<SinkStats>,
     pub started: Instant,
     pub token: Option<String>,
+    /// Geo service and beacon registry, for their commands.
+    pub services: crate::server::Services,
     /// Snapshots for the "last interval" latency figures, rotated every 10 s.
     windows: Mutex<Windows>,
 }
@@ -52,11 +54,21 @@ struct Windows {
 
 impl Context {
     pub fn new(server: ServerHandle, sink: Arc<SinkStats>, token: Option<String>) -> Arc<Self> {
+        Self::with_services(server, sink, token, Default::default())
+    }
+
+    pub fn with_services(
+        server: ServerHandle,
+        sink: Arc<SinkStats>,
+        token: Option<String>,
+        services: crate::server::Services,
+    ) -> Arc<Self> {
         Arc::new(Self {
             server,
             sink,
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()),
+            services,
             windows: Mutex::new(Windows {
                 older: None,
                 newer: None,

@@ -131,6 +131,60 @@ pub async fn render(ctx: &Context) -> String {
         "Waits because the sink queue was full.",
         |s| s.sink_full_waits,
     );
+    per_shard(
+        "geo_lookups_total",
+        "counter",
+        "Rows handed to the geo service.",
+        |s| s.geo.lookups,
+    );
+    per_shard(
+        "geo_positioned_total",
+        "counter",
+        "Rows given a position from cells or WiFi.",
+        |s| s.geo.positioned,
+    );
+    per_shard(
+        "geo_addressed_total",
+        "counter",
+        "Rows given an address.",
+        |s| s.geo.addressed,
+    );
+    per_shard(
+        "geo_unenriched_total",
+        "counter",
+        "Rows stored without the position or address they waited for.",
+        |s| s.geo.unenriched,
+    );
+    per_shard(
+        "geo_deadline_missed_total",
+        "counter",
+        "Lookups cut short by the deadline.",
+        |s| s.geo.deadline_missed,
+    );
+    per_shard(
+        "geo_skipped_total",
+        "counter",
+        "Rows stored without a lookup because too many were waiting.",
+        |s| s.geo.skipped,
+    );
+    per_shard(
+        "geo_pending",
+        "gauge",
+        "Rows waiting for the geo service.",
+        |s| s.geo.pending,
+    );
+    per_shard(
+        "address_replies_total",
+        "counter",
+        "Address replies sent after a lookup (with or without an address).",
+        |s| s.geo.replies_with_address + s.geo.replies_empty,
+    );
+    per_shard(
+        "alarm_sms_total",
+        "counter",
+        "ALARMSMS replies sent after an alarm's acknowledgement.",
+        |s| s.geo.alarm_sms,
+    );
 
     let _ = writeln!(
         out,

@@ -93,6 +93,20 @@ pub struct GeoConfig {
     pub breaker_cooldown_secs: u64,
     /// Lookups accepted and not yet answered; more are refused at the handle.
     pub queue: usize,
+    /// How long an address request (0x17/0x1A/0xA7) waits for its address
+    /// before it is answered with an empty one, and how long a stored row
+    /// waits for its position and address before it is stored without.
+    pub deadline_ms: u64,
+    /// Rows (and address replies) waiting for the geo service per shard;
+    /// beyond this a row is stored at once without enrichment, and counted.
+    pub max_pending: usize,
+    /// Whether rows that have a position (GPS, or one found from cells) are
+    /// also given an address. Off: only address requests and alarms ask
+    /// for one, which spares a rate-limited reverse provider.
+    pub addresses: bool,
+    /// The language of stored addresses (`zh` or `en`). Address requests
+    /// use their own, alarms their language byte.
+    pub language: String,
 }
 
 impl Default for GeoConfig {
@@ -109,6 +123,10 @@ impl Default for GeoConfig {
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
             queue: 4096,
+            deadline_ms: 3000,
+            max_pending: 4096,
+            addresses: true,
+            language: "zh".into(),
         }
     }
 }
@@ -116,6 +134,26 @@ impl Default for GeoConfig {
 impl GeoConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Whether any provider is configured; without one the server answers
+    /// address requests at once with an empty address, as the reference
+    /// does when its geocoder is off.
+    pub fn enabled(&self) -> bool {
+        self.cell_db.is_some() || !self.geolocation_url.is_empty() || !self.reverse_url.is_empty()
+    }
+
+    /// The language of stored addresses.
+    pub fn stored_language(&self) -> Language {
+        if self.language == "en" {
+            Language::English
+        } else {
+            Language::Chinese
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -177,6 +215,15 @@ impl GeoConfig {
         }
         if !(1..=1_000_000).contains(&self.queue) {
             return bad("geo.queue", "must be between 1 and 1000000");
+        }
+        if !(1..=60_000).contains(&self.deadline_ms) {
+            return bad("geo.deadline_ms", "must be between 1 and 60000");
+        }
+        if !(1..=1_000_000).contains(&self.max_pending) {
+            return bad("geo.max_pending", "must be between 1 and 1000000");
+        }
+        if !matches!(self.language.as_str(), "zh" | "en") {
+            return bad("geo.language", "must be `zh` or `en`");
         }
         Ok(())
     }

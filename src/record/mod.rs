@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub mod build;
+pub mod enrich;
 
 pub use build::{RecordContext, Records};
 
@@ -22,7 +23,7 @@ pub mod enums {
 
     pub const POSITION_NONE: i8 = 0;
     pub const POSITION_GPS: i8 = 1;
-    pub const POSITION_LBS: i8 = 2;
+    pub const POSITION_CELL: i8 = 2;
     pub const POSITION_WIFI: i8 = 3;
     pub const POSITION_BEACON: i8 = 4;
 

@@ -17,6 +17,7 @@ use crate::protocol::message::Login;
 use crate::protocol::{Frame, Imei, Message, Reply};
 use crate::record::{enums, Envelope, Record, RecordContext, Records};
 
+use super::geo::{Owed, ReplyTo};
 use super::limits::ConnPermit;
 use super::session::{owner_shard, Session};
 use super::shard::{CloseReason, ConnShared, Handoff, Shard, ShardMsg};
@@ -141,7 +142,7 @@ impl Conn {
     /// Splits `input` (after any partial frame kept from before) into
     /// frames and handles each. Synchronous: nothing else runs on the shard
     /// meanwhile, so the shard's buffers can be borrowed freely.
-    fn feed(&mut self, shard: &Shard, input: &[u8], received: Instant) -> Step {
+    fn feed(&mut self, shard: &Rc<Shard>, input: &[u8], received: Instant) -> Step {
         let joined;
         let data: &[u8] = if self.partial.is_empty() {
             input
@@ -184,7 +185,13 @@ impl Conn {
         step
     }
 
-    fn frame(&mut self, shard: &Shard, frame: &Frame<'_>, now: u32, received: Instant) -> Step {
+    fn frame(
+        &mut self,
+        shard: &Rc<Shard>,
+        frame: &Frame<'_>,
+        now: u32,
+        received: Instant,
+    ) -> Step {
         shard.metrics.borrow_mut().frames[usize::from(frame.protocol)] += 1;
         let message = match Message::decode(frame) {
             Ok(m) => m,
@@ -280,8 +287,36 @@ impl Conn {
                 }
             }
         }
-        for r in records {
-            self.queue(shard, r, received);
+        // With a geo service, rows lacking a position or an address wait for
+        // it on their own task; the reply an address request or alarm owes
+        // goes with its row.
+        let mut owed = match &message {
+            Message::AddressRequest(req) => Some(Owed::Address {
+                english: req.wants_english(),
+            }),
+            Message::Alarm(_) => Some(Owed::AlarmSms),
+            _ => None,
+        };
+        for record in records {
+            let geo = match (&shard.services.geo, &record) {
+                (Some(geo), Record::Locations(_) | Record::Alarms(_) | Record::Attendance(_)) => {
+                    geo
+                }
+                _ => {
+                    self.queue(shard, record, received);
+                    continue;
+                }
+            };
+            let reply = owed.take().map(|owed| ReplyTo {
+                conn_id: self.id,
+                serial: frame.serial,
+                owed,
+            });
+            let envelope = Envelope { record, received };
+            match super::geo::enrich(shard, geo, envelope, reply) {
+                Ok(()) => shard.metrics.borrow_mut().records += 1,
+                Err(envelope) => self.queue(shard, envelope.record, received),
+            }
         }
         Step::Continue
     }
@@ -353,8 +388,13 @@ impl Conn {
 
     fn reply(&mut self, shard: &Shard, message: &Message<'_>, serial: u16, now: u32) {
         let reply = match message {
-            // No address source yet: answered at once with an empty address.
-            Message::AddressRequest(req) => Some(Reply::address(req, "")),
+            // Without a geo service, answered at once with an empty address
+            // (as the reference does when its geocoder is off); with one, the
+            // row's lookup answers (`server::geo`).
+            Message::AddressRequest(req) if shard.services.geo.is_none() => {
+                Some(Reply::address(req, ""))
+            }
+            Message::AddressRequest(_) => None,
             other => Reply::immediate(other, i64::from(now)),
         };
         if let Some(reply) = reply {

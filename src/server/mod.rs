@@ -14,6 +14,7 @@ use crate::sink::SinkHandle;
 
 mod connection;
 pub mod downlink;
+mod geo;
 pub mod limits;
 pub mod session;
 mod shard;
@@ -45,8 +46,25 @@ pub struct RunningServer {
     started: Instant,
 }
 
-/// Starts the shards and returns once every one of them listens.
+/// What shards may ask besides the sink; all of it is optional.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// Positions and addresses; `None` answers address requests at once
+    /// with an empty address and stores rows as they came.
+    pub geo: Option<crate::geo::GeoHandle>,
+}
+
+/// Starts the shards without geo service: see [`start_with`].
 pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, ServerError> {
+    start_with(config, sink, Services::default())
+}
+
+/// Starts the shards and returns once every one of them listens.
+pub fn start_with(
+    config: Arc<Config>,
+    sink: SinkHandle,
+    services: Services,
+) -> Result<RunningServer, ServerError> {
     let memlock = limits::ensure_memlock()?;
     let (nofile, nofile_hard) = limits::raise_nofile();
     let n = config.shards();
@@ -103,6 +121,7 @@ pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, Ser
             next_conn_id: next_conn_id.clone(),
             next_command_id: next_command_id.clone(),
             ready: ready_tx.clone(),
+            services: services.clone(),
         };
         let placement = if n <= cpus {
             Placement::Fixed(id)

@@ -209,6 +209,7 @@ pub(crate) struct Shard {
     /// task that watches the queue for them is running.
     pub sink_waiters: RefCell<Vec<std::task::Waker>>,
     pub sink_watcher: Cell<bool>,
+    pub services: super::Services,
 }
 
 /// Everything a shard thread needs to start.
@@ -225,6 +226,7 @@ pub(crate) struct ShardStart {
     pub next_conn_id: Arc<std::sync::atomic::AtomicU64>,
     pub next_command_id: Arc<std::sync::atomic::AtomicU32>,
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    pub services: super::Services,
 }
 
 pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
@@ -265,6 +267,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         next_command_id: start.next_command_id,
         sink_waiters: RefCell::new(Vec::new()),
         sink_watcher: Cell::new(false),
+        services: start.services,
         instance: start.instance,
         config,
     });
@@ -345,6 +348,12 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    // Rows still waiting for the geo service: each waits at most the
+    // deadline, then is queued with or without its position.
+    while shard.metrics.borrow().geo.pending > 0 {
+        while start.inbox.try_recv().is_ok() {}
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
     while start.inbox.try_recv().is_ok() {}
     timer.cancel().await;
     shard.drain_backlog().await;
@@ -395,10 +404,15 @@ impl Shard {
     /// in order behind earlier ones when the queue is full.
     pub fn emit(&self, record: Record) {
         self.metrics.borrow_mut().records += 1;
-        let envelope = Envelope {
+        self.emit_envelope(Envelope {
             record,
             received: Instant::now(),
-        };
+        });
+    }
+
+    /// [`Shard::emit`] for a record already counted, keeping its read time
+    /// (rows that waited for the geo service).
+    pub fn emit_envelope(&self, envelope: Envelope) {
         let mut backlog = self.backlog.borrow_mut();
         if !backlog.is_empty() {
             backlog.push_back(envelope);

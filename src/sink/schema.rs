@@ -55,6 +55,10 @@ pub const FILES: &[(&str, &str)] = &[
         "013_attendance_daily.sql",
         include_str!("../../schema/013_attendance_daily.sql"),
     ),
+    (
+        "014_geo_sources.sql",
+        include_str!("../../schema/014_geo_sources.sql"),
+    ),
 ];
 
 /// The statements of one file, as `scripts/apply-schema-check.sh` splits

@@ -181,11 +181,17 @@ impl Badge {
 
     /// Reads the next reply frame: (protocol, serial).
     pub fn reply(&mut self) -> (u8, u16) {
+        let (protocol, serial, _) = self.reply_frame();
+        (protocol, serial)
+    }
+
+    /// Reads the next reply frame: (protocol, serial, content).
+    pub fn reply_frame(&mut self) -> (u8, u16, Vec<u8>) {
         loop {
             let mut decoder = FrameDecoder::default();
             let mut pos = 0;
             if let Some(f) = decoder.next_frame(&self.buf, &mut pos) {
-                let got = (f.protocol, f.serial);
+                let got = (f.protocol, f.serial, f.content.to_vec());
                 self.buf.drain(..pos);
                 return got;
             }
@@ -194,6 +200,11 @@ impl Badge {
             assert!(n > 0, "server closed the connection");
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Bounds how long [`Self::reply`] waits.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
     }
 
     pub fn login(&mut self) {

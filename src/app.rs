@@ -1,0 +1,114 @@
+//! The whole ingester assembled: the services the shards lean on (geo),
+//! the sink, the shards, and the control socket, started in that order and
+//! stopped in the reverse one, so nothing accepted is dropped on the way
+//! out. `badge-ingest serve` is this plus signal handling; the integration
+//! tests start it the same way.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::control::{self, ControlServer};
+use crate::geo::{GeoHandle, GeoService};
+use crate::metrics::ShardMetrics;
+use crate::server::{RunningServer, ServerHandle, Services};
+use crate::sink::{SinkStats, SinkWorkers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("starting the services runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("starting the geo service: {0}")]
+    Geo(#[from] crate::geo::GeoError),
+    #[error("starting the sink: {0}")]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("starting the server: {0}")]
+    Server(#[from] crate::server::ServerError),
+    #[error("starting the control socket: {0}")]
+    Control(#[from] control::ControlError),
+}
+
+/// A running ingester.
+pub struct App {
+    pub config: Arc<Config>,
+    server: RunningServer,
+    workers: SinkWorkers,
+    control: Option<ControlServer>,
+    geo: Option<GeoService>,
+    /// Runs the geo service's lookups: HTTP and the cell database stay off
+    /// the shards' threads.
+    runtime: tokio::runtime::Runtime,
+}
+
+impl App {
+    pub fn start(config: Arc<Config>) -> Result<App, AppError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("services")
+            .enable_all()
+            .build()
+            .map_err(AppError::Runtime)?;
+        let geo = if config.geo.enabled() {
+            let (_, service) = GeoService::start(config.geo.clone(), runtime.handle().clone())?;
+            Some(service)
+        } else {
+            None
+        };
+        let services = Services {
+            geo: geo.as_ref().map(GeoService::handle),
+        };
+        let (sink, workers) = crate::sink::start(&config)?;
+        let sink_stats = sink.stats().clone();
+        let server = crate::server::start_with(config.clone(), sink, services.clone())?;
+        let ctx = control::Context::with_services(
+            server.handle(),
+            sink_stats,
+            Some(config.server.control_token.clone()),
+            services,
+        );
+        let control = control::start(&config, ctx)?;
+        Ok(App {
+            config,
+            server,
+            workers,
+            control: Some(control),
+            geo,
+            runtime,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn control_addr(&self) -> &crate::config::ControlAddr {
+        &self.control.as_ref().expect("running").addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.server.uptime()
+    }
+
+    pub fn sink_stats(&self) -> &Arc<SinkStats> {
+        &self.workers.stats
+    }
+
+    pub fn geo(&self) -> Option<GeoHandle> {
+        self.geo.as_ref().map(GeoService::handle)
+    }
+
+    /// Stops taking control commands and connections, lets the shards
+    /// finish their frames (and their rows' lookups), and waits until the
+    /// sink has written or spooled every row.
+    pub fn shutdown(mut self) -> Result<Vec<ShardMetrics>, crate::sink::SinkError> {
+        drop(self.control.take());
+        let shards = self.server.shutdown();
+        let flushed = self.workers.finish();
+        drop(self.geo.take());
+        self.runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        flushed.map(|()| shards)
+    }
+}

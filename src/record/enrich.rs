@@ -1,0 +1,311 @@
+//! What a stored row still lacks that the geo service can add: a position
+//! for reports heard only from cells and WiFi, and an address for any
+//! position. Pure functions over the rows; the lookups themselves and
+//! their deadline are the server's (`server::geo`).
+//!
+//! Everything a lookup needs is read back from the row's own columns
+//! (serving cell, neighbours, WiFi APs), so enrichment does not have to
+//! keep the frame alive while it waits.
+
+use crate::geo::{wifi_dbm, CellQuery, Fix, FixSource, Language, Radio};
+use crate::protocol::layout::{CellTower, MacAddr, MobileNetwork};
+use crate::protocol::number as n;
+
+use super::enums::{POSITION_CELL, POSITION_NONE, POSITION_WIFI};
+use super::Record;
+
+/// What to ask the geo service for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoWant {
+    /// The position, when the row has one (GPS, or a beacon's).
+    pub position: Option<(f64, f64)>,
+    /// What the badge heard, for rows without a position.
+    pub query: Option<CellQuery>,
+}
+
+/// The columns the position is read from and written to, whatever the table.
+struct Columns<'a> {
+    protocol: u8,
+    has_position: &'a mut u8,
+    lat: &'a mut f64,
+    lon: &'a mut f64,
+    position_source: &'a mut i8,
+    accuracy_m: &'a mut f32,
+    address: &'a mut String,
+    mcc: u16,
+    mnc: u16,
+    main: CellTower,
+    cells: (&'a [u32], &'a [u64], &'a [u8]),
+    wifi: (&'a [u64], &'a [u8]),
+}
+
+fn columns(record: &mut Record) -> Option<Columns<'_>> {
+    Some(match record {
+        Record::Locations(r) => Columns {
+            protocol: r.protocol,
+            has_position: &mut r.has_position,
+            lat: &mut r.lat,
+            lon: &mut r.lon,
+            position_source: &mut r.position_source,
+            accuracy_m: &mut r.accuracy_m,
+            address: &mut r.address,
+            mcc: r.mcc,
+            mnc: r.mnc,
+            main: CellTower {
+                lac: r.lac,
+                cell_id: r.cell_id,
+                rssi: r.rssi,
+            },
+            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
+            wifi: (&r.wifi_mac, &r.wifi_rssi),
+        },
+        Record::Alarms(r) => Columns {
+            protocol: r.protocol,
+            has_position: &mut r.has_position,
+            lat: &mut r.lat,
+            lon: &mut r.lon,
+            position_source: &mut r.position_source,
+            accuracy_m: &mut r.accuracy_m,
+            address: &mut r.address,
+            mcc: r.mcc,
+            mnc: r.mnc,
+            main: CellTower {
+                lac: r.lac,
+                cell_id: r.cell_id,
+                rssi: r.gsm_signal,
+            },
+            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
+            wifi: (&r.wifi_mac, &r.wifi_rssi),
+        },
+        Record::Attendance(r) => Columns {
+            protocol: r.protocol,
+            has_position: &mut r.has_position,
+            lat: &mut r.lat,
+            lon: &mut r.lon,
+            position_source: &mut r.position_source,
+            accuracy_m: &mut r.accuracy_m,
+            address: &mut r.address,
+            mcc: r.mcc,
+            mnc: r.mnc,
+            main: CellTower {
+                lac: r.lac,
+                cell_id: r.cell_id,
+                rssi: r.rssi,
+            },
+            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
+            wifi: (&r.wifi_mac, &r.wifi_rssi),
+        },
+        _ => return None,
+    })
+}
+
+/// The radio of a row's cells. The 4G messages carry 32-bit LACs and
+/// 64-bit cell ids; 0xA9 exists in both sizes, told apart by the values.
+fn radio(protocol: u8, main: CellTower) -> Radio {
+    match protocol {
+        n::GPS_4G
+        | n::LBS_4G
+        | n::WIFI_4G
+        | n::ALARM_SINGLE_FENCE
+        | n::ALARM_MULTI_FENCE
+        | n::ALARM_LBS_4G
+        | n::LBS_4G_ADDRESS_REQUEST
+        | n::ATTENDANCE_4G => Radio::Lte,
+        n::ALARM_WIFI if main.lac > 0xFFFF || main.cell_id > 0xFF_FFFF => Radio::Lte,
+        _ => Radio::Gsm,
+    }
+}
+
+/// What `record` could still gain, or `None` when it has nothing to look
+/// up (a table without positions, or a report that heard nothing).
+/// `addresses`: whether rows with a position get an address.
+pub fn want(record: &mut Record, addresses: bool) -> Option<GeoWant> {
+    let c = columns(record)?;
+    if *c.has_position != 0 {
+        // A beacon's row arrives with the registry's address already.
+        if !c.address.is_empty() {
+            return None;
+        }
+        return addresses.then(|| GeoWant {
+            position: Some((*c.lat, *c.lon)),
+            query: None,
+        });
+    }
+    let mut cells = Vec::with_capacity(1 + c.cells.0.len());
+    if !c.main.is_empty() {
+        cells.push(c.main);
+    }
+    for ((&lac, &cell_id), &rssi) in c.cells.0.iter().zip(c.cells.1).zip(c.cells.2) {
+        let tower = CellTower { lac, cell_id, rssi };
+        if !tower.is_empty() {
+            cells.push(tower);
+        }
+    }
+    let wifi: Vec<(MacAddr, i8)> = c
+        .wifi
+        .0
+        .iter()
+        .zip(c.wifi.1)
+        .map(|(&mac, &rssi)| (mac_from_u64(mac), wifi_dbm(rssi)))
+        .collect();
+    if (c.mcc == 0 || cells.is_empty()) && wifi.is_empty() {
+        return None;
+    }
+    Some(GeoWant {
+        position: None,
+        query: Some(CellQuery {
+            network: MobileNetwork {
+                mcc: c.mcc,
+                mnc: c.mnc,
+                wide_mnc: c.mnc > 99,
+            },
+            radio: radio(c.protocol, c.main),
+            cells,
+            wifi,
+        }),
+    })
+}
+
+/// The language a row's address is asked in: an address request's own,
+/// an alarm's language byte, else the configured one.
+pub fn language(record: &Record, default: Language) -> Language {
+    match record {
+        Record::Alarms(r) if r.language == 2 => Language::English,
+        Record::Alarms(r) if r.language == 1 => Language::Chinese,
+        _ => default,
+    }
+}
+
+/// Writes what the lookups found into the row. A fix is applied only to a
+/// row without a position: GPS stays authoritative.
+pub fn apply(record: &mut Record, fix: Option<Fix>, address: Option<&str>) {
+    let Some(c) = columns(record) else {
+        return;
+    };
+    if let Some(fix) = fix {
+        if *c.has_position == 0 {
+            *c.has_position = 1;
+            *c.lat = fix.lat;
+            *c.lon = fix.lon;
+            *c.accuracy_m = fix.accuracy_m as f32;
+            *c.position_source = match fix.source {
+                FixSource::Cell => POSITION_CELL,
+                FixSource::Wifi => POSITION_WIFI,
+            };
+        }
+    }
+    if let Some(a) = address {
+        if c.address.is_empty() {
+            a.clone_into(c.address);
+        }
+    }
+    debug_assert!(*c.has_position != 0 || *c.position_source == POSITION_NONE);
+}
+
+fn mac_from_u64(mac: u64) -> MacAddr {
+    let b = mac.to_be_bytes();
+    MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{enums, LocationRow};
+
+    fn lbs_row() -> LocationRow {
+        LocationRow {
+            imei: 1,
+            device_time: 0,
+            server_time: 0,
+            device_time_valid: 1,
+            protocol: n::LBS_MULTI,
+            serial: 1,
+            source: 3,
+            has_position: 0,
+            lat: 0.0,
+            lon: 0.0,
+            position_source: enums::POSITION_NONE,
+            accuracy_m: 0.0,
+            speed_kmh: 0,
+            course: 0,
+            satellites: 0,
+            gps_positioned: 0,
+            realtime: 0,
+            mcc: 460,
+            mnc: 0,
+            lac: 0x2795,
+            cell_id: 0x0E6A,
+            rssi: 40,
+            report_mode: 0,
+            mileage: 0,
+            cells_lac: vec![0x2795, 0],
+            cells_cell_id: vec![0x0E6B, 0],
+            cells_rssi: vec![30, 0],
+            wifi_mac: vec![0x0011_2233_4455],
+            wifi_rssi: vec![65],
+            address: String::new(),
+            ingest_instance: "t",
+            ingest_shard: 0,
+            ingest_seq: 1,
+        }
+    }
+
+    #[test]
+    fn a_report_without_position_asks_for_its_cells_and_aps() {
+        let mut r = Record::Locations(lbs_row());
+        let w = want(&mut r, true).expect("has cells");
+        assert_eq!(w.position, None);
+        let q = w.query.expect("query");
+        assert_eq!(q.radio, Radio::Gsm);
+        assert_eq!(q.network.mcc, 460);
+        // The empty neighbour slot is left out; the main cell comes first.
+        assert_eq!(q.cells.len(), 2);
+        assert_eq!(q.cells[0].cell_id, 0x0E6A);
+        assert_eq!(q.wifi, vec![(MacAddr([0, 0x11, 0x22, 0x33, 0x44, 0x55]), -65)]);
+    }
+
+    #[test]
+    fn a_fix_fills_a_row_without_position_but_never_overrides_gps() {
+        let fix = Fix {
+            lat: 22.5,
+            lon: 113.9,
+            accuracy_m: 550.0,
+            source: FixSource::Cell,
+        };
+        let mut r = Record::Locations(lbs_row());
+        apply(&mut r, Some(fix), Some("深圳"));
+        let Record::Locations(row) = &r else {
+            unreachable!()
+        };
+        assert_eq!((row.has_position, row.lat, row.lon), (1, 22.5, 113.9));
+        assert_eq!(row.position_source, enums::POSITION_CELL);
+        assert_eq!(row.accuracy_m, 550.0);
+        assert_eq!(row.address, "深圳");
+
+        let mut gps = lbs_row();
+        gps.has_position = 1;
+        gps.lat = 1.0;
+        gps.lon = 2.0;
+        gps.position_source = enums::POSITION_GPS;
+        let mut r = Record::Locations(gps);
+        assert_eq!(
+            want(&mut r, true).map(|w| w.position),
+            Some(Some((1.0, 2.0)))
+        );
+        assert_eq!(want(&mut r, false), None, "addresses off: nothing to ask");
+        apply(&mut r, Some(fix), None);
+        let Record::Locations(row) = &r else {
+            unreachable!()
+        };
+        assert_eq!((row.lat, row.position_source), (1.0, enums::POSITION_GPS));
+    }
+
+    #[test]
+    fn a_report_that_heard_nothing_asks_nothing() {
+        let mut row = lbs_row();
+        row.mcc = 0;
+        row.wifi_mac.clear();
+        row.wifi_rssi.clear();
+        assert_eq!(want(&mut Record::Locations(row), true), None);
+    }
+}

@@ -1,0 +1,258 @@
+//! Geo enrichment through the whole server: badges on real TCP, the cell
+//! database from a CSV fixture, a Nominatim stand-in on loopback HTTP, and
+//! (where rows are checked) a real ClickHouse.
+
+mod http_fake;
+mod pipeline_support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use badge_ingest::app::App;
+use badge_ingest::config::{Config, SinkKind};
+use badge_ingest::protocol::layout::*;
+use badge_ingest::protocol::message::*;
+use badge_ingest::protocol::Message;
+use http_fake::{answer, Answer, FakeServer, Seen};
+use pipeline_support::*;
+use serde_json::json;
+
+const ZH: &str = "广东省深圳市南山区科技园";
+const EN: &str = "Science Park, Nanshan, Shenzhen, China";
+
+/// A Nominatim stand-in answering by `accept-language`, after `delay`.
+fn nominatim(delay: Duration) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    move |seen: &Seen| {
+        if seen.path() != "/reverse"
+            || seen.query("lat").is_none()
+            || seen.query("lon").is_none()
+        {
+            return answer(400, r#"{"error":"bad request"}"#);
+        }
+        let name = match seen.query("accept-language").as_deref() {
+            Some("en") => EN,
+            _ => ZH,
+        };
+        Answer {
+            delay,
+            ..answer(200, json!({ "display_name": name }).to_string())
+        }
+    }
+}
+
+fn cells_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cells.csv")
+}
+
+fn geo_config(mut c: Config, reverse: &FakeServer, deadline_ms: u64) -> Config {
+    c.server.control = "127.0.0.1:0".into();
+    c.geo.cell_db = Some(cells_fixture());
+    c.geo.reverse_url = reverse.url("/reverse");
+    c.geo.deadline_ms = deadline_ms;
+    c.geo.cache_entries = 0;
+    c.validate().unwrap();
+    c
+}
+
+/// The address text of a 0x17/0x97 reply: `[len] flag(4) ADDRESS|ALARMSMS && addr && phone ##`.
+fn address_of(protocol: u8, content: &[u8]) -> (String, String) {
+    let at = content.windows(2).position(|w| w == b"&&").expect("first &&");
+    // 0x97 has a 2-byte length, 0x17 a 1-byte one; then the 4-byte server flag.
+    let marker_start = if protocol == 0x97 { 6 } else { 5 };
+    let marker = String::from_utf8_lossy(&content[marker_start..at]).to_string();
+    let rest = &content[at + 2..];
+    let end = rest
+        .windows(2)
+        .enumerate()
+        .position(|(i, w)| i % 2 == 0 && w == b"&&")
+        .expect("second &&");
+    let units: Vec<u16> = rest[..end]
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    (marker, String::from_utf16(&units).expect("UTF-16BE"))
+}
+
+fn lbs_alarm(cell: CellId4g) -> Message<'static> {
+    Message::Alarm(Alarm {
+        source: AlarmSource::Lbs,
+        body: AlarmBody::Lbs {
+            network: MobileNetwork::new(460, 0),
+            cell,
+            status: AlarmStatus {
+                terminal_info: 0x44,
+                voltage_level: 5,
+                gsm_signal: 4,
+                alarm_code: 0x01,
+                language: 1,
+            },
+        },
+    })
+}
+
+#[test]
+fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
+    let Some(url) = clickhouse_url() else { return };
+    let reverse = FakeServer::start(nominatim(Duration::ZERO));
+    let db = fresh_database(&url, "geo");
+    let spool = temp_dir("geo");
+    let config = geo_config(config(&url, &db, &spool), &reverse, 3000);
+    let app = App::start(Arc::new(config)).expect("starts");
+    let samples = Samples::new();
+    let net = MobileNetwork::new(460, 0);
+
+    let mut badge = Badge::connect(app.local_addr(), imei(71));
+    badge.login();
+
+    // An LBS report: positioned from the CSV, stored with source `cell`.
+    badge.send(&Message::Lbs(LbsReport {
+        protocol: 0x28,
+        time: TIME,
+        network: net,
+        cells: Cells::G2(&samples.cells2),
+        timing_advance: Some(0),
+        language: Some(1),
+    }));
+
+    // 0x17 in Chinese: the address comes back in UTF-16BE.
+    let serial = badge.send(&Message::AddressRequest(AddressRequest {
+        protocol: 0x17,
+        time: TIME,
+        body: &[0x01, 0xCC, 0x00, 0x27, 0x95, 0x0E, 0x5A, 0x21],
+        language: 1,
+    }));
+    let (protocol, got, content) = badge.reply_frame();
+    assert_eq!((protocol, got), (0x17, serial));
+    assert_eq!(address_of(protocol, &content), ("ADDRESS".into(), ZH.into()));
+
+    // 0x1A with a GPS fix in English: 0x97.
+    let serial = badge.send(&Message::AddressRequest(AddressRequest {
+        protocol: 0x1A,
+        time: TIME,
+        body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
+        language: 2,
+    }));
+    let (protocol, got, content) = badge.reply_frame();
+    assert_eq!((protocol, got), (0x97, serial));
+    assert_eq!(address_of(protocol, &content), ("ADDRESS".into(), EN.into()));
+
+    // An alarm: 0x26 at once, then ALARMSMS with the address (the reference's order).
+    let serial = badge.send(&lbs_alarm(CellId4g::new(0x2795, 0x0E5A21)));
+    assert_eq!(badge.reply(), (0x26, serial));
+    let (protocol, got, content) = badge.reply_frame();
+    assert_eq!((protocol, got), (0x17, serial));
+    assert_eq!(address_of(protocol, &content), ("ALARMSMS".into(), ZH.into()));
+
+    let shards = app.shutdown().expect("sink flushes");
+    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
+    assert_eq!(geo.pending, 0);
+    assert_eq!((geo.replies_with_address, geo.alarm_sms), (2, 1));
+
+    let lbs = query(
+        &url,
+        &format!(
+            "SELECT position_source, has_position, round(lat, 2), round(lon, 2), accuracy_m > 0, address \
+             FROM {db}.locations WHERE source = 'lbs' FORMAT TSV"
+        ),
+    );
+    let f: Vec<&str> = lbs.trim().split('\t').collect();
+    assert_eq!(f[0], "cell", "{lbs}");
+    assert_eq!(f[1], "1");
+    let (lat, lon): (f64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+    assert!((22.54..=22.55).contains(&lat) && (113.94..=113.95).contains(&lon), "{lbs}");
+    assert_eq!(f[4], "1", "accuracy radius: {lbs}");
+    assert_eq!(f[5], ZH, "stored in geo.language: {lbs}");
+
+    let requests = query(
+        &url,
+        &format!(
+            "SELECT source, position_source, address FROM {db}.locations \
+             WHERE source IN ('lbs_address_req', 'address_query') ORDER BY source FORMAT TSV"
+        ),
+    );
+    assert_eq!(
+        requests.trim(),
+        format!("lbs_address_req\tcell\t{ZH}\naddress_query\tgps\t{EN}")
+    );
+    let alarm = query(
+        &url,
+        &format!("SELECT position_source, address FROM {db}.alarms FORMAT TSV"),
+    );
+    assert_eq!(alarm.trim(), format!("cell\t{ZH}"));
+    query(&url, &format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_are_served() {
+    let reverse = FakeServer::start(nominatim(Duration::from_secs(3)));
+    let out = temp_dir("geo-slow").join("rows.jsonl");
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shards = 1;
+    c.server.summary_interval_secs = 0;
+    c.sink.kind = SinkKind::File;
+    c.sink.file = out.clone();
+    c.sink.batch_age_ms = 50;
+    let config = geo_config(c, &reverse, 400);
+    let app = App::start(Arc::new(config)).expect("starts");
+    let samples = Samples::new();
+
+    let mut slow = Badge::connect(app.local_addr(), imei(81));
+    slow.login();
+    let mut other = Badge::connect(app.local_addr(), imei(82));
+    other.login();
+
+    let asked = Instant::now();
+    let serial = slow.send(&Message::AddressRequest(AddressRequest {
+        protocol: 0x1A,
+        time: TIME,
+        body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
+        language: 1,
+    }));
+    // While the lookup waits, the same shard answers another badge at once.
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        extended: false,
+        status: HeartbeatStatus {
+            terminal_info: 0x44,
+            battery: 80,
+            gsm_signal: 4,
+        },
+        language: Some(1),
+        extension: &[],
+    });
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = other.send(&heartbeat);
+        assert_eq!(other.reply(), (0x13, s));
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "a heartbeat waited {:?} behind a lookup",
+            t.elapsed()
+        );
+    }
+    assert!(asked.elapsed() < Duration::from_millis(400), "heartbeats ran during the lookup");
+
+    let (protocol, got, content) = slow.reply_frame();
+    let waited = asked.elapsed();
+    assert_eq!((protocol, got), (0x17, serial));
+    assert_eq!(address_of(protocol, &content), ("ADDRESS".into(), String::new()));
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_millis(2500),
+        "answered after {waited:?}, deadline 400 ms, provider 3 s"
+    );
+
+    let shards = app.shutdown().expect("sink flushes");
+    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
+    assert_eq!((geo.replies_empty, geo.deadline_missed), (1, 1));
+    assert_eq!(geo.pending, 0);
+    // Stored anyway: with its GPS position, without the address.
+    let rows = std::fs::read_to_string(&out).unwrap();
+    let row: serde_json::Value = rows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["table"] == "locations")
+        .expect("the request's row was stored");
+    assert_eq!(row["has_position"], 1);
+    assert_eq!(row["address"], "");
+}
