@@ -108,7 +108,8 @@ impl App {
         let shards = self.server.shutdown();
         let flushed = self.workers.finish();
         drop(self.geo.take());
-        self.runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(5));
         flushed.map(|()| shards)
     }
 }

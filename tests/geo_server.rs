@@ -24,10 +24,7 @@ const EN: &str = "Science Park, Nanshan, Shenzhen, China";
 /// A Nominatim stand-in answering by `accept-language`, after `delay`.
 fn nominatim(delay: Duration) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
     move |seen: &Seen| {
-        if seen.path() != "/reverse"
-            || seen.query("lat").is_none()
-            || seen.query("lon").is_none()
-        {
+        if seen.path() != "/reverse" || seen.query("lat").is_none() || seen.query("lon").is_none() {
             return answer(400, r#"{"error":"bad request"}"#);
         }
         let name = match seen.query("accept-language").as_deref() {
@@ -57,7 +54,10 @@ fn geo_config(mut c: Config, reverse: &FakeServer, deadline_ms: u64) -> Config {
 
 /// The address text of a 0x17/0x97 reply: `[len] flag(4) ADDRESS|ALARMSMS && addr && phone ##`.
 fn address_of(protocol: u8, content: &[u8]) -> (String, String) {
-    let at = content.windows(2).position(|w| w == b"&&").expect("first &&");
+    let at = content
+        .windows(2)
+        .position(|w| w == b"&&")
+        .expect("first &&");
     // 0x97 has a 2-byte length, 0x17 a 1-byte one; then the 4-byte server flag.
     let marker_start = if protocol == 0x97 { 6 } else { 5 };
     let marker = String::from_utf8_lossy(&content[marker_start..at]).to_string();
@@ -124,7 +124,10 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     }));
     let (protocol, got, content) = badge.reply_frame();
     assert_eq!((protocol, got), (0x17, serial));
-    assert_eq!(address_of(protocol, &content), ("ADDRESS".into(), ZH.into()));
+    assert_eq!(
+        address_of(protocol, &content),
+        ("ADDRESS".into(), ZH.into())
+    );
 
     // 0x1A with a GPS fix in English: 0x97.
     let serial = badge.send(&Message::AddressRequest(AddressRequest {
@@ -135,14 +138,20 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     }));
     let (protocol, got, content) = badge.reply_frame();
     assert_eq!((protocol, got), (0x97, serial));
-    assert_eq!(address_of(protocol, &content), ("ADDRESS".into(), EN.into()));
+    assert_eq!(
+        address_of(protocol, &content),
+        ("ADDRESS".into(), EN.into())
+    );
 
     // An alarm: 0x26 at once, then ALARMSMS with the address (the reference's order).
     let serial = badge.send(&lbs_alarm(CellId4g::new(0x2795, 0x0E5A21)));
     assert_eq!(badge.reply(), (0x26, serial));
     let (protocol, got, content) = badge.reply_frame();
     assert_eq!((protocol, got), (0x17, serial));
-    assert_eq!(address_of(protocol, &content), ("ALARMSMS".into(), ZH.into()));
+    assert_eq!(
+        address_of(protocol, &content),
+        ("ALARMSMS".into(), ZH.into())
+    );
 
     let shards = app.shutdown().expect("sink flushes");
     let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
@@ -160,7 +169,10 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     assert_eq!(f[0], "cell", "{lbs}");
     assert_eq!(f[1], "1");
     let (lat, lon): (f64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
-    assert!((22.54..=22.55).contains(&lat) && (113.94..=113.95).contains(&lon), "{lbs}");
+    assert!(
+        (22.54..=22.55).contains(&lat) && (113.94..=113.95).contains(&lon),
+        "{lbs}"
+    );
     assert_eq!(f[4], "1", "accuracy radius: {lbs}");
     assert_eq!(f[5], ZH, "stored in geo.language: {lbs}");
 
@@ -231,12 +243,18 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
             t.elapsed()
         );
     }
-    assert!(asked.elapsed() < Duration::from_millis(400), "heartbeats ran during the lookup");
+    assert!(
+        asked.elapsed() < Duration::from_millis(400),
+        "heartbeats ran during the lookup"
+    );
 
     let (protocol, got, content) = slow.reply_frame();
     let waited = asked.elapsed();
     assert_eq!((protocol, got), (0x17, serial));
-    assert_eq!(address_of(protocol, &content), ("ADDRESS".into(), String::new()));
+    assert_eq!(
+        address_of(protocol, &content),
+        ("ADDRESS".into(), String::new())
+    );
     assert!(
         waited >= Duration::from_millis(350) && waited < Duration::from_millis(2500),
         "answered after {waited:?}, deadline 400 ms, provider 3 s"

@@ -526,9 +526,19 @@ impl Outstanding {
         }
         if let Some(i) = self.fifo.iter().position(matches) {
             let pending = self.fifo.remove(i).expect("position is in range");
-            return Verdict::OutOfOrder {
-                result: check(&pending.expected, pending.serial, frame, now_unix),
-                pending,
+            let result = check(&pending.expected, pending.serial, frame, now_unix);
+            // A server with a geo service answers address requests when the
+            // address is found (or its deadline passes): other replies may
+            // pass them, and they may pass nothing but each other.
+            let overtaken = self
+                .fifo
+                .iter()
+                .take(i)
+                .any(|p| !matches!(p.expected, Expected::Address { .. }));
+            return if overtaken {
+                Verdict::OutOfOrder { result, pending }
+            } else {
+                Verdict::Reply { result, pending }
             };
         }
         if let Some(head) = self.fifo.front() {
@@ -892,6 +902,73 @@ mod tests {
             expected,
             sent_at: Instant::now(),
         }
+    }
+
+    #[test]
+    fn replies_may_pass_an_address_request_waiting_for_its_lookup() {
+        let mut o = Outstanding::default();
+        o.expect(pending(
+            n::LBS_ADDRESS_REQUEST,
+            1,
+            Expected::Address { english: false },
+        ));
+        o.expect(pending(
+            n::HEARTBEAT,
+            2,
+            Expected::Ack {
+                protocol: n::HEARTBEAT,
+            },
+        ));
+        let r2 = encoded(
+            Reply::Ack {
+                protocol: n::HEARTBEAT,
+            },
+            2,
+        );
+        assert!(matches!(
+            with_frame(&r2, |f| o.on_frame(f, NOW)),
+            Verdict::Reply { result: Ok(()), .. }
+        ));
+        let r1 = encoded(
+            Reply::Address {
+                english: false,
+                alarm: false,
+                address: "深圳",
+                phone: "",
+            },
+            1,
+        );
+        assert!(matches!(
+            with_frame(&r1, |f| o.on_frame(f, NOW)),
+            Verdict::Reply { result: Ok(()), .. }
+        ));
+
+        // Anything else overtaken is still out of order.
+        o.expect(pending(
+            n::HEARTBEAT,
+            3,
+            Expected::Ack {
+                protocol: n::HEARTBEAT,
+            },
+        ));
+        o.expect(pending(
+            n::LBS_ADDRESS_REQUEST,
+            4,
+            Expected::Address { english: false },
+        ));
+        let r4 = encoded(
+            Reply::Address {
+                english: false,
+                alarm: false,
+                address: "",
+                phone: "",
+            },
+            4,
+        );
+        assert!(matches!(
+            with_frame(&r4, |f| o.on_frame(f, NOW)),
+            Verdict::OutOfOrder { .. }
+        ));
     }
 
     #[test]

@@ -150,7 +150,11 @@ async fn geo(ctx: &Context, args: &[&str]) -> Answer {
             let _ = writeln!(
                 text,
                 "queue_full {} outstanding {} cell_db_cells {} reloads {} reload_failures {}",
-                s.queue_full, s.outstanding, s.cell_db_cells, s.cell_db_reloads, s.cell_db_reload_failures
+                s.queue_full,
+                s.outstanding,
+                s.cell_db_cells,
+                s.cell_db_reloads,
+                s.cell_db_reload_failures
             );
             Answer::ok(
                 text,

@@ -413,6 +413,27 @@ impl Records<'_> {
         }
     }
 
+    /// The location a Bluetooth report gives through its strongest
+    /// registered beacon: the beacon's own position and address. Same
+    /// device time and serial as the report; no cells, no GPS.
+    pub fn beacon_location(
+        &mut self,
+        report: &BluetoothRow,
+        lat: f64,
+        lon: f64,
+        address: &str,
+    ) -> Record {
+        let mut row = self.location(report.protocol, LOCATION_BEACON, None);
+        row.device_time = report.device_time;
+        row.device_time_valid = report.device_time_valid;
+        row.has_position = 1;
+        row.lat = lat;
+        row.lon = lon;
+        row.position_source = POSITION_BEACON;
+        address.clone_into(&mut row.address);
+        Record::Locations(row)
+    }
+
     fn general_info(&mut self, g: &GeneralInfo<'_>) -> Record {
         let payload = match g {
             GeneralInfo::Other { data, .. } => hex(data),

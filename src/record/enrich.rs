@@ -261,7 +261,10 @@ mod tests {
         // The empty neighbour slot is left out; the main cell comes first.
         assert_eq!(q.cells.len(), 2);
         assert_eq!(q.cells[0].cell_id, 0x0E6A);
-        assert_eq!(q.wifi, vec![(MacAddr([0, 0x11, 0x22, 0x33, 0x44, 0x55]), -65)]);
+        assert_eq!(
+            q.wifi,
+            vec![(MacAddr([0, 0x11, 0x22, 0x33, 0x44, 0x55]), -65)]
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub mod enums {
     pub const POSITION_WIFI: i8 = 3;
     pub const POSITION_BEACON: i8 = 4;
 
+    /// `locations.source` of a row made from a Bluetooth report's best beacon.
+    pub const LOCATION_BEACON: i8 = 10;
+
     pub const BT_PUNCH: i8 = 1;
     pub const BT_LOCATION: i8 = 2;
 

@@ -185,13 +185,7 @@ impl Conn {
         step
     }
 
-    fn frame(
-        &mut self,
-        shard: &Rc<Shard>,
-        frame: &Frame<'_>,
-        now: u32,
-        received: Instant,
-    ) -> Step {
+    fn frame(&mut self, shard: &Rc<Shard>, frame: &Frame<'_>, now: u32, received: Instant) -> Step {
         shard.metrics.borrow_mut().frames[usize::from(frame.protocol)] += 1;
         let message = match Message::decode(frame) {
             Ok(m) => m,

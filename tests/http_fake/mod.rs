@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
@@ -162,4 +161,3 @@ fn serve_one(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) 
     );
     let _ = stream.write_all(response.as_bytes());
 }
-
