@@ -274,3 +274,39 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
     assert_eq!(row["has_position"], 1);
     assert_eq!(row["address"], "");
 }
+
+#[test]
+fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
+    let reverse = FakeServer::start(nominatim(Duration::from_secs(2)));
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shards = 1;
+    c.server.summary_interval_secs = 0;
+    c.sink.kind = SinkKind::Count;
+    c.geo.max_pending = 1;
+    let config = geo_config(c, &reverse, 1000);
+    let app = App::start(Arc::new(config)).expect("starts");
+    let samples = Samples::new();
+    let mut badge = Badge::connect(app.local_addr(), imei(91));
+    badge.login();
+    let request = Message::AddressRequest(AddressRequest {
+        protocol: 0x1A,
+        time: TIME,
+        body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
+        language: 1,
+    });
+    let first = badge.send(&request);
+    let second = badge.send(&request);
+    // The second finds the one slot taken: answered at once, empty.
+    let t = Instant::now();
+    let (protocol, serial, content) = badge.reply_frame();
+    assert_eq!((protocol, serial), (0x17, second));
+    assert_eq!(address_of(protocol, &content).1, "");
+    assert!(t.elapsed() < Duration::from_millis(500));
+    let (protocol, serial, _) = badge.reply_frame();
+    assert_eq!((protocol, serial), (0x17, first));
+    let shards = app.shutdown().expect("stops");
+    let total = badge_ingest::metrics::ShardMetrics::total(&shards);
+    assert_eq!((total.geo.skipped, total.geo.lookups), (1, 1));
+    assert_eq!(total.geo.unenriched, 2, "skipped, and the one past its deadline");
+}
