@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Manage the beacon registry (the `beacons` table).
+    Beacons {
+        #[command(subcommand)]
+        command: BeaconsCommand,
+    },
     /// Decode hex-encoded frames (for example from a capture) and print what they contain.
     Decode {
         /// Hex bytes; spaces are ignored. Several frames may follow each other.
@@ -76,6 +81,50 @@ enum SchemaCommand {
     Print {
         #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
         database: String,
+    },
+}
+
+/// How the `beacons` commands reach ClickHouse: the flags of `schema apply`.
+#[derive(Args)]
+struct ClickHouseArgs {
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "BADGE_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse_url: String,
+    /// Database with the `beacons` table (see `schema apply`).
+    #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
+    database: String,
+}
+
+impl ClickHouseArgs {
+    fn config(self) -> anyhow::Result<Config> {
+        let mut config = Config::default();
+        config.clickhouse.url = self.clickhouse_url;
+        config.clickhouse.database = self.database;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand)]
+enum BeaconsCommand {
+    /// Check a CSV file of beacons and write it to the table as their
+    /// current version. Header: mac,name,lat,lon[,address][,active]. Nothing
+    /// is written if any line is bad.
+    Import {
+        /// The CSV file (`-` reads standard input).
+        file: PathBuf,
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
+    },
+    /// Print the current version of every beacon in the table, retired
+    /// ones included, as CSV that `import` reads back.
+    List {
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
     },
 }
 
@@ -193,6 +242,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Decode { hex } => decode(&hex.join("")),
         Command::Schema { command } => schema(command),
+        Command::Beacons { command } => beacons(command),
         Command::Ctl(args) => ctl(args),
     };
     match result {
@@ -257,6 +307,59 @@ fn schema(command: SchemaCommand) -> anyhow::Result<()> {
                     println!("{};", statement.trim_end());
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn beacons(command: BeaconsCommand) -> anyhow::Result<()> {
+    use badge_ingest::geo::beacons;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        BeaconsCommand::Import { file, clickhouse } => {
+            let config = clickhouse.config()?;
+            // The whole file is checked before anything is written.
+            let list = if file.as_os_str() == "-" {
+                beacons::parse_csv(std::io::stdin().lock()).context("standard input")?
+            } else {
+                beacons::read_csv_file(&file)?
+            };
+            let database = &config.clickhouse.database;
+            let client = badge_ingest::sink::clickhouse::client(&config);
+            let n = rt
+                .block_on(beacons::import(&client, database, &list))
+                .with_context(|| {
+                    format!(
+                        "importing into {database}.beacons at {}",
+                        config.clickhouse.url
+                    )
+                })?;
+            println!("imported {n} beacons into {database}.beacons");
+        }
+        BeaconsCommand::List { clickhouse } => {
+            let config = clickhouse.config()?;
+            let database = &config.clickhouse.database;
+            let client = badge_ingest::sink::clickhouse::client(&config);
+            let list = rt
+                .block_on(beacons::load(&client, database))
+                .with_context(|| {
+                    format!("reading {database}.beacons at {}", config.clickhouse.url)
+                })?;
+            let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+            out.write_record(["mac", "name", "lat", "lon", "address", "active"])?;
+            for b in &list {
+                out.write_record([
+                    beacons::format_mac(b.mac),
+                    b.name.clone(),
+                    b.lat.to_string(),
+                    b.lon.to_string(),
+                    b.address.clone(),
+                    u8::from(b.active).to_string(),
+                ])?;
+            }
+            out.flush()?;
         }
     }
     Ok(())

@@ -38,6 +38,7 @@
 //! provider, so a slow one cannot starve the other), a timeout per call, a
 //! circuit breaker, and counters with a latency histogram ([`GeoStats`]).
 
+pub mod beacons;
 mod breaker;
 mod cache;
 mod celldb;
