@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::control::{self, ControlServer};
+use crate::geo::beacons::{BeaconRefresher, BeaconRegistry};
 use crate::geo::{GeoHandle, GeoService};
 use crate::metrics::ShardMetrics;
 use crate::server::{RunningServer, ServerHandle, Services};
@@ -19,6 +20,8 @@ pub enum AppError {
     Runtime(std::io::Error),
     #[error("starting the geo service: {0}")]
     Geo(#[from] crate::geo::GeoError),
+    #[error("loading the beacon registry: {0}")]
+    Beacons(#[from] crate::geo::beacons::BeaconError),
     #[error("starting the sink: {0}")]
     Sink(#[from] crate::sink::SinkError),
     #[error("starting the server: {0}")]
@@ -34,6 +37,7 @@ pub struct App {
     workers: SinkWorkers,
     control: Option<ControlServer>,
     geo: Option<GeoService>,
+    beacons: Option<BeaconRefresher>,
     /// Runs the geo service's lookups: HTTP and the cell database stay off
     /// the shards' threads.
     runtime: tokio::runtime::Runtime,
@@ -53,8 +57,19 @@ impl App {
         } else {
             None
         };
+        let registry = BeaconRegistry::new();
+        let beacons = match config.beacons.source(&config) {
+            Some(source) => Some(BeaconRefresher::start(
+                &config.beacons,
+                source,
+                registry.clone(),
+            )?),
+            None => None,
+        };
         let services = Services {
             geo: geo.as_ref().map(GeoService::handle),
+            beacons: registry,
+            beacon_source: beacons.as_ref().map(BeaconRefresher::handle),
         };
         let (sink, workers) = crate::sink::start(&config)?;
         let sink_stats = sink.stats().clone();
@@ -72,6 +87,7 @@ impl App {
             workers,
             control: Some(control),
             geo,
+            beacons,
             runtime,
         })
     }
@@ -108,6 +124,7 @@ impl App {
         let shards = self.server.shutdown();
         let flushed = self.workers.finish();
         drop(self.geo.take());
+        drop(self.beacons.take());
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(5));
         flushed.map(|()| shards)

@@ -21,6 +21,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub log: LogConfig,
     pub geo: crate::geo::GeoConfig,
+    pub beacons: crate::geo::beacons::BeaconsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -425,6 +426,7 @@ impl Config {
             return bad("spool.max_bytes", "must be at least 1 MiB");
         }
         self.geo.validate()?;
+        self.beacons.validate()?;
         Ok(())
     }
 }

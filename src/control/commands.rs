@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::geo::beacons::{format_mac, UnknownBeacons};
 use crate::metrics::{latency_histogram, Percentiles, ShardMetrics};
 use crate::protocol::{number, Imei};
 use crate::record::Table;
@@ -32,6 +33,9 @@ pub const HELP: &str = "commands (prefix any with `json` for a JSON answer):
   commands IMEI               recent and queued commands with their status
   geo                         geo providers: calls, hits, failures, breakers, caches, latency
   geo reload                  read the cell database file again
+  beacons                     the beacon registry: size, last load, known/unknown sightings
+  beacons reload              load the registry again now
+  beacons unknown [--limit N] beacons heard that the registry does not know, most heard first
   metrics                     Prometheus text format (also: HTTP GET /metrics)
   auth TOKEN | help | quit";
 
@@ -102,6 +106,7 @@ pub async fn execute(ctx: &Context, line: &str) -> Answer {
             _ => Answer::err("usage: commands IMEI"),
         },
         "geo" => geo(ctx, &args).await,
+        "beacons" => beacons(ctx, &args).await,
         "metrics" if args.is_empty() => {
             let text = super::prometheus::render(ctx).await;
             Answer::ok(text.clone(), json!({ "metrics": text }))
@@ -176,6 +181,109 @@ async fn geo(ctx: &Context, args: &[&str]) -> Answer {
             Err(e) => Answer::err(format!("cell database not reloaded: {e}")),
         },
         _ => Answer::err("usage: geo | geo reload"),
+    }
+}
+
+async fn beacons(ctx: &Context, args: &[&str]) -> Answer {
+    let registry = &ctx.services.beacons;
+    let source = ctx.services.beacon_source.as_ref();
+    match args {
+        [] => {
+            let total = ShardMetrics::total(&shard_metrics(ctx).await);
+            let stats = source.map(|s| s.stats());
+            let loaded_at = registry.loaded_at().map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+            let mut text = format!(
+                "registry: {} beacons, loaded at {} (unix), source {}\nsightings: known {} unknown {}",
+                registry.len(),
+                loaded_at.map_or("never".into(), |t| t.to_string()),
+                if source.is_some() { "configured" } else { "none" },
+                total.beacons_known,
+                total.beacons_unknown,
+            );
+            if let Some(s) = &stats {
+                let _ = write!(
+                    text,
+                    "\nloads {} failures {}{}",
+                    s.loads,
+                    s.failures,
+                    s.last_error
+                        .as_deref()
+                        .map_or(String::new(), |e| format!(" last_error: {e}"))
+                );
+            }
+            Answer::ok(
+                text,
+                json!({
+                    "beacons": registry.len(),
+                    "loaded_at": loaded_at,
+                    "source": source.is_some(),
+                    "known_sightings": total.beacons_known,
+                    "unknown_sightings": total.beacons_unknown,
+                    "loads": stats.as_ref().map(|s| s.loads),
+                    "failures": stats.as_ref().map(|s| s.failures),
+                    "last_error": stats.as_ref().and_then(|s| s.last_error.clone()),
+                }),
+            )
+        }
+        ["reload"] => {
+            let Some(source) = source else {
+                return Answer::err(
+                    "no beacon registry source (a ClickHouse sink or beacons.file)",
+                );
+            };
+            match source.reload().await {
+                Ok(n) => Answer::ok(
+                    format!("beacon registry reloaded: {n} beacons"),
+                    json!({ "beacons": n }),
+                ),
+                Err(e) => Answer::err(format!("beacon registry not reloaded (the previous one stays): {e}")),
+            }
+        }
+        ["unknown", rest @ ..] => {
+            let limit = match rest {
+                [] => 100,
+                ["--limit", n] => match n.parse::<usize>() {
+                    Ok(n) => n,
+                    Err(_) => return Answer::err(format!("`{n}` is not a number")),
+                },
+                _ => return Answer::err("usage: beacons unknown [--limit N]"),
+            };
+            let mut all = Vec::new();
+            for shard in 0..ctx.server.shards() {
+                if let Some(list) = ask(ctx, shard, ShardMsg::UnknownBeacons).await {
+                    UnknownBeacons::merge(&mut all, list);
+                }
+            }
+            let total = all.len();
+            all.truncate(limit);
+            let mut text = format!("{total} unknown beacons");
+            for b in &all {
+                let _ = write!(
+                    text,
+                    "\n{} seen {} times, last {} by {:015}, best rssi {} dBm",
+                    format_mac(b.mac),
+                    b.count,
+                    b.last_seen,
+                    b.last_imei,
+                    b.best_rssi
+                );
+            }
+            let rows: Vec<Value> = all
+                .iter()
+                .map(|b| {
+                    json!({
+                        "mac": format_mac(b.mac), "count": b.count, "first_seen": b.first_seen,
+                        "last_seen": b.last_seen, "last_imei": format!("{:015}", b.last_imei),
+                        "best_rssi": b.best_rssi,
+                    })
+                })
+                .collect();
+            Answer::ok(text, json!({ "total": total, "unknown": rows }))
+        }
+        _ => Answer::err("usage: beacons | beacons reload | beacons unknown [--limit N]"),
     }
 }
 

@@ -7,12 +7,15 @@
 //! (serving cell, neighbours, WiFi APs), so enrichment does not have to
 //! keep the frame alive while it waits.
 
+use std::sync::Arc;
+
+use crate::geo::beacons::{Beacon, BeaconRegistry};
 use crate::geo::{wifi_dbm, CellQuery, Fix, FixSource, Language, Radio};
 use crate::protocol::layout::{CellTower, MacAddr, MobileNetwork};
 use crate::protocol::number as n;
 
-use super::enums::{POSITION_CELL, POSITION_NONE, POSITION_WIFI};
-use super::Record;
+use super::enums::{BT_LOCATION, POSITION_CELL, POSITION_NONE, POSITION_WIFI};
+use super::{BluetoothRow, Record};
 
 /// What to ask the geo service for one row.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +203,47 @@ pub fn apply(record: &mut Record, fix: Option<Fix>, address: Option<&str>) {
         }
     }
     debug_assert!(*c.has_position != 0 || *c.position_source == POSITION_NONE);
+}
+
+/// Copies the registry's entry into each Bluetooth row whose beacon it
+/// knows, and hands the others to `unknown`. Returns the strongest beacon
+/// with a position of a location report (0xB3), marked `is_best`: its row
+/// index and entry, from which the report's own location row is made.
+pub fn beacons(
+    records: &mut [Record],
+    registry: &BeaconRegistry,
+    mut unknown: impl FnMut(&BluetoothRow),
+) -> Option<(usize, Arc<Beacon>)> {
+    let mut best: Option<(usize, i8, Arc<Beacon>)> = None;
+    for (i, record) in records.iter_mut().enumerate() {
+        let Record::Bluetooth(row) = record else {
+            continue;
+        };
+        // A 0xB3 that listed no beacon keeps its placeholder row.
+        if row.mac == 0 {
+            continue;
+        }
+        let Some(beacon) = registry.get(row.mac) else {
+            unknown(row);
+            continue;
+        };
+        row.beacon_known = 1;
+        beacon.name.clone_into(&mut row.beacon_name);
+        row.beacon_lat = beacon.lat;
+        row.beacon_lon = beacon.lon;
+        beacon.address.clone_into(&mut row.beacon_address);
+        if row.kind == BT_LOCATION
+            && beacon.has_position()
+            && best.as_ref().is_none_or(|(_, rssi, _)| row.rssi > *rssi)
+        {
+            best = Some((i, row.rssi, beacon));
+        }
+    }
+    let (i, _, beacon) = best?;
+    if let Record::Bluetooth(row) = &mut records[i] {
+        row.is_best = 1;
+    }
+    Some((i, beacon))
 }
 
 fn mac_from_u64(mac: u64) -> MacAddr {

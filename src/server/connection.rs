@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 
 use crate::protocol::message::Login;
 use crate::protocol::{Frame, Imei, Message, Reply};
-use crate::record::{enums, Envelope, Record, RecordContext, Records};
+use crate::record::{enrich, enums, Envelope, Record, RecordContext, Records};
 
 use super::geo::{Owed, ReplyTo};
 use super::limits::ConnPermit;
@@ -251,6 +251,12 @@ impl Conn {
                 seq: &mut seq,
             };
             builder.message(frame, &message, &mut |r| records.push(r));
+            if matches!(
+                message,
+                Message::BluetoothPunch(_) | Message::BluetoothLocation(_)
+            ) {
+                self.beacons(shard, &mut builder, &mut records, now);
+            }
             if shard.config.sink.raw_frames && !matches!(message, Message::Unknown { .. }) {
                 records.push(builder.raw_frame(frame));
             }
@@ -342,6 +348,32 @@ impl Conn {
         });
         shard.seq.set(seq);
         record
+    }
+
+    /// Registry fields for the rows of a Bluetooth report, and for a
+    /// location report the location row of its strongest known beacon.
+    fn beacons(&self, shard: &Shard, builder: &mut Records<'_>, records: &mut Vec<Record>, now: u32) {
+        let imei = builder.ctx.imei.as_u64();
+        let mut unknown = 0;
+        let best = enrich::beacons(records, &shard.services.beacons, |row| {
+            unknown += 1;
+            shard
+                .unknown_beacons
+                .borrow_mut()
+                .seen(row.mac, imei, row.rssi, now);
+        });
+        {
+            let mut m = shard.metrics.borrow_mut();
+            let rows = records.iter().filter(|r| matches!(r, Record::Bluetooth(b) if b.mac != 0));
+            m.beacons_known += rows.count() as u64 - unknown;
+            m.beacons_unknown += unknown;
+        }
+        if let Some((i, beacon)) = best {
+            if let Record::Bluetooth(row) = &records[i] {
+                let location = builder.beacon_location(row, beacon.lat, beacon.lon, &beacon.address);
+                records.push(location);
+            }
+        }
     }
 
     /// A login on the owner shard: a newer connection of the same IMEI

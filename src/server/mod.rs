@@ -52,6 +52,12 @@ pub struct Services {
     /// Positions and addresses; `None` answers address requests at once
     /// with an empty address and stores rows as they came.
     pub geo: Option<crate::geo::GeoHandle>,
+    /// Where beacons are; an empty registry knows none (every beacon is
+    /// then counted unknown).
+    pub beacons: crate::geo::beacons::BeaconRegistry,
+    /// Reloads the registry (the control socket's `beacons reload`);
+    /// `None` when there is no registry source.
+    pub beacon_source: Option<crate::geo::beacons::BeaconHandle>,
 }
 
 /// Starts the shards without geo service: see [`start_with`].

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
+use crate::geo::beacons::{UnknownBeacon, UnknownBeacons};
 use crate::metrics::ShardMetrics;
 use crate::protocol::{FrameConfig, FrameDecoder, Imei};
 use crate::record::{Envelope, Record};
@@ -57,6 +58,8 @@ pub enum ShardMsg {
     },
     /// Start the reply-latency histogram afresh.
     ResetLatency,
+    /// Beacons heard here that the registry does not know.
+    UnknownBeacons(flume::Sender<Vec<UnknownBeacon>>),
     /// Stop accepting, close every connection after its in-flight frames,
     /// hand every record to the sink, and return.
     Shutdown,
@@ -210,6 +213,8 @@ pub(crate) struct Shard {
     pub sink_waiters: RefCell<Vec<std::task::Waker>>,
     pub sink_watcher: Cell<bool>,
     pub services: super::Services,
+    /// Beacons heard that the registry does not know (`beacons unknown`).
+    pub unknown_beacons: RefCell<UnknownBeacons>,
 }
 
 /// Everything a shard thread needs to start.
@@ -268,6 +273,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         sink_waiters: RefCell::new(Vec::new()),
         sink_watcher: Cell::new(false),
         services: start.services,
+        unknown_beacons: RefCell::new(UnknownBeacons::new(config.beacons.unknown_max)),
         instance: start.instance,
         config,
     });
@@ -306,6 +312,12 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             }
             ShardMsg::Commands { imei, reply } => {
                 let _ = reply.try_send(shard.downlinks.borrow().list(imei));
+            }
+            ShardMsg::UnknownBeacons(reply) => {
+                let mut unknown = shard.unknown_beacons.borrow_mut();
+                // Entries the registry learnt since (a reload) are not unknown anymore.
+                unknown.forget(&shard.services.beacons);
+                let _ = reply.try_send(unknown.snapshot());
             }
             ShardMsg::ResetLatency => shard.metrics.borrow_mut().reply_latency.reset(),
             ShardMsg::Shutdown => break,
