@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod control;
+pub mod events;
 pub mod geo;
 pub mod metrics;
 pub mod protocol;
