@@ -12,6 +12,7 @@
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod events;
 pub mod geo;
 pub mod metrics;
 pub mod protocol;
