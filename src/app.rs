@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::control::{self, ControlServer};
+use crate::events::Events;
 use crate::geo::beacons::{BeaconRefresher, BeaconRegistry};
 use crate::geo::{GeoHandle, GeoService};
 use crate::metrics::ShardMetrics;
@@ -20,6 +21,8 @@ pub enum AppError {
     Runtime(std::io::Error),
     #[error("starting the geo service: {0}")]
     Geo(#[from] crate::geo::GeoError),
+    #[error("starting live events: {0}")]
+    Events(#[from] crate::events::EventsError),
     #[error("loading the beacon registry: {0}")]
     Beacons(#[from] crate::geo::beacons::BeaconError),
     #[error("starting the sink: {0}")]
@@ -38,6 +41,7 @@ pub struct App {
     control: Option<ControlServer>,
     geo: Option<GeoService>,
     beacons: Option<BeaconRefresher>,
+    events: Events,
     /// Runs the geo service's lookups: HTTP and the cell database stay off
     /// the shards' threads.
     runtime: tokio::runtime::Runtime,
@@ -71,7 +75,9 @@ impl App {
             beacons: registry,
             beacon_source: beacons.as_ref().map(BeaconRefresher::handle),
         };
-        let (sink, workers) = crate::sink::start(&config)?;
+        // Always running (one thread): a `watch` may come at any time.
+        let events = Events::start(&config.events)?;
+        let (sink, workers) = crate::sink::start_with(&config, events.clone())?;
         let sink_stats = sink.stats().clone();
         let server = crate::server::start_with(config.clone(), sink, services.clone())?;
         let ctx = control::Context::with_services(
@@ -79,6 +85,7 @@ impl App {
             sink_stats,
             Some(config.server.control_token.clone()),
             services,
+            events.clone(),
         );
         let control = control::start(&config, ctx)?;
         Ok(App {
@@ -88,6 +95,7 @@ impl App {
             control: Some(control),
             geo,
             beacons,
+            events,
             runtime,
         })
     }
@@ -112,6 +120,10 @@ impl App {
         &self.workers.stats
     }
 
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
     pub fn geo(&self) -> Option<GeoHandle> {
         self.geo.as_ref().map(GeoService::handle)
     }
@@ -123,6 +135,8 @@ impl App {
         drop(self.control.take());
         let shards = self.server.shutdown();
         let flushed = self.workers.finish();
+        // Webhooks get a bounded grace to deliver what the last rows made.
+        self.events.shutdown();
         drop(self.geo.take());
         drop(self.beacons.take());
         self.runtime

@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub geo: crate::geo::GeoConfig,
     pub beacons: crate::geo::beacons::BeaconsConfig,
+    pub events: crate::events::EventsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -427,6 +428,7 @@ impl Config {
         }
         self.geo.validate()?;
         self.beacons.validate()?;
+        self.events.validate()?;
         Ok(())
     }
 }

@@ -57,7 +57,7 @@ struct CtlArgs {
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// The command and its arguments, e.g. `stats`, `send 353419032981446 WHERE#`,
-    /// or `watch` to refresh `stats` every second.
+    /// `watch [KIND...]` to stream live events, or `top` to refresh `stats` every second.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -259,13 +259,23 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     use badge_ingest::control::client::Client;
     let addr = ControlAddr::parse(&args.control).map_err(anyhow::Error::msg)?;
     let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    if args.command.first().is_some_and(|c| c == "watch") {
+        // Events may be minutes apart: no read timeout while watching.
+        let forever = std::time::Duration::from_secs(365 * 86_400);
+        let mut client = Client::connect(&addr, args.token.as_deref(), forever)?;
+        let ok = client.stream(&args.command.join(" "), |line| println!("{line}"))?;
+        if !ok {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let mut client = Client::connect(&addr, args.token.as_deref(), timeout)?;
-    if args.command == ["watch"] {
+    if args.command == ["top"] {
         loop {
             let (ok, answer) = client.command("stats")?;
             // Clear the screen and home the cursor, like top.
             print!(
-                "\x1B[2J\x1B[H{}  (badge-ingest ctl watch, Ctrl-C to stop)\n{answer}",
+                "\x1B[2J\x1B[H{}  (badge-ingest ctl top, Ctrl-C to stop)\n{answer}",
                 args.control
             );
             use std::io::Write as _;

@@ -308,5 +308,8 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
     let shards = app.shutdown().expect("stops");
     let total = badge_ingest::metrics::ShardMetrics::total(&shards);
     assert_eq!((total.geo.skipped, total.geo.lookups), (1, 1));
-    assert_eq!(total.geo.unenriched, 2, "skipped, and the one past its deadline");
+    assert_eq!(
+        total.geo.unenriched, 2,
+        "skipped, and the one past its deadline"
+    );
 }

@@ -79,4 +79,29 @@ impl Client {
         let json_error = answer.starts_with('{') && answer.contains("\"ok\":false");
         Ok((!answer.starts_with("error:") && !json_error, answer))
     }
+
+    /// Sends a streaming command (`watch`) and hands each line to `line`
+    /// until the server ends the answer or closes. Returns whether the
+    /// stream ended without an error answer.
+    pub fn stream(
+        &mut self,
+        command: &str,
+        mut line: impl FnMut(&str),
+    ) -> Result<bool, ClientError> {
+        let stream = self.reader.get_mut();
+        stream.write_all(command.trim().as_bytes())?;
+        stream.write_all(b"\n")?;
+        stream.flush()?;
+        let mut ok = true;
+        loop {
+            let mut l = String::new();
+            if self.reader.read_line(&mut l)? == 0 || l == "\n" {
+                return Ok(ok);
+            }
+            if l.starts_with("error:") {
+                ok = false;
+            }
+            line(l.trim_end());
+        }
+    }
 }

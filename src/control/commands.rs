@@ -37,6 +37,8 @@ pub const HELP: &str = "commands (prefix any with `json` for a JSON answer):
   beacons reload              load the registry again now
   beacons unknown [--limit N] beacons heard that the registry does not know, most heard first
   metrics                     Prometheus text format (also: HTTP GET /metrics)
+  watch [KIND...]             stream live events as JSON lines until disconnect
+                              (status, location, alarm, attendance, bluetooth, command)
   auth TOKEN | help | quit";
 
 pub struct Answer {
@@ -239,7 +241,9 @@ async fn beacons(ctx: &Context, args: &[&str]) -> Answer {
                     format!("beacon registry reloaded: {n} beacons"),
                     json!({ "beacons": n }),
                 ),
-                Err(e) => Answer::err(format!("beacon registry not reloaded (the previous one stays): {e}")),
+                Err(e) => Answer::err(format!(
+                    "beacon registry not reloaded (the previous one stays): {e}"
+                )),
             }
         }
         ["unknown", rest @ ..] => {
@@ -399,6 +403,19 @@ async fn stats(ctx: &Context) -> Answer {
         }
     }
     let _ = writeln!(text, "rows written/queued: {}", rows_text.join(" "));
+    let ev = ctx.events.stats();
+    let _ = writeln!(
+        text,
+        "events: published {} dropped {} watchers {} watchers_dropped {}",
+        ev.published, ev.dropped, ev.watchers, ev.watchers_dropped
+    );
+    for w in &ev.webhooks {
+        let _ = writeln!(
+            text,
+            "webhook {}: delivered {} failed {} posts {} retries {} overflow {} queue {}",
+            w.url, w.delivered, w.failed, w.posts, w.retries, w.overflow, w.queue_len
+        );
+    }
     let g = &total.geo;
     let _ = writeln!(
         text,
@@ -428,6 +445,7 @@ async fn stats(ctx: &Context) -> Answer {
             "spool_files": spool_files,
             "insert_retries": ctx.sink.retries.load(std::sync::atomic::Ordering::Relaxed),
             "insert_failures": ctx.sink.insert_failures.load(std::sync::atomic::Ordering::Relaxed),
+            "events": ev,
         }),
     )
 }

@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::config::{Config, ControlAddr};
+use crate::events::EventKind;
 use crate::server::ServerHandle;
 use crate::sink::SinkStats;
 
@@ -43,6 +44,8 @@ pub struct Context {
     pub token: Option<String>,
     /// Geo service and beacon registry, for their commands.
     pub services: crate::server::Services,
+    /// Live events, for `watch`.
+    pub events: crate::events::Events,
     /// Snapshots for the "last interval" latency figures, rotated every 10 s.
     windows: Mutex<Windows>,
 }
@@ -54,7 +57,13 @@ struct Windows {
 
 impl Context {
     pub fn new(server: ServerHandle, sink: Arc<SinkStats>, token: Option<String>) -> Arc<Self> {
-        Self::with_services(server, sink, token, Default::default())
+        Self::with_services(
+            server,
+            sink,
+            token,
+            Default::default(),
+            crate::events::Events::disabled(),
+        )
     }
 
     pub fn with_services(
@@ -62,6 +71,7 @@ impl Context {
         sink: Arc<SinkStats>,
         token: Option<String>,
         services: crate::server::Services,
+        events: crate::events::Events,
     ) -> Arc<Self> {
         Arc::new(Self {
             server,
@@ -69,6 +79,7 @@ impl Context {
             started: Instant::now(),
             token: token.filter(|t| !t.is_empty()),
             services,
+            events,
             windows: Mutex::new(Windows {
                 older: None,
                 newer: None,
@@ -273,6 +284,24 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
             commands::Answer::err("auth required: send `auth TOKEN` first")
         } else if command == "quit" || command == "exit" {
             return;
+        } else if command == "watch" || command.starts_with("watch ") {
+            let kinds: Result<Vec<EventKind>, String> = command
+                .split_whitespace()
+                .skip(1)
+                .map(|k| {
+                    EventKind::parse(k).ok_or_else(|| {
+                        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+                        format!("unknown event kind `{k}` (known: {})", known.join(", "))
+                    })
+                })
+                .collect();
+            match kinds {
+                Ok(kinds) => {
+                    watch(&ctx, &kinds, &mut reader, &mut write).await;
+                    return;
+                }
+                Err(e) => commands::Answer::err(e),
+            }
         } else {
             commands::execute(&ctx, command).await
         };
@@ -281,6 +310,62 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
             .await
             .is_err()
         {
+            return;
+        }
+    }
+}
+
+/// How long one event line may take to reach a watcher before it is cut
+/// off: a client that stopped reading would otherwise hold its session.
+const WATCH_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams events as JSON lines until the client disconnects. A watcher
+/// that falls behind is dropped by the event bus (never slowing the
+/// writers); it gets a notice line, then the empty line that ends every
+/// answer, and the connection closes.
+async fn watch<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    ctx: &Context,
+    kinds: &[EventKind],
+    reader: &mut BufReader<R>,
+    write: &mut W,
+) {
+    let mut watcher = ctx.events.watch(kinds);
+    let names: Vec<&str> = if kinds.is_empty() {
+        EventKind::ALL.iter().map(|k| k.name()).collect()
+    } else {
+        kinds.iter().map(|k| k.name()).collect()
+    };
+    let header = format!("{}\n", serde_json::json!({ "watching": names }));
+    if write.write_all(header.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 512];
+    loop {
+        let line = tokio::select! {
+            event = watcher.next() => event,
+            // Anything the client sends is ignored; end of input ends the watch.
+            read = reader.read(&mut discard) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        let Some(line) = line else {
+            let notice = if watcher.dropped() {
+                serde_json::json!({ "notice": "dropped: this watcher fell behind the event stream; watch again to resume" })
+            } else {
+                serde_json::json!({ "notice": "the server is shutting down" })
+            };
+            let end = format!("{notice}\n\n");
+            let _ =
+                tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(end.as_bytes())).await;
+            return;
+        };
+        let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, async {
+            write.write_all(line.as_bytes()).await?;
+            write.write_all(b"\n").await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
             return;
         }
     }

@@ -216,7 +216,32 @@ pub async fn render(ctx: &Context) -> String {
         );
     }
     let (spool_bytes, spool_files) = ctx.sink.spool_size();
+    let ev = ctx.events.stats();
     for (name, kind, help, v) in [
+        (
+            "events_published_total",
+            "counter",
+            "Live events handed to watchers and webhooks.",
+            ev.published,
+        ),
+        (
+            "events_dropped_total",
+            "counter",
+            "Live events dropped because the event queue was full.",
+            ev.dropped,
+        ),
+        (
+            "event_watchers",
+            "gauge",
+            "Control-socket watchers now.",
+            ev.watchers as u64,
+        ),
+        (
+            "event_watchers_dropped_total",
+            "counter",
+            "Watchers dropped for falling behind.",
+            ev.watchers_dropped,
+        ),
         (
             "spool_bytes",
             "gauge",
@@ -264,6 +289,37 @@ pub async fn render(ctx: &Context) -> String {
             out,
             "# HELP badge_{name} {help}\n# TYPE badge_{name} {kind}\nbadge_{name} {v}"
         );
+    }
+    for (name, help, value) in [
+        (
+            "webhook_delivered_total",
+            "Events a webhook accepted.",
+            (|w| w.delivered) as fn(&crate::events::WebhookStats) -> u64,
+        ),
+        (
+            "webhook_failed_total",
+            "Events given up after every retry.",
+            |w| w.failed,
+        ),
+        ("webhook_retries_total", "POSTs retried.", |w| w.retries),
+        (
+            "webhook_overflow_total",
+            "Events dropped because the webhook's queue was full.",
+            |w| w.overflow,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP badge_{name} {help}\n# TYPE badge_{name} counter"
+        );
+        for w in &ev.webhooks {
+            let _ = writeln!(
+                out,
+                "badge_{name}{{url=\"{}\"}} {}",
+                w.url.replace('"', "%22"),
+                value(w)
+            );
+        }
     }
     let [reply, insert, e2e] = histograms(ctx).await;
     summary(

@@ -352,7 +352,13 @@ impl Conn {
 
     /// Registry fields for the rows of a Bluetooth report, and for a
     /// location report the location row of its strongest known beacon.
-    fn beacons(&self, shard: &Shard, builder: &mut Records<'_>, records: &mut Vec<Record>, now: u32) {
+    fn beacons(
+        &self,
+        shard: &Shard,
+        builder: &mut Records<'_>,
+        records: &mut Vec<Record>,
+        now: u32,
+    ) {
         let imei = builder.ctx.imei.as_u64();
         let mut unknown = 0;
         let best = enrich::beacons(records, &shard.services.beacons, |row| {
@@ -364,13 +370,16 @@ impl Conn {
         });
         {
             let mut m = shard.metrics.borrow_mut();
-            let rows = records.iter().filter(|r| matches!(r, Record::Bluetooth(b) if b.mac != 0));
+            let rows = records
+                .iter()
+                .filter(|r| matches!(r, Record::Bluetooth(b) if b.mac != 0));
             m.beacons_known += rows.count() as u64 - unknown;
             m.beacons_unknown += unknown;
         }
         if let Some((i, beacon)) = best {
             if let Record::Bluetooth(row) = &records[i] {
-                let location = builder.beacon_location(row, beacon.lat, beacon.lon, &beacon.address);
+                let location =
+                    builder.beacon_location(row, beacon.lat, beacon.lon, &beacon.address);
                 records.push(location);
             }
         }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clickhouse::{Client, Compression, Row};
-use crossbeam_channel::Receiver;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -22,7 +21,7 @@ use crate::record::*;
 
 use super::rowbinary::serialize_into;
 use super::spool::Spool;
-use super::{recv_batch, SinkError, SinkStats};
+use super::{Input, SinkError, SinkStats};
 
 /// Inserts in flight at once; more would only queue inside ClickHouse.
 const MAX_IN_FLIGHT: usize = 2;
@@ -283,7 +282,7 @@ impl Writer {
 
 pub(super) fn spawn(
     config: &Config,
-    rx: Receiver<crate::record::Envelope>,
+    input: Input,
     stats: Arc<SinkStats>,
 ) -> Result<Vec<JoinHandle<Result<(), SinkError>>>, SinkError> {
     let spool = Arc::new(Spool::open(&config.spool.dir, config.spool.max_bytes)?);
@@ -342,8 +341,8 @@ pub(super) fn spawn(
     let mut threads = Vec::new();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..writers {
-        let (rx, rt, writer, in_flight) =
-            (rx.clone(), rt.clone(), writer.clone(), in_flight.clone());
+        let (input, rt, writer, in_flight) =
+            (input.clone(), rt.clone(), writer.clone(), in_flight.clone());
         let (stop, done) = (stop.clone(), done.clone());
         let t = std::thread::Builder::new()
             .name(format!("sink-batch-{i}"))
@@ -362,7 +361,7 @@ pub(super) fn spawn(
                     });
                 };
                 loop {
-                    let open = recv_batch(&rx, &mut incoming, 4096, max_age / 4).is_some();
+                    let open = input.recv_batch(&mut incoming, 4096, max_age / 4).is_some();
                     for envelope in incoming.drain(..) {
                         let table = envelope.record.table();
                         let slot = &mut batches[table.index()];

@@ -7,16 +7,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
-
+use super::{Input, SinkError, SinkStats};
 use crate::config::{Config, SinkKind};
-use crate::record::Envelope;
-
-use super::{recv_batch, SinkError, SinkStats};
 
 pub(super) fn spawn(
     config: &Config,
-    rx: Receiver<Envelope>,
+    input: Input,
     stats: Arc<SinkStats>,
 ) -> Result<JoinHandle<Result<(), SinkError>>, SinkError> {
     let mut out = match config.sink.kind {
@@ -41,7 +37,7 @@ pub(super) fn spawn(
         .spawn(move || {
             let mut batch = Vec::with_capacity(max.min(65_536));
             let mut line = Vec::with_capacity(1024);
-            while recv_batch(&rx, &mut batch, max, wait).is_some() {
+            while input.recv_batch(&mut batch, max, wait).is_some() {
                 if batch.is_empty() {
                     continue;
                 }

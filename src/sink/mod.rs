@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 
 use crate::config::{Config, SinkKind};
+use crate::events::Events;
 use crate::metrics::latency_histogram;
 use crate::record::{Envelope, Table};
 
@@ -203,13 +204,20 @@ impl SinkWorkers {
     }
 }
 
-/// Starts the writers the configuration asks for.
+/// Starts the writers the configuration asks for, without live events.
 pub fn start(config: &Config) -> Result<(SinkHandle, SinkWorkers), SinkError> {
+    start_with(config, Events::disabled())
+}
+
+/// Starts the writers; every record they take from the queue is also
+/// offered to `events` (one atomic load per record when nobody listens).
+pub fn start_with(config: &Config, events: Events) -> Result<(SinkHandle, SinkWorkers), SinkError> {
     let (tx, rx) = crossbeam_channel::bounded(config.sink.queue_capacity);
     let stats = Arc::new(SinkStats::new());
+    let input = Input { rx, events };
     let threads = match config.sink.kind {
-        SinkKind::Count | SinkKind::File => vec![file::spawn(config, rx, stats.clone())?],
-        SinkKind::ClickHouse => clickhouse::spawn(config, rx, stats.clone())?,
+        SinkKind::Count | SinkKind::File => vec![file::spawn(config, input, stats.clone())?],
+        SinkKind::ClickHouse => clickhouse::spawn(config, input, stats.clone())?,
     };
     Ok((
         SinkHandle {
@@ -220,24 +228,39 @@ pub fn start(config: &Config) -> Result<(SinkHandle, SinkWorkers), SinkError> {
     ))
 }
 
-/// Takes what is queued, up to `max`, waiting at most `wait` for the first record.
-/// `None` once the queue is closed and empty.
-pub(crate) fn recv_batch(
-    rx: &Receiver<Envelope>,
-    batch: &mut Vec<Envelope>,
-    max: usize,
-    wait: std::time::Duration,
-) -> Option<()> {
-    match rx.recv_timeout(wait) {
-        Ok(e) => batch.push(e),
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Some(()),
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
-    }
-    while batch.len() < max {
-        match rx.try_recv() {
+/// The writers' end of the queue. Records are published as live events
+/// the moment a writer takes them, before batching: watchers and webhooks
+/// do not wait for the insert.
+#[derive(Clone)]
+pub(crate) struct Input {
+    rx: Receiver<Envelope>,
+    events: Events,
+}
+
+impl Input {
+    /// Takes what is queued, up to `max`, waiting at most `wait` for the
+    /// first record. `None` once the queue is closed and empty.
+    pub(crate) fn recv_batch(
+        &self,
+        batch: &mut Vec<Envelope>,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Option<()> {
+        let start = batch.len();
+        match self.rx.recv_timeout(wait) {
             Ok(e) => batch.push(e),
-            Err(_) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Some(()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
         }
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        for e in &batch[start..] {
+            self.events.publish(&e.record);
+        }
+        Some(())
     }
-    Some(())
 }
