@@ -121,7 +121,7 @@ fn cells_4g(rng: &mut Rng) -> Vec<Cell4g> {
         .map(|i| {
             if i < seen {
                 Cell4g::new(
-                    rng.range(1, 0xFFFF_FF) as u32,
+                    rng.range(1, 0x00FF_FFFF) as u32,
                     rng.range(1, 0xFFF_FFFF),
                     rng.range(20, 70) as u8,
                 )
@@ -212,7 +212,7 @@ fn push_message(rng: &mut Rng, i: usize, serial: u16, out: &mut BytesMut) -> boo
                         rssi: 0,
                     },
                     Generation::G4 => CellTower {
-                        lac: rng.range(1, 0xFFFF_FF) as u32,
+                        lac: rng.range(1, 0x00FF_FFFF) as u32,
                         cell_id: rng.range(1, 0xFFF_FFFF),
                         rssi: 0,
                     },

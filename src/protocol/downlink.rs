@@ -132,7 +132,7 @@ mod tests {
             &[0x78, 0x78, 0x10, 0x82, 0x0A, 0, 0, 0, 1, 0x4F, 0x60, 0x59, 0x7D, 0x00, 0x01, 0x00]
         );
         out.clear();
-        let long: String = std::iter::repeat('好').take(130).collect();
+        let long: String = std::iter::repeat_n('好', 130).collect();
         TextMessage {
             server_flag: 1,
             text: &long,

@@ -154,9 +154,7 @@ impl FrameDecoder {
         let mut damaged_budget = DAMAGED_PER_CALL;
         loop {
             let rest = &input[*pos..];
-            let Some(&first) = rest.first() else {
-                return None;
-            };
+            let &first = rest.first()?;
             let marker = match (first, rest.get(1)) {
                 (0x78, Some(0x78)) => Marker::Short,
                 (0x79, Some(0x79)) => Marker::Long,

@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn long_chinese_address_is_cut_to_keep_the_length_byte_true() {
-        let long: String = std::iter::repeat('路').take(200).collect();
+        let long: String = std::iter::repeat_n('路', 200).collect();
         let bytes = encoded(
             Reply::Address {
                 english: false,

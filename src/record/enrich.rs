@@ -129,7 +129,7 @@ pub fn want(record: &mut Record, addresses: bool) -> Option<GeoWant> {
         if !c.address.is_empty() {
             return None;
         }
-        return addresses.then(|| GeoWant {
+        return addresses.then_some(GeoWant {
             position: Some((*c.lat, *c.lon)),
             query: None,
         });

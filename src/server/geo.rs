@@ -43,6 +43,8 @@ pub(crate) struct ReplyTo {
     pub owed: Owed,
 }
 
+// Giving the row back (not an error type) is the point: the caller queues it.
+#[allow(clippy::result_large_err)]
 /// Starts the lookup for one row, or gives the row back (with the owed
 /// reply written at once, empty) when there is nothing to look up or too
 /// many lookups are waiting.
