@@ -144,7 +144,7 @@ INSERT INTO locations (imei, device_time, server_time, device_time_valid, protoc
     (868120300000001, '2024-05-06 01:00:00', '2024-05-06 01:00:02', 1, 34, 4, 'gps', 1, 31.2300, 121.4700, 'gps', 5, 3, 90, 9, 1, 1, 460, 0, 9520, 3671, 0, 0, 1200, [], [], [], [], [], 'Gate A, Building 1', 'check', 0, 4),
     (868120300000001, '2024-05-06 02:00:00', '2024-05-06 02:00:01', 1, 34, 5, 'gps', 1, 31.2311, 121.4712, 'gps', 5, 0, 0, 8, 1, 1, 460, 0, 9520, 3671, 0, 0, 1300, [], [], [], [], [], 'Canteen', 'check', 0, 5),
     (868120300000001, '2024-05-06 03:00:00', '2024-05-06 03:00:01', 1, 44, 6, 'wifi', 0, 0, 0, 'none', 0, 0, 0, 0, 0, 1, 460, 0, 9520, 3671, 40, 0, 0, [9520, 9521], [3672, 3673], [30, 20], [MACStringToNum('11:22:33:44:55:66')], [60], '', 'check', 0, 6),
-    (868120300000002, '2024-05-06 12:30:00', '2024-05-06 12:30:01', 1, 40, 4, 'lbs', 1, 40.7128, -74.0060, 'lbs', 550, 0, 0, 0, 0, 1, 310, 260, 1234, 99887766, 25, 0, 0, [1234], [99887767], [18], [], [], 'New York', 'check', 1, 4);
+    (868120300000002, '2024-05-06 12:30:00', '2024-05-06 12:30:01', 1, 40, 4, 'lbs', 1, 40.7128, -74.0060, 'cell', 550, 0, 0, 0, 0, 1, 310, 260, 1234, 99887766, 25, 0, 0, [1234], [99887767], [18], [], [], 'New York', 'check', 1, 4);
 INSERT INTO alarms (imei, device_time, server_time, device_time_valid, protocol, serial, source, alarm_code, alarm_type, fence_id, has_position, lat, lon, position_source, accuracy_m, speed_kmh, course, satellites, gps_positioned, terminal_info, voltage_level, battery, gsm_signal, language, mcc, mnc, lac, cell_id, cells.lac, cells.cell_id, cells.rssi, wifi.mac, wifi.rssi, address, ingest_instance, ingest_shard, ingest_seq) VALUES
     (868120300000001, '2024-05-06 01:10:00', '2024-05-06 01:10:01', 1, 163, 7, 'single_fence', 1, 'sos', 0, 1, 31.23, 121.47, 'gps', 5, 0, 0, 7, 1, 0, 5, 85, 4, 1, 460, 0, 9520, 3671, [], [], [], [], [], 'Gate A', 'check', 0, 7),
     (868120300000001, '2024-05-06 01:40:00', '2024-05-06 01:40:01', 1, 164, 8, 'multi_fence', 19, 'fence_in', 3, 1, 31.23, 121.47, 'gps', 5, 0, 0, 7, 1, 0, 5, 85, 4, 1, 460, 0, 9520, 3671, [], [], [], [], [], 'Gate A', 'check', 0, 8),
@@ -226,7 +226,7 @@ cmd_check() {
         "$(printf '1\t0\t1\t1')"
     assert_eq "badge_now position = latest positioned location" \
         "SELECT imei, lat, lon, pos_time, position_source, address FROM badge_now ORDER BY imei" \
-        "$(printf '868120300000001\t31.2311\t121.4712\t2024-05-06 02:00:00\tgps\tCanteen\n868120300000002\t40.7128\t-74.006\t2024-05-06 12:30:00\tlbs\tNew York')"
+        "$(printf '868120300000001\t31.2311\t121.4712\t2024-05-06 02:00:00\tgps\tCanteen\n868120300000002\t40.7128\t-74.006\t2024-05-06 12:30:00\tcell\tNew York')"
     assert_eq "badge_now battery/online/login fields" \
         "SELECT imei, battery, gsm_signal, heartbeat_time, session_event, online, device_type, tz_offset_min, language, iccid, imsi, last_seen FROM badge_now ORDER BY imei" \
         "$(printf '868120300000001\t85\t3\t2024-05-06 10:00:00\tlogin\t1\t4660\t480\t1\t89860000000000000001\t460001234567890\t2024-05-06 10:00:00\n868120300000002\t40\t2\t2024-05-06 12:00:00\toffline\t0\t4660\t-300\t2\t\t\t2024-05-06 12:30:01')"
