@@ -318,6 +318,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
 /// How long one event line may take to reach a watcher before it is cut
 /// off: a client that stopped reading would otherwise hold its session.
 const WATCH_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most event bytes gathered into one write to a watcher.
+const WATCH_BATCH_BYTES: usize = 64 * 1024;
 
 /// Streams events as JSON lines until the client disconnects. A watcher
 /// that falls behind is dropped by the event bus (never slowing the
@@ -340,6 +342,7 @@ async fn watch<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         return;
     }
     let mut discard = [0u8; 512];
+    let mut batch = Vec::with_capacity(WATCH_BATCH_BYTES + 4096);
     loop {
         let line = tokio::select! {
             event = watcher.next() => event,
@@ -360,11 +363,18 @@ async fn watch<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(end.as_bytes())).await;
             return;
         };
-        let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, async {
-            write.write_all(line.as_bytes()).await?;
-            write.write_all(b"\n").await
-        })
-        .await;
+        // A burst goes out in one write, not one per event.
+        batch.clear();
+        batch.extend_from_slice(line.as_bytes());
+        batch.push(b'\n');
+        while batch.len() < WATCH_BATCH_BYTES {
+            let Some(more) = watcher.try_next() else {
+                break;
+            };
+            batch.extend_from_slice(more.as_bytes());
+            batch.push(b'\n');
+        }
+        let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(&batch)).await;
         if !matches!(sent, Ok(Ok(()))) {
             return;
         }

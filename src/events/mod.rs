@@ -759,6 +759,15 @@ impl Watcher {
         self.rx.recv().await
     }
 
+    /// An event already waiting, without waiting for one: lets a reader
+    /// write a burst of events in one go.
+    pub fn try_next(&mut self) -> Option<Arc<str>> {
+        if self.dropped() {
+            return None;
+        }
+        self.rx.try_recv().ok()
+    }
+
     /// Whether the bus dropped this watcher for falling behind.
     pub fn dropped(&self) -> bool {
         self.state.dropped.load(Ordering::Acquire)
