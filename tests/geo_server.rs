@@ -153,6 +153,24 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
         ("ALARMSMS".into(), ZH.into())
     );
 
+    // The providers' counters, on the control socket and in /metrics.
+    let mut control = Control::connect(&app);
+    let geo = control.ask("geo");
+    assert!(
+        geo.contains("cell_db: requests") && geo.contains("reverse: requests"),
+        "{geo}"
+    );
+    let metrics = control.ask("metrics");
+    assert!(
+        metrics.contains("badge_geo_hits_total{provider=\"cell_db\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("badge_geo_reverse_latency_seconds_count"),
+        "{metrics}"
+    );
+    drop(control);
+
     let shards = app.shutdown().expect("sink flushes");
     let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
     assert_eq!(geo.pending, 0);

@@ -6,14 +6,12 @@
 mod http_fake;
 mod pipeline_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use badge_ingest::app::App;
-use badge_ingest::config::{Config, ControlAddr, SinkKind};
+use badge_ingest::config::{Config, SinkKind};
 use badge_ingest::events::WebhookConfig;
 use badge_ingest::geo::beacons::{self, Beacon};
 use badge_ingest::protocol::layout::*;
@@ -25,50 +23,6 @@ use pipeline_support::*;
 use serde_json::Value;
 use sha2::Sha256;
 use zerocopy::byteorder::big_endian::U16;
-
-/// A control-socket client speaking the line protocol.
-struct Control {
-    reader: BufReader<TcpStream>,
-}
-
-impl Control {
-    fn connect(app: &App) -> Self {
-        let ControlAddr::Tcp(addr) = app.control_addr() else {
-            panic!("tests use a TCP control socket")
-        };
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self {
-            reader: BufReader::new(s),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let s = self.reader.get_mut();
-        s.write_all(line.as_bytes()).unwrap();
-        s.write_all(b"\n").unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        let n = self.reader.read_line(&mut l).expect("a line within 10 s");
-        assert!(n > 0, "control socket closed");
-        l.trim_end().to_string()
-    }
-
-    /// One whole answer (up to the empty line).
-    fn ask(&mut self, command: &str) -> String {
-        self.send(command);
-        let mut out = Vec::new();
-        loop {
-            let l = self.line();
-            if l.is_empty() {
-                return out.join("\n");
-            }
-            out.push(l);
-        }
-    }
-}
 
 fn base_config() -> Config {
     let mut c = Config::default();

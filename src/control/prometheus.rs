@@ -321,6 +321,71 @@ pub async fn render(ctx: &Context) -> String {
             );
         }
     }
+    if let Some(geo) = &ctx.services.geo {
+        let g = geo.stats();
+        let providers = [
+            ("cell_db", &g.cell_db),
+            ("geolocation", &g.geolocation),
+            ("reverse", &g.reverse),
+        ];
+        for (name, help, value) in [
+            (
+                "geo_requests_total",
+                "Calls that went to a geo provider.",
+                (|p| p.requests) as fn(&crate::geo::ProviderStats) -> u64,
+            ),
+            (
+                "geo_hits_total",
+                "Calls answered with a position or address.",
+                |p| p.hits,
+            ),
+            (
+                "geo_misses_total",
+                "Calls the provider had no answer for.",
+                |p| p.misses,
+            ),
+            ("geo_failures_total", "Calls that failed.", |p| p.failures),
+            ("geo_timeouts_total", "Calls that timed out.", |p| {
+                p.timeouts
+            }),
+            (
+                "geo_breaker_opens_total",
+                "Times the provider's breaker opened.",
+                |p| p.breaker_opens,
+            ),
+            (
+                "geo_rejected_open_total",
+                "Lookups refused while the breaker was open.",
+                |p| p.rejected_open,
+            ),
+            (
+                "geo_breaker_open",
+                "1 while the provider's breaker is open.",
+                |p| u64::from(p.breaker != crate::geo::BreakerState::Closed),
+            ),
+        ] {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP badge_{name} {help}\n# TYPE badge_{name} {kind}"
+            );
+            for (provider, p) in providers.iter().filter(|(_, p)| p.enabled) {
+                let _ = writeln!(out, "badge_{name}{{provider=\"{provider}\"}} {}", value(p));
+            }
+        }
+        for (provider, p) in providers.iter().filter(|(_, p)| p.enabled) {
+            summary(
+                &mut out,
+                &format!("geo_{provider}_latency_seconds"),
+                "Duration of calls to the geo provider.",
+                &p.latency_us,
+            );
+        }
+    }
     let [reply, insert, e2e] = histograms(ctx).await;
     summary(
         &mut out,

@@ -2,7 +2,7 @@
 //! `scripts/test.sh`), a real server, and badges speaking real TCP.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -542,3 +542,47 @@ pub const SAMPLE_ROWS: &[(&str, u64)] = &[
     ("command_log", 1),
     ("raw_frames", 1),
 ];
+
+/// A control-socket client speaking the line protocol.
+pub struct Control {
+    reader: BufReader<TcpStream>,
+}
+
+impl Control {
+    pub fn connect(app: &badge_ingest::app::App) -> Self {
+        let badge_ingest::config::ControlAddr::Tcp(addr) = app.control_addr() else {
+            panic!("tests use a TCP control socket")
+        };
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let s = self.reader.get_mut();
+        s.write_all(line.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        let n = self.reader.read_line(&mut l).expect("a line within 10 s");
+        assert!(n > 0, "control socket closed");
+        l.trim_end().to_string()
+    }
+
+    /// One whole answer (up to the empty line).
+    pub fn ask(&mut self, command: &str) -> String {
+        self.send(command);
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                return out.join("\n");
+            }
+            out.push(l);
+        }
+    }
+}
