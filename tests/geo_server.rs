@@ -331,3 +331,41 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
         "skipped, and the one past its deadline"
     );
 }
+
+#[test]
+fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
+    let reverse = FakeServer::start(nominatim(Duration::from_millis(600)));
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shards = 1;
+    c.server.summary_interval_secs = 0;
+    c.sink.kind = SinkKind::Count;
+    let config = geo_config(c, &reverse, 2000);
+    let app = App::start(Arc::new(config)).expect("starts");
+    let samples = Samples::new();
+    let mut badge = Badge::connect(app.local_addr(), imei(95));
+    badge.login();
+    let serial = badge.send(&Message::AddressRequest(AddressRequest {
+        protocol: 0x1A,
+        time: TIME,
+        body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
+        language: 2,
+    }));
+    // The request is in; the server is told to stop while its lookup waits.
+    assert!(wait_until(Duration::from_secs(5), || {
+        badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics())
+            .geo
+            .pending
+            == 1
+    }));
+    let stopping = std::thread::spawn(move || app.shutdown().expect("stops"));
+    let (protocol, got, content) = badge.reply_frame();
+    assert_eq!((protocol, got), (0x97, serial));
+    assert_eq!(
+        address_of(protocol, &content),
+        ("ADDRESS".into(), EN.into())
+    );
+    let shards = stopping.join().unwrap();
+    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
+    assert_eq!((geo.replies_with_address, geo.replies_orphaned), (1, 0));
+}

@@ -256,14 +256,22 @@ async fn beacons(ctx: &Context, args: &[&str]) -> Answer {
                 _ => return Answer::err("usage: beacons unknown [--limit N]"),
             };
             let mut all = Vec::new();
+            let mut overflow = 0;
             for shard in 0..ctx.server.shards() {
-                if let Some(list) = ask(ctx, shard, ShardMsg::UnknownBeacons).await {
+                if let Some((list, more)) = ask(ctx, shard, ShardMsg::UnknownBeacons).await {
                     UnknownBeacons::merge(&mut all, list);
+                    overflow += more;
                 }
             }
             let total = all.len();
             all.truncate(limit);
             let mut text = format!("{total} unknown beacons");
+            if overflow > 0 {
+                let _ = write!(
+                    text,
+                    " (and {overflow} sightings of further ones not remembered: beacons.unknown_max reached)"
+                );
+            }
             for b in &all {
                 let _ = write!(
                     text,
@@ -285,7 +293,10 @@ async fn beacons(ctx: &Context, args: &[&str]) -> Answer {
                     })
                 })
                 .collect();
-            Answer::ok(text, json!({ "total": total, "unknown": rows }))
+            Answer::ok(
+                text,
+                json!({ "total": total, "unknown": rows, "not_remembered": overflow }),
+            )
         }
         _ => Answer::err("usage: beacons | beacons reload | beacons unknown [--limit N]"),
     }

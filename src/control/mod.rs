@@ -296,6 +296,10 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
                 })
                 .collect();
             match kinds {
+                // Each watcher costs the dispatcher a send per event.
+                Ok(_) if ctx.events.stats().watchers >= MAX_WATCHERS => commands::Answer::err(
+                    format!("too many watchers ({MAX_WATCHERS}); try again later"),
+                ),
                 Ok(kinds) => {
                     watch(&ctx, &kinds, &mut reader, &mut write).await;
                     return;
@@ -318,6 +322,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
 /// How long one event line may take to reach a watcher before it is cut
 /// off: a client that stopped reading would otherwise hold its session.
 const WATCH_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Watchers at once over all control connections.
+const MAX_WATCHERS: usize = 64;
 /// The most event bytes gathered into one write to a watcher.
 const WATCH_BATCH_BYTES: usize = 64 * 1024;
 
@@ -338,7 +344,8 @@ async fn watch<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         kinds.iter().map(|k| k.name()).collect()
     };
     let header = format!("{}\n", serde_json::json!({ "watching": names }));
-    if write.write_all(header.as_bytes()).await.is_err() {
+    let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(header.as_bytes())).await;
+    if !matches!(sent, Ok(Ok(()))) {
         return;
     }
     let mut discard = [0u8; 512];

@@ -583,7 +583,12 @@ impl Events {
             .name("events".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || runtime.block_on(run(shared, rx, hook_queues, deliveries))
+                move || {
+                    runtime.block_on(run(shared, rx, hook_queues, deliveries));
+                    // A webhook's DNS lookup may still sit in a blocking
+                    // thread; the grace is over, do not wait for it.
+                    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+                }
             })
             .map_err(EventsError::Thread)?;
         Ok(Events {

@@ -24,6 +24,8 @@ pub struct GeoWant {
     pub position: Option<(f64, f64)>,
     /// What the badge heard, for rows without a position.
     pub query: Option<CellQuery>,
+    /// Whether to ask for an address once there is a position.
+    pub address: bool,
 }
 
 /// The columns the position is read from and written to, whatever the table.
@@ -132,16 +134,20 @@ pub fn want(record: &mut Record, addresses: bool) -> Option<GeoWant> {
         return addresses.then_some(GeoWant {
             position: Some((*c.lat, *c.lon)),
             query: None,
+            address: true,
         });
     }
     let mut cells = Vec::with_capacity(1 + c.cells.0.len());
-    if !c.main.is_empty() {
-        cells.push(c.main);
-    }
-    for ((&lac, &cell_id), &rssi) in c.cells.0.iter().zip(c.cells.1).zip(c.cells.2) {
-        let tower = CellTower { lac, cell_id, rssi };
-        if !tower.is_empty() {
-            cells.push(tower);
+    // Cells without a country code cannot be looked up (nor trusted).
+    if c.mcc != 0 {
+        if !c.main.is_empty() {
+            cells.push(c.main);
+        }
+        for ((&lac, &cell_id), &rssi) in c.cells.0.iter().zip(c.cells.1).zip(c.cells.2) {
+            let tower = CellTower { lac, cell_id, rssi };
+            if !tower.is_empty() {
+                cells.push(tower);
+            }
         }
     }
     let wifi: Vec<(MacAddr, i8)> = c
@@ -151,7 +157,7 @@ pub fn want(record: &mut Record, addresses: bool) -> Option<GeoWant> {
         .zip(c.wifi.1)
         .map(|(&mac, &rssi)| (mac_from_u64(mac), wifi_dbm(rssi)))
         .collect();
-    if (c.mcc == 0 || cells.is_empty()) && wifi.is_empty() {
+    if cells.is_empty() && wifi.is_empty() {
         return None;
     }
     Some(GeoWant {
@@ -166,6 +172,7 @@ pub fn want(record: &mut Record, addresses: bool) -> Option<GeoWant> {
             cells,
             wifi,
         }),
+        address: addresses,
     })
 }
 
@@ -214,7 +221,7 @@ pub fn beacons(
     registry: &BeaconRegistry,
     mut unknown: impl FnMut(&BluetoothRow),
 ) -> Option<(usize, Arc<Beacon>)> {
-    let mut best: Option<(usize, i8, Arc<Beacon>)> = None;
+    let mut best: Option<(usize, i16, Arc<Beacon>)> = None;
     for (i, record) in records.iter_mut().enumerate() {
         let Record::Bluetooth(row) = record else {
             continue;
@@ -232,11 +239,17 @@ pub fn beacons(
         row.beacon_lat = beacon.lat;
         row.beacon_lon = beacon.lon;
         beacon.address.clone_into(&mut row.beacon_address);
+        // RSSI 0 means "not measured": it loses to any real reading.
+        let strength = if row.rssi == 0 {
+            i16::MIN
+        } else {
+            i16::from(row.rssi)
+        };
         if row.kind == BT_LOCATION
             && beacon.has_position()
-            && best.as_ref().is_none_or(|(_, rssi, _)| row.rssi > *rssi)
+            && best.as_ref().is_none_or(|(_, s, _)| strength > *s)
         {
-            best = Some((i, row.rssi, beacon));
+            best = Some((i, strength, beacon));
         }
     }
     let (i, _, beacon) = best?;
@@ -345,6 +358,77 @@ mod tests {
             unreachable!()
         };
         assert_eq!((row.lat, row.position_source), (1.0, enums::POSITION_GPS));
+    }
+
+    #[test]
+    fn without_stored_addresses_a_cell_fix_is_all_that_is_asked() {
+        let mut r = Record::Locations(lbs_row());
+        let w = want(&mut r, false).expect("has cells");
+        assert!(w.query.is_some() && !w.address);
+        assert!(want(&mut r, true).expect("has cells").address);
+    }
+
+    #[test]
+    fn the_best_beacon_is_the_strongest_measured_one_with_a_position() {
+        use crate::geo::beacons::Beacon;
+        use crate::record::BluetoothRow;
+        let row = |mac: u64, rssi: i8| {
+            Record::Bluetooth(BluetoothRow {
+                imei: 1,
+                device_time: 0,
+                server_time: 0,
+                device_time_valid: 1,
+                tz_offset_min: 0,
+                protocol: n::BT_LOCATION,
+                serial: 1,
+                kind: BT_LOCATION,
+                attendance: 0,
+                terminal_info: 0,
+                beacon_index: 0,
+                beacon_count: 3,
+                is_best: 0,
+                mac,
+                uuid: [0; 16],
+                major: 0,
+                minor: 0,
+                rssi,
+                battery: 0.0,
+                battery_unit: 0,
+                beacon_known: 0,
+                beacon_name: String::new(),
+                beacon_lat: 0.0,
+                beacon_lon: 0.0,
+                beacon_address: String::new(),
+                ingest_instance: "t",
+                ingest_shard: 0,
+                ingest_seq: 1,
+            })
+        };
+        let beacon = |mac: u64, lat: f64| Beacon {
+            mac,
+            name: format!("b{mac}"),
+            lat,
+            lon: if lat == 0.0 { 0.0 } else { 113.9 },
+            address: String::new(),
+            active: true,
+        };
+        let registry = BeaconRegistry::new();
+        // 1: no RSSI measured; 2: weaker; 3: strongest but no position; 4: unknown.
+        registry.replace(vec![beacon(1, 22.1), beacon(2, 22.2), beacon(3, 0.0)]);
+        let mut records = vec![row(1, 0), row(2, -80), row(3, -40), row(4, -30)];
+        let mut unknown = Vec::new();
+        let best = beacons(&mut records, &registry, |r| unknown.push(r.mac));
+        assert_eq!(unknown, vec![4]);
+        let (i, b) = best.expect("a known beacon with a position");
+        assert_eq!((i, b.mac), (1, 2));
+        let bests: Vec<u8> = records
+            .iter()
+            .map(|r| match r {
+                Record::Bluetooth(b) => b.is_best,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(bests, vec![0, 1, 0, 0]);
     }
 
     #[test]

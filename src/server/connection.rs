@@ -134,6 +134,9 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
             }
         }
     };
+    if reason == CloseReason::Shutdown && conn.shared.owed.get() > 0 {
+        Box::pin(conn.owed_replies(&shard, &mut stream)).await;
+    }
     Box::pin(conn.finish(&shard, reason)).await;
     drop(stream);
 }
@@ -510,6 +513,19 @@ impl Conn {
             Box::pin(self.drain_records(shard)).await;
         }
         Ok(())
+    }
+
+    /// At shutdown: waits for the replies owed to geo lookups (each ends
+    /// by its deadline) and writes them, so a badge gets the answer to every
+    /// frame it sent before the server stopped.
+    async fn owed_replies(&mut self, shard: &Rc<Shard>, stream: &mut TcpStream) {
+        while self.shared.owed.get() > 0 && shard.metrics.borrow().geo.pending > 0 {
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let frames = std::mem::take(&mut *self.shared.downlink.borrow_mut());
+        if !frames.is_empty() && stream.write_all(&frames).await.is_ok() {
+            shard.metrics.borrow_mut().bytes_out += frames.len() as u64;
+        }
     }
 
     async fn write_unsent(

@@ -88,6 +88,11 @@ pub(crate) fn enrich(
         m.geo.pending += 1;
         m.geo.lookups += 1;
     }
+    if let Some(r) = reply {
+        if let Some(conn) = shard.conns.borrow().get(&r.conn_id) {
+            conn.owed.set(conn.owed.get() + 1);
+        }
+    }
     let task = lookup(
         shard.clone(),
         geo.clone(),
@@ -121,7 +126,7 @@ async fn lookup(
     }
     let position = want.position.or(fix.map(|f| (f.lat, f.lon)));
     let mut address = None;
-    if let (Some((lat, lon)), false) = (position, missed) {
+    if let (Some((lat, lon)), false, true) = (position, missed, want.address) {
         match before(until, geo.address(lat, lon, language)).await {
             Some(a) => address = a.filter(|a| !a.is_empty()),
             None => missed = true,
@@ -129,20 +134,30 @@ async fn lookup(
     }
     if let Some(r) = reply {
         answer(&shard, r, address.as_deref());
+        if let Some(conn) = shard.conns.borrow().get(&r.conn_id) {
+            conn.owed.set(conn.owed.get().saturating_sub(1));
+        }
     }
     {
         let mut m = shard.metrics.borrow_mut();
-        m.geo.pending -= 1;
         m.geo.positioned += u64::from(fix.is_some());
         m.geo.addressed += u64::from(address.is_some());
         let wanted_fix = want.position.is_none();
-        if (wanted_fix && fix.is_none()) || address.is_none() {
+        if (wanted_fix && fix.is_none()) || (want.address && address.is_none()) {
             m.geo.unenriched += 1;
         }
         m.geo.deadline_missed += u64::from(missed);
     }
     enrich::apply(&mut envelope.record, fix, address.as_deref());
-    shard.emit_envelope(envelope);
+    // The row counts against `max_pending` until the sink takes it: with
+    // the sink full, rows wait here (bounded), and further rows go back to
+    // their connections, which then stop reading (backpressure).
+    while let Err(e) = shard.sink.try_send(envelope) {
+        envelope = e;
+        shard.metrics.borrow_mut().sink_full_waits += 1;
+        shard.sink_space().await;
+    }
+    shard.metrics.borrow_mut().geo.pending -= 1;
 }
 
 /// `future`'s output, or `None` once `until` has passed. Dropping the
@@ -186,14 +201,18 @@ fn answer(shard: &Shard, to: ReplyTo, address: Option<&str>) {
             return;
         }
     }
+    let delivered = match shard.conns.borrow().get(&to.conn_id) {
+        Some(conn) => {
+            conn.push_downlink(&frame);
+            true
+        }
+        None => false,
+    };
     let mut m = shard.metrics.borrow_mut();
     match (to.owed, address.is_some()) {
         (Owed::AlarmSms, _) => m.geo.alarm_sms += 1,
         (Owed::Address { .. }, true) => m.geo.replies_with_address += 1,
         (Owed::Address { .. }, false) => m.geo.replies_empty += 1,
     }
-    match shard.conns.borrow().get(&to.conn_id) {
-        Some(conn) => conn.push_downlink(&frame),
-        None => m.geo.replies_orphaned += 1,
-    }
+    m.geo.replies_orphaned += u64::from(!delivered);
 }

@@ -58,8 +58,9 @@ pub enum ShardMsg {
     },
     /// Start the reply-latency histogram afresh.
     ResetLatency,
-    /// Beacons heard here that the registry does not know.
-    UnknownBeacons(flume::Sender<Vec<UnknownBeacon>>),
+    /// Beacons heard here that the registry does not know, and how many
+    /// more were not remembered (the tracker was full).
+    UnknownBeacons(flume::Sender<(Vec<UnknownBeacon>, u64)>),
     /// Stop accepting, close every connection after its in-flight frames,
     /// hand every record to the sink, and return.
     Shutdown,
@@ -137,6 +138,9 @@ pub struct ConnShared {
     pub downlink: RefCell<Vec<u8>>,
     /// Wakes the connection's task when `downlink` gets bytes.
     pub waker: RefCell<Option<std::task::Waker>>,
+    /// Replies still waiting for a geo lookup (address requests, alarms):
+    /// a connection closed for shutdown writes them before it goes.
+    pub owed: Cell<u32>,
 }
 
 impl ConnShared {
@@ -317,7 +321,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
                 let mut unknown = shard.unknown_beacons.borrow_mut();
                 // Entries the registry learnt since (a reload) are not unknown anymore.
                 unknown.forget(&shard.services.beacons);
-                let _ = reply.try_send(unknown.snapshot());
+                let _ = reply.try_send((unknown.snapshot(), unknown.overflow()));
             }
             ShardMsg::ResetLatency => shard.metrics.borrow_mut().reply_latency.reset(),
             ShardMsg::Shutdown => break,
@@ -338,7 +342,13 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     // still here is waiting for room in the sink queue, which drains into
     // ClickHouse or, failing that, the spool. Dropping it would lose rows
     // the badges were already answered for.
-    let grace = Instant::now() + SHUTDOWN_WRITE_GRACE;
+    // Replies owed to a geo lookup are written once it answers, which is
+    // at most the deadline away.
+    let grace = Instant::now()
+        + match shard.services.geo {
+            Some(_) => shard.config.geo.deadline() + SHUTDOWN_WRITE_GRACE,
+            None => SHUTDOWN_WRITE_GRACE,
+        };
     let mut forced = false;
     let mut next_warning = Instant::now() + Duration::from_secs(30);
     while !shard.conns.borrow().is_empty() {
@@ -389,6 +399,7 @@ impl Shard {
             close: Cell::new(None),
             downlink: RefCell::new(Vec::new()),
             waker: RefCell::new(None),
+            owed: Cell::new(0),
         });
         self.conns.borrow_mut().insert(conn_id, shared.clone());
         self.metrics.borrow_mut().connections_open += 1;
