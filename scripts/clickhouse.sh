@@ -28,6 +28,7 @@ REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 DATA_DIR="${BADGE_CH_DIR:-$REPO_DIR/.data/clickhouse}"
 HTTP_PORT="${BADGE_CH_HTTP_PORT:-18123}"
 TCP_PORT="${BADGE_CH_TCP_PORT:-19000}"
+INTERSERVER_PORT="${BADGE_CH_INTERSERVER_PORT:-19009}"
 START_TIMEOUT="${BADGE_CH_START_TIMEOUT:-30}"
 ZOOKEEPER="${BADGE_CH_ZOOKEEPER:-}"
 STOP_TIMEOUT=30
@@ -240,6 +241,10 @@ cluster_config() {
     <distributed_ddl>
         <path>/clickhouse/task_queue/ddl</path>
     </distributed_ddl>
+    <!-- A replica only becomes active (and so can apply a replicated ALTER)
+         with an interserver port, even when it has no peer to fetch from. -->
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <interserver_http_port>$INTERSERVER_PORT</interserver_http_port>
     <remote_servers>
         <badge>
             <shard>
