@@ -44,62 +44,37 @@ struct Columns<'a> {
     wifi: (&'a [u64], &'a [u8]),
 }
 
+/// The same columns in every table with a position; only the serving
+/// cell's signal has another name in `alarms`.
+macro_rules! columns {
+    ($r:expr, $signal:ident) => {{
+        let r = $r;
+        Columns {
+            protocol: r.protocol,
+            has_position: &mut r.has_position,
+            lat: &mut r.lat,
+            lon: &mut r.lon,
+            position_source: &mut r.position_source,
+            accuracy_m: &mut r.accuracy_m,
+            address: &mut r.address,
+            mcc: r.mcc,
+            mnc: r.mnc,
+            main: CellTower {
+                lac: r.lac,
+                cell_id: r.cell_id,
+                rssi: r.$signal,
+            },
+            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
+            wifi: (&r.wifi_mac, &r.wifi_rssi),
+        }
+    }};
+}
+
 fn columns(record: &mut Record) -> Option<Columns<'_>> {
     Some(match record {
-        Record::Locations(r) => Columns {
-            protocol: r.protocol,
-            has_position: &mut r.has_position,
-            lat: &mut r.lat,
-            lon: &mut r.lon,
-            position_source: &mut r.position_source,
-            accuracy_m: &mut r.accuracy_m,
-            address: &mut r.address,
-            mcc: r.mcc,
-            mnc: r.mnc,
-            main: CellTower {
-                lac: r.lac,
-                cell_id: r.cell_id,
-                rssi: r.rssi,
-            },
-            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
-            wifi: (&r.wifi_mac, &r.wifi_rssi),
-        },
-        Record::Alarms(r) => Columns {
-            protocol: r.protocol,
-            has_position: &mut r.has_position,
-            lat: &mut r.lat,
-            lon: &mut r.lon,
-            position_source: &mut r.position_source,
-            accuracy_m: &mut r.accuracy_m,
-            address: &mut r.address,
-            mcc: r.mcc,
-            mnc: r.mnc,
-            main: CellTower {
-                lac: r.lac,
-                cell_id: r.cell_id,
-                rssi: r.gsm_signal,
-            },
-            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
-            wifi: (&r.wifi_mac, &r.wifi_rssi),
-        },
-        Record::Attendance(r) => Columns {
-            protocol: r.protocol,
-            has_position: &mut r.has_position,
-            lat: &mut r.lat,
-            lon: &mut r.lon,
-            position_source: &mut r.position_source,
-            accuracy_m: &mut r.accuracy_m,
-            address: &mut r.address,
-            mcc: r.mcc,
-            mnc: r.mnc,
-            main: CellTower {
-                lac: r.lac,
-                cell_id: r.cell_id,
-                rssi: r.rssi,
-            },
-            cells: (&r.cells_lac, &r.cells_cell_id, &r.cells_rssi),
-            wifi: (&r.wifi_mac, &r.wifi_rssi),
-        },
+        Record::Locations(r) => columns!(r, rssi),
+        Record::Alarms(r) => columns!(r, gsm_signal),
+        Record::Attendance(r) => columns!(r, rssi),
         _ => return None,
     })
 }
