@@ -15,6 +15,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::EventKind;
+use crate::protocol::layout::civil_from_days;
 use crate::record::{enums, Record};
 
 /// Members of the row that the event leaves out: the tag is the event's
@@ -98,20 +99,6 @@ pub(super) fn rfc3339(unix: u32) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-/// The date of a day count since 1970-01-01 (H. Hinnant's algorithm, as in
-/// `protocol::layout`, which keeps its copy private to the wire format).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A JSON object's members in the order written.
