@@ -4,11 +4,11 @@
 //! HTTP/1.1 servers on 127.0.0.1.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod http_fake;
 
 use badge_ingest::events::{
     EventKind, EventStats, Events, EventsConfig, EventsError, Watcher, WebhookConfig,
@@ -18,6 +18,7 @@ use badge_ingest::record::{
     HeartbeatRow, LocationRow, RawFrameRow, Record,
 };
 use hmac::{Hmac, Mac};
+use http_fake::{FakeServer, Seen};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -329,130 +330,7 @@ fn is_hmac_of(secret: &str, body: &[u8], header: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// A fake webhook receiver: one thread per connection, `Connection: close`.
-
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// The status answered.
-    status: u16,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn events(&self) -> Vec<Value> {
-        let v: Value = serde_json::from_slice(&self.body).expect("a JSON body");
-        v["events"].as_array().expect("an events array").clone()
-    }
-}
-
-struct FakeServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeServer {
-    /// Answers the `n`th request (from 0) with `status(n)`.
-    fn start(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let status: Arc<dyn Fn(usize) -> u16 + Send + Sync> = Arc::new(status);
-        let count = Arc::new(AtomicUsize::new(0));
-        std::thread::spawn({
-            let (seen, stop) = (seen.clone(), stop.clone());
-            move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let (seen, status, count) = (seen.clone(), status.clone(), count.clone());
-                    std::thread::spawn(move || {
-                        serve_one(stream, &seen, &|| {
-                            status(count.fetch_add(1, Ordering::SeqCst))
-                        })
-                    });
-                }
-            }
-        });
-        Self { addr, seen, stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve_one(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, status: &dyn Fn() -> u16) {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or("").split(' ');
-    let method = request_line.next().unwrap_or("").to_string();
-    let target = request_line.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let status = status();
-    seen.lock().unwrap().push(Seen {
-        method,
-        target,
-        headers,
-        body,
-        status,
-    });
-    let response =
-        format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
-    let _ = stream.write_all(response.as_bytes());
-}
+// Webhook receivers: `http_fake`, and one that never answers.
 
 /// A receiver that accepts connections and never answers.
 struct Silent {
@@ -665,7 +543,7 @@ fn a_watcher_that_does_not_read_is_dropped_and_the_others_get_everything() {
 
 #[test]
 fn a_webhook_gets_signed_batches_of_its_kinds_once_after_a_retry() {
-    let server = FakeServer::start(|n| if n == 0 { 500 } else { 200 });
+    let server = FakeServer::answering_in_turn(|n| if n == 0 { 500 } else { 200 });
     const SECRET: &str = "s3cret";
     let events = Events::start(&EventsConfig {
         webhooks: vec![WebhookConfig {
@@ -759,7 +637,7 @@ fn a_webhook_gets_signed_batches_of_its_kinds_once_after_a_retry() {
 
 #[test]
 fn a_batch_is_given_up_after_its_retries_and_later_ones_still_go() {
-    let server = FakeServer::start(|n| if n < 3 { 503 } else { 200 });
+    let server = FakeServer::answering_in_turn(|n| if n < 3 { 503 } else { 200 });
     let events = Events::start(&EventsConfig {
         webhooks: vec![WebhookConfig {
             retries: 2,

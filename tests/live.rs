@@ -6,7 +6,6 @@
 mod http_fake;
 mod pipeline_support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use badge_ingest::protocol::layout::*;
 use badge_ingest::protocol::message::*;
 use badge_ingest::protocol::Message;
 use hmac::{Hmac, Mac};
-use http_fake::{answer, FakeServer};
+use http_fake::FakeServer;
 use pipeline_support::*;
 use serde_json::Value;
 use sha2::Sha256;
@@ -237,14 +236,7 @@ fn watch_streams_every_event_kind_and_filters_by_kind() {
 
 #[test]
 fn a_webhook_gets_the_server_events_signed_after_a_500() {
-    let posts = Arc::new(AtomicUsize::new(0));
-    let hook = FakeServer::start({
-        let posts = posts.clone();
-        move |_| match posts.fetch_add(1, Ordering::SeqCst) {
-            0 => answer(500, "not yet"),
-            _ => answer(200, "{}"),
-        }
-    });
+    let hook = FakeServer::answering_in_turn(|n| if n == 0 { 500 } else { 200 });
     let mut c = base_config();
     c.sink.kind = SinkKind::Count;
     c.events.webhooks = vec![WebhookConfig {

@@ -15,6 +15,8 @@ pub struct Seen {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status answered; 0 while the handler has not answered yet.
+    pub status: u16,
 }
 
 impl Seen {
@@ -40,6 +42,12 @@ impl Seen {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The events of a webhook POST (`{"events":[...]}`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).expect("a JSON body");
+        v["events"].as_array().expect("an events array").clone()
     }
 }
 
@@ -86,6 +94,13 @@ impl FakeServer {
             }
         });
         Self { addr, seen, stop }
+    }
+
+    /// Answers the `n`th request (from 0) with `status(n)` and `{}`: a
+    /// webhook receiver that fails the first tries.
+    pub fn answering_in_turn(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Self {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        Self::start(move |_| answer(status(count.fetch_add(1, Ordering::SeqCst)), "{}"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -148,10 +163,16 @@ fn serve_one(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) 
         target,
         headers,
         body,
+        status: 0,
     };
     // Recorded before answering, so a request the client gave up on counts.
-    seen.lock().unwrap().push(request.clone());
+    let index = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(request.clone());
+        seen.len() - 1
+    };
     let a = handler(&request);
+    seen.lock().unwrap()[index].status = a.status;
     std::thread::sleep(a.delay);
     let response = format!(
         "HTTP/1.1 {} X\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
