@@ -66,16 +66,8 @@ struct CtlArgs {
 enum SchemaCommand {
     /// Create the database, tables and views of schema/ (idempotent).
     Apply {
-        /// ClickHouse HTTP URL.
-        #[arg(
-            long,
-            env = "BADGE_CLICKHOUSE_URL",
-            default_value = "http://127.0.0.1:8123"
-        )]
-        clickhouse_url: String,
-        /// Database to create and fill.
-        #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
-        database: String,
+        #[command(flatten)]
+        clickhouse: ClickHouseArgs,
     },
     /// Print the SQL that `apply` would run.
     Print {
@@ -84,7 +76,7 @@ enum SchemaCommand {
     },
 }
 
-/// How the `beacons` commands reach ClickHouse: the flags of `schema apply`.
+/// How `schema apply` and the `beacons` commands reach ClickHouse.
 #[derive(Args)]
 struct ClickHouseArgs {
     /// ClickHouse HTTP URL.
@@ -94,7 +86,7 @@ struct ClickHouseArgs {
         default_value = "http://127.0.0.1:8123"
     )]
     clickhouse_url: String,
-    /// Database with the `beacons` table (see `schema apply`).
+    /// The database (`schema apply` creates it; it holds the `beacons` table).
     #[arg(long, env = "BADGE_DATABASE", default_value = "badges")]
     database: String,
 }
@@ -296,14 +288,8 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
 
 fn schema(command: SchemaCommand) -> anyhow::Result<()> {
     match command {
-        SchemaCommand::Apply {
-            clickhouse_url,
-            database,
-        } => {
-            let mut config = Config::default();
-            config.clickhouse.url = clickhouse_url;
-            config.clickhouse.database = database;
-            config.validate()?;
+        SchemaCommand::Apply { clickhouse } => {
+            let config = clickhouse.config()?;
             let n = apply_schema(&config)?;
             println!(
                 "applied {n} statements to database {}",
