@@ -43,7 +43,6 @@ fn cells_fixture() -> PathBuf {
 }
 
 fn geo_config(mut c: Config, reverse: &FakeServer, deadline_ms: u64) -> Config {
-    c.server.control = "127.0.0.1:0".into();
     c.geo.cell_db = Some(cells_fixture());
     c.geo.reverse_url = reverse.url("/reverse");
     c.geo.deadline_ms = deadline_ms;
@@ -217,10 +216,7 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
 fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_are_served() {
     let reverse = FakeServer::start(nominatim(Duration::from_secs(3)));
     let out = temp_dir("geo-slow").join("rows.jsonl");
-    let mut c = Config::default();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.shards = 1;
-    c.server.summary_interval_secs = 0;
+    let mut c = loopback_config(1);
     c.sink.kind = SinkKind::File;
     c.sink.file = out.clone();
     c.sink.batch_age_ms = 50;
@@ -296,10 +292,7 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
 #[test]
 fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
     let reverse = FakeServer::start(nominatim(Duration::from_secs(2)));
-    let mut c = Config::default();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.shards = 1;
-    c.server.summary_interval_secs = 0;
+    let mut c = loopback_config(1);
     c.sink.kind = SinkKind::Count;
     c.geo.max_pending = 1;
     let config = geo_config(c, &reverse, 1000);
@@ -335,10 +328,7 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
 #[test]
 fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
     let reverse = FakeServer::start(nominatim(Duration::from_millis(600)));
-    let mut c = Config::default();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.shards = 1;
-    c.server.summary_interval_secs = 0;
+    let mut c = loopback_config(1);
     c.sink.kind = SinkKind::Count;
     let config = geo_config(c, &reverse, 2000);
     let app = App::start(Arc::new(config)).expect("starts");

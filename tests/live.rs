@@ -24,11 +24,7 @@ use sha2::Sha256;
 use zerocopy::byteorder::big_endian::U16;
 
 fn base_config() -> Config {
-    let mut c = Config::default();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.control = "127.0.0.1:0".into();
-    c.server.shards = 2;
-    c.server.summary_interval_secs = 0;
+    let mut c = loopback_config(2);
     c.sink.batch_age_ms = 50;
     c
 }
@@ -77,7 +73,6 @@ fn registered_beacons_name_and_place_bluetooth_reports() {
     let db = fresh_database(&url, "beacons");
     let spool = temp_dir("beacons");
     let mut c = config(&url, &db, &spool);
-    c.server.control = "127.0.0.1:0".into();
     c.beacons.refresh_secs = 0;
     let client = badge_ingest::sink::clickhouse::client(&c);
     let rt = tokio::runtime::Builder::new_current_thread()

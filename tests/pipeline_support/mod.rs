@@ -109,11 +109,19 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-pub fn config(url: &str, db: &str, spool: &std::path::Path) -> Config {
+/// A server on loopback ports the system picks (badges and control), with
+/// `shards` shards and no periodic log summary.
+pub fn loopback_config(shards: usize) -> Config {
     let mut c = Config::default();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.shards = 2;
+    c.server.control = "127.0.0.1:0".into();
+    c.server.shards = shards;
     c.server.summary_interval_secs = 0;
+    c
+}
+
+pub fn config(url: &str, db: &str, spool: &std::path::Path) -> Config {
+    let mut c = loopback_config(2);
     c.sink.kind = SinkKind::ClickHouse;
     c.sink.batch_age_ms = 100;
     c.clickhouse.url = url.to_string();
