@@ -544,11 +544,7 @@ impl Conn {
 
     async fn drain_records(&mut self, shard: &Rc<Shard>) {
         while let Some(envelope) = self.unqueued.pop_front() {
-            if let Err(envelope) = shard.sink.try_send(envelope) {
-                self.unqueued.push_front(envelope);
-                shard.metrics.borrow_mut().sink_full_waits += 1;
-                shard.sink_space().await;
-            }
+            shard.send(envelope).await;
         }
     }
 

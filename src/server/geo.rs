@@ -152,11 +152,7 @@ async fn lookup(
     // The row counts against `max_pending` until the sink takes it: with
     // the sink full, rows wait here (bounded), and further rows go back to
     // their connections, which then stop reading (backpressure).
-    while let Err(e) = shard.sink.try_send(envelope) {
-        envelope = e;
-        shard.metrics.borrow_mut().sink_full_waits += 1;
-        shard.sink_space().await;
-    }
+    shard.send(envelope).await;
     shard.metrics.borrow_mut().geo.pending -= 1;
 }
 

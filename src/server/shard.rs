@@ -427,15 +427,10 @@ impl Shard {
     /// in order behind earlier ones when the queue is full.
     pub fn emit(&self, record: Record) {
         self.metrics.borrow_mut().records += 1;
-        self.emit_envelope(Envelope {
+        let envelope = Envelope {
             record,
             received: Instant::now(),
-        });
-    }
-
-    /// [`Shard::emit`] for a record already counted, keeping its read time
-    /// (rows that waited for the geo service).
-    pub fn emit_envelope(&self, envelope: Envelope) {
+        };
         let mut backlog = self.backlog.borrow_mut();
         if !backlog.is_empty() {
             backlog.push_back(envelope);
@@ -461,6 +456,17 @@ impl Shard {
             std::task::Poll::Pending
         })
         .await
+    }
+
+    /// Hands a record to the sink, waiting (and counting the wait) while
+    /// its queue is full. For a record its caller holds in order itself;
+    /// records made outside a connection go through [`Shard::emit`].
+    pub async fn send(self: &Rc<Self>, mut envelope: Envelope) {
+        while let Err(e) = self.sink.try_send(envelope) {
+            envelope = e;
+            self.metrics.borrow_mut().sink_full_waits += 1;
+            self.sink_space().await;
+        }
     }
 
     async fn drain_backlog(self: &Rc<Self>) {
