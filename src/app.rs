@@ -10,10 +10,10 @@ use crate::config::Config;
 use crate::control::{self, ControlServer};
 use crate::events::Events;
 use crate::geo::beacons::{BeaconRefresher, BeaconRegistry};
-use crate::geo::{GeoHandle, GeoService};
+use crate::geo::GeoService;
 use crate::metrics::ShardMetrics;
 use crate::server::{RunningServer, ServerHandle, Services};
-use crate::sink::{SinkStats, SinkWorkers};
+use crate::sink::SinkWorkers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -116,16 +116,8 @@ impl App {
         self.server.uptime()
     }
 
-    pub fn sink_stats(&self) -> &Arc<SinkStats> {
-        &self.workers.stats
-    }
-
     pub fn events(&self) -> &Events {
         &self.events
-    }
-
-    pub fn geo(&self) -> Option<GeoHandle> {
-        self.geo.as_ref().map(GeoService::handle)
     }
 
     /// Stops taking control commands and connections, lets the shards
