@@ -247,13 +247,9 @@ async fn beacons(ctx: &Context, args: &[&str]) -> Answer {
             }
         }
         ["unknown", rest @ ..] => {
-            let limit = match rest {
-                [] => 100,
-                ["--limit", n] => match n.parse::<usize>() {
-                    Ok(n) => n,
-                    Err(_) => return Answer::err(format!("`{n}` is not a number")),
-                },
-                _ => return Answer::err("usage: beacons unknown [--limit N]"),
+            let limit = match limit_arg(rest, "usage: beacons unknown [--limit N]") {
+                Ok(limit) => limit,
+                Err(answer) => return answer,
             };
             let mut all = Vec::new();
             let mut overflow = 0;
@@ -299,6 +295,18 @@ async fn beacons(ctx: &Context, args: &[&str]) -> Answer {
             )
         }
         _ => Answer::err("usage: beacons | beacons reload | beacons unknown [--limit N]"),
+    }
+}
+
+/// The `[--limit N]` of listing commands: 100 when left out.
+fn limit_arg(args: &[&str], usage: &str) -> Result<usize, Answer> {
+    match args {
+        [] => Ok(100),
+        ["--limit", n] => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Answer::err("--limit takes a positive number")),
+        },
+        _ => Err(Answer::err(usage)),
     }
 }
 
@@ -583,13 +591,9 @@ fn device_text(d: &DeviceView) -> String {
 }
 
 async fn devices(ctx: &Context, args: &[&str]) -> Answer {
-    let limit = match args {
-        [] => 100,
-        ["--limit", n] => match n.parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => return Answer::err("--limit takes a positive number"),
-        },
-        _ => return Answer::err("usage: devices [--limit N]"),
+    let limit = match limit_arg(args, "usage: devices [--limit N]") {
+        Ok(limit) => limit,
+        Err(answer) => return answer,
     };
     let mut all: Vec<DeviceView> = Vec::new();
     for shard in 0..ctx.server.shards() {
