@@ -338,11 +338,12 @@ async fn watch<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     write: &mut W,
 ) {
     let mut watcher = ctx.events.watch(kinds);
-    let names: Vec<&str> = if kinds.is_empty() {
-        EventKind::ALL.iter().map(|k| k.name()).collect()
+    let shown = if kinds.is_empty() {
+        &EventKind::ALL[..]
     } else {
-        kinds.iter().map(|k| k.name()).collect()
+        kinds
     };
+    let names: Vec<&str> = shown.iter().map(|k| k.name()).collect();
     let header = format!("{}\n", serde_json::json!({ "watching": names }));
     let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(header.as_bytes())).await;
     if !matches!(sent, Ok(Ok(()))) {
