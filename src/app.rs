@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
+use crate::beacons::{BeaconRefresher, BeaconRegistry, BeaconSource};
 use crate::config::Config;
+use crate::config::SinkKind;
 use crate::control::{self, ControlServer};
 use crate::events::Events;
-use crate::geo::beacons::{BeaconRefresher, BeaconRegistry};
 use crate::geo::GeoService;
 use crate::metrics::ShardMetrics;
 use crate::server::{RunningServer, ServerHandle, Services};
@@ -24,7 +25,7 @@ pub enum AppError {
     #[error("starting live events: {0}")]
     Events(#[from] crate::events::EventsError),
     #[error("loading the beacon registry: {0}")]
-    Beacons(#[from] crate::geo::beacons::BeaconError),
+    Beacons(#[from] crate::beacons::BeaconError),
     #[error("starting the sink: {0}")]
     Sink(#[from] crate::sink::SinkError),
     #[error("starting the server: {0}")]
@@ -62,7 +63,7 @@ impl App {
             None
         };
         let registry = BeaconRegistry::new();
-        let beacons = match config.beacons.source(&config) {
+        let beacons = match beacon_source(&config) {
             Some(source) => Some(BeaconRefresher::start(
                 &config.beacons,
                 source,
@@ -134,5 +135,53 @@ impl App {
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(5));
         flushed.map(|()| shards)
+    }
+}
+
+/// Where the beacon registry comes from, or `None` when there is none:
+/// disabled, or neither a file nor a ClickHouse sink to read it from.
+fn beacon_source(config: &Config) -> Option<BeaconSource> {
+    let beacons = &config.beacons;
+    if !beacons.enabled {
+        return None;
+    }
+    if let Some(path) = &beacons.file {
+        return Some(BeaconSource::File(path.clone()));
+    }
+    (config.sink.kind == SinkKind::ClickHouse).then(|| BeaconSource::ClickHouse {
+        client: crate::sink::clickhouse::client(config),
+        database: config.clickhouse.database.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BeaconsConfig;
+
+    #[test]
+    fn the_source_follows_the_sink_unless_a_file_is_named() {
+        let mut config = Config::default();
+        let c = BeaconsConfig::default();
+        assert!(matches!(
+            beacon_source(&Config { beacons: c.clone(), ..config.clone() }),
+            Some(BeaconSource::ClickHouse { ref database, .. }) if database == "badges"
+        ));
+        config.sink.kind = SinkKind::Count;
+        assert!(beacon_source(&Config {
+            beacons: c.clone(),
+            ..config.clone()
+        })
+        .is_none());
+        let off = BeaconsConfig {
+            enabled: false,
+            file: Some("b.csv".into()),
+            ..c
+        };
+        assert!(beacon_source(&Config {
+            beacons: off,
+            ..config.clone()
+        })
+        .is_none());
     }
 }

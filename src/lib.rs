@@ -10,6 +10,7 @@
 //! tested and fuzzed in isolation.
 
 pub mod app;
+pub mod beacons;
 pub mod config;
 pub mod control;
 pub mod events;

@@ -309,7 +309,7 @@ fn schema(command: SchemaCommand) -> anyhow::Result<()> {
 }
 
 fn beacons(command: BeaconsCommand) -> anyhow::Result<()> {
-    use badge_ingest::geo::beacons;
+    use badge_ingest::beacons;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

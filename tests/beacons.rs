@@ -9,11 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use badge_ingest::config::Config;
-use badge_ingest::geo::beacons::{
+use badge_ingest::beacons::{
     self, format_mac, parse_csv, Beacon, BeaconError, BeaconRefresher, BeaconRegistry,
-    BeaconSource, BeaconsConfig, UnknownBeacon, UnknownBeacons,
+    BeaconSource, UnknownBeacon, UnknownBeacons,
 };
+use badge_ingest::config::BeaconsConfig;
+use badge_ingest::config::Config;
 use futures_lite::future::block_on;
 
 use pipeline_support::{clickhouse_url, count, fresh_database, query, temp_dir, wait_until};

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use badge_ingest::app::App;
+use badge_ingest::beacons::{self, Beacon};
 use badge_ingest::config::{Config, SinkKind};
 use badge_ingest::events::WebhookConfig;
-use badge_ingest::geo::beacons::{self, Beacon};
 use badge_ingest::protocol::layout::*;
 use badge_ingest::protocol::message::*;
 use badge_ingest::protocol::Message;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::geo::beacons::{format_mac, UnknownBeacons};
+use crate::beacons::{format_mac, UnknownBeacons};
 use crate::metrics::{latency_histogram, Percentiles, ShardMetrics};
 use crate::protocol::{number, Imei};
 use crate::record::Table;

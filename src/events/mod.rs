@@ -32,10 +32,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::ConfigError;
+pub use crate::config::{EventsConfig, WebhookConfig};
+pub use crate::record::EventKind;
 use crate::record::Record;
 
 pub use webhook::WebhookStats;
@@ -48,210 +50,19 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Events the dispatcher takes off its queue per lock of the watcher list.
 const DISPATCH_BATCH: usize = 256;
 
-/// What an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    Status,
-    Location,
-    Alarm,
-    Attendance,
-    Bluetooth,
-    Command,
+/// The kind as a bit of a watcher's or webhook's interest mask.
+pub(crate) fn bit(kind: EventKind) -> u8 {
+    1 << kind as u8
 }
 
-impl EventKind {
-    pub const ALL: [EventKind; 6] = [
-        EventKind::Status,
-        EventKind::Location,
-        EventKind::Alarm,
-        EventKind::Attendance,
-        EventKind::Bluetooth,
-        EventKind::Command,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::Status => "status",
-            EventKind::Location => "location",
-            EventKind::Alarm => "alarm",
-            EventKind::Attendance => "attendance",
-            EventKind::Bluetooth => "bluetooth",
-            EventKind::Command => "command",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventKind> {
-        Self::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// The kind of event a record makes, if any.
-    pub fn of(record: &Record) -> Option<EventKind> {
-        match record {
-            Record::DeviceEvents(_) => Some(EventKind::Status),
-            Record::Locations(_) => Some(EventKind::Location),
-            Record::Alarms(_) => Some(EventKind::Alarm),
-            Record::Attendance(_) => Some(EventKind::Attendance),
-            Record::Bluetooth(_) => Some(EventKind::Bluetooth),
-            Record::CommandLog(_) => Some(EventKind::Command),
-            Record::Heartbeats(_) | Record::DeviceInfo(_) | Record::RawFrames(_) => None,
-        }
-    }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
-
-    /// The set of `kinds` as bits; empty means all.
-    fn mask(kinds: &[EventKind]) -> u8 {
-        if kinds.is_empty() {
-            Self::ALL.iter().fold(0, |m, k| m | k.bit())
-        } else {
-            kinds.iter().fold(0, |m, k| m | k.bit())
-        }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The `[events]` section of the configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EventsConfig {
-    /// Events between the sink writers and the dispatcher; more are dropped
-    /// (counted), never waited for.
-    pub queue: usize,
-    /// Events a watcher may fall behind; one further behind is dropped.
-    pub watcher_queue: usize,
-    pub webhooks: Vec<WebhookConfig>,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            queue: 65_536,
-            watcher_queue: 4096,
-            webhooks: Vec::new(),
-        }
-    }
-}
-
-/// One `[[events.webhooks]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where the batches are POSTed (http:// or https://).
-    pub url: String,
-    /// Event kinds to send; empty sends all.
-    pub kinds: Vec<String>,
-    /// HMAC-SHA256 key for `X-Badge-Signature`; empty: unsigned.
-    pub secret: String,
-    /// Events per POST ...
-    pub batch_max: usize,
-    /// ... or fewer, once the first of them has waited this long.
-    pub batch_age_ms: u64,
-    /// Events waiting for this webhook; more are dropped for it (counted).
-    pub queue: usize,
-    /// Bound on each POST, connecting included.
-    pub timeout_ms: u64,
-    /// Attempts after the first before a batch is given up.
-    pub retries: u32,
-    /// Wait before the first retry, doubled for each further one, at most 30 s.
-    pub backoff_ms: u64,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            kinds: Vec::new(),
-            secret: String::new(),
-            batch_max: 100,
-            batch_age_ms: 1000,
-            queue: 10_000,
-            timeout_ms: 5000,
-            retries: 5,
-            backoff_ms: 500,
-        }
-    }
-}
-
-impl EventsConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        }
-        if !(1..=10_000_000).contains(&self.queue) {
-            return bad("events.queue", "must be between 1 and 10000000");
-        }
-        if !(1..=1_000_000).contains(&self.watcher_queue) {
-            return bad("events.watcher_queue", "must be between 1 and 1000000");
-        }
-        for (i, hook) in self.webhooks.iter().enumerate() {
-            // The key is static; which entry is meant goes in the reason.
-            let bad_hook = |key: &'static str, reason: String| {
-                bad(key, format!("webhook {i} (`{}`): {reason}", hook.url))
-            };
-            if let Err(reason) = http_url(&hook.url) {
-                return bad_hook("events.webhooks.url", reason);
-            }
-            if let Some(unknown) = hook.kinds.iter().find(|k| EventKind::parse(k).is_none()) {
-                let known: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-                return bad_hook(
-                    "events.webhooks.kinds",
-                    format!(
-                        "unknown kind `{unknown}` (known: {}; none for all)",
-                        known.join(", ")
-                    ),
-                );
-            }
-            if !(1..=10_000).contains(&hook.batch_max) {
-                return bad_hook(
-                    "events.webhooks.batch_max",
-                    "must be between 1 and 10000".into(),
-                );
-            }
-            if hook.batch_age_ms > 600_000 {
-                return bad_hook("events.webhooks.batch_age_ms", "at most 600000".into());
-            }
-            if !(1..=10_000_000).contains(&hook.queue) {
-                return bad_hook(
-                    "events.webhooks.queue",
-                    "must be between 1 and 10000000".into(),
-                );
-            }
-            if !(1..=600_000).contains(&hook.timeout_ms) {
-                return bad_hook(
-                    "events.webhooks.timeout_ms",
-                    "must be between 1 and 600000".into(),
-                );
-            }
-            if hook.retries > 100 {
-                return bad_hook("events.webhooks.retries", "at most 100".into());
-            }
-            if !(1..=webhook::BACKOFF_CAP.as_millis() as u64).contains(&hook.backoff_ms) {
-                return bad_hook(
-                    "events.webhooks.backoff_ms",
-                    "must be between 1 and 30000".into(),
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-fn http_url(url: &str) -> Result<(), String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("`{url}`: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(format!("`{url}` must be an http:// or https:// URL"));
-    }
-    Ok(())
+/// The set of `kinds` as bits; empty means all.
+pub(crate) fn mask(kinds: &[EventKind]) -> u8 {
+    let kinds = if kinds.is_empty() {
+        &EventKind::ALL[..]
+    } else {
+        kinds
+    };
+    kinds.iter().fold(0, |m, k| m | bit(*k))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -412,7 +223,7 @@ impl Shared {
 
     fn dispatch(&self, events: &[Event], hook_queues: &[mpsc::Sender<Arc<str>>]) {
         for event in events {
-            let bit = event.kind.bit();
+            let bit = bit(event.kind);
             for (hook, queue) in self.hooks.iter().zip(hook_queues) {
                 if hook.mask & bit != 0 {
                     hook.offer(queue, &event.line);
@@ -425,7 +236,7 @@ impl Shared {
         }
         let before = registry.watchers.len();
         for event in events {
-            let bit = event.kind.bit();
+            let bit = bit(event.kind);
             registry.watchers.retain(|w| {
                 if w.mask & bit == 0 {
                     return true;
@@ -623,10 +434,10 @@ impl Events {
         if interest == 0 {
             return;
         }
-        let Some(kind) = EventKind::of(record) else {
+        let Some(kind) = record.event_kind() else {
             return;
         };
-        if interest & kind.bit() == 0 {
+        if interest & bit(kind) == 0 {
             return;
         }
         let Some(queue) = &self.inner.queue else {
@@ -676,7 +487,7 @@ impl Events {
         registry.next_id += 1;
         registry.watchers.push(Slot {
             id,
-            mask: EventKind::mask(kinds),
+            mask: mask(kinds),
             tx,
             state: Arc::clone(&state),
         });
@@ -812,11 +623,8 @@ mod tests {
             assert_eq!(k.to_string(), k.name());
         }
         assert_eq!(EventKind::parse("Status"), None);
-        assert_eq!(EventKind::mask(&[]), 0b11_1111);
-        assert_eq!(
-            EventKind::mask(&[EventKind::Status, EventKind::Command]),
-            0b10_0001
-        );
+        assert_eq!(mask(&[]), 0b11_1111);
+        assert_eq!(mask(&[EventKind::Status, EventKind::Command]), 0b10_0001);
     }
 
     #[test]
@@ -897,9 +705,9 @@ mod tests {
         assert_eq!(interest(), 0);
         let a = events.watch(&[EventKind::Alarm]);
         let b = events.watch(&[EventKind::Status]);
-        assert_eq!(interest(), EventKind::Alarm.bit() | EventKind::Status.bit());
+        assert_eq!(interest(), bit(EventKind::Alarm) | bit(EventKind::Status));
         drop(a);
-        assert_eq!(interest(), EventKind::Status.bit());
+        assert_eq!(interest(), bit(EventKind::Status));
         assert_eq!(events.stats().watchers, 1);
         drop(b);
         assert_eq!(interest(), 0);

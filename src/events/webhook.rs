@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::{EventKind, LogLimit, WebhookConfig};
 
 /// The longest wait between two attempts, however many came before.
-pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(30);
+const BACKOFF_CAP: Duration = WebhookConfig::BACKOFF_CAP;
 
 pub(super) const SIGNATURE_HEADER: &str = "X-Badge-Signature";
 
@@ -88,7 +88,7 @@ impl Hook {
         Self {
             display_url: shown.to_string(),
             target,
-            mask: EventKind::mask(&kinds),
+            mask: super::mask(&kinds),
             secret: (!config.secret.is_empty()).then(|| config.secret.as_bytes().to_vec()),
             batch_max: config.batch_max,
             batch_age: Duration::from_millis(config.batch_age_ms),
@@ -313,6 +313,6 @@ mod tests {
             "{}",
             hook.display_url
         );
-        assert_eq!(hook.mask, EventKind::mask(&[]));
+        assert_eq!(hook.mask, crate::events::mask(&[]));
     }
 }

@@ -1,7 +1,8 @@
 //! What a stored row still lacks that the geo service can add: a position
 //! for reports heard only from cells and WiFi, and an address for any
 //! position. Pure functions over the rows; the lookups themselves and
-//! their deadline are the server's (`server::geo`).
+//! their deadline are the server's (`server::geo`), and the services that
+//! answer them depend on this module, never the other way round.
 //!
 //! Everything a lookup needs is read back from the row's own columns
 //! (serving cell, neighbours, WiFi APs), so enrichment does not have to
@@ -9,24 +10,13 @@
 
 use std::sync::Arc;
 
-use crate::geo::beacons::{Beacon, BeaconRegistry};
-use crate::geo::{wifi_dbm, CellQuery, Fix, FixSource, Language, Radio};
+pub use super::lookup::GeoWant;
+use super::lookup::{wifi_dbm, Beacon, CellQuery, Fix, FixSource, Language, Radio};
 use crate::protocol::layout::{CellTower, MacAddr, MobileNetwork};
 use crate::protocol::number as n;
 
 use super::enums::{BT_LOCATION, POSITION_CELL, POSITION_NONE, POSITION_WIFI};
 use super::{BluetoothRow, Record};
-
-/// What to ask the geo service for one row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GeoWant {
-    /// The position, when the row has one (GPS, or a beacon's).
-    pub position: Option<(f64, f64)>,
-    /// What the badge heard, for rows without a position.
-    pub query: Option<CellQuery>,
-    /// Whether to ask for an address once there is a position.
-    pub address: bool,
-}
 
 /// The columns the position is read from and written to, whatever the table.
 struct Columns<'a> {
@@ -193,7 +183,7 @@ pub fn apply(record: &mut Record, fix: Option<Fix>, address: Option<&str>) {
 /// index and entry, from which the report's own location row is made.
 pub fn beacons(
     records: &mut [Record],
-    registry: &BeaconRegistry,
+    registry: impl Fn(u64) -> Option<Arc<Beacon>>,
     mut unknown: impl FnMut(&BluetoothRow),
 ) -> Option<(usize, Arc<Beacon>)> {
     let mut best: Option<(usize, i16, Arc<Beacon>)> = None;
@@ -205,7 +195,7 @@ pub fn beacons(
         if row.mac == 0 {
             continue;
         }
-        let Some(beacon) = registry.get(row.mac) else {
+        let Some(beacon) = registry(row.mac) else {
             unknown(row);
             continue;
         };
@@ -345,8 +335,8 @@ mod tests {
 
     #[test]
     fn the_best_beacon_is_the_strongest_measured_one_with_a_position() {
-        use crate::geo::beacons::Beacon;
         use crate::record::BluetoothRow;
+        use std::collections::HashMap;
         let row = |mac: u64, rssi: i8| {
             Record::Bluetooth(BluetoothRow {
                 imei: 1,
@@ -387,12 +377,19 @@ mod tests {
             address: String::new(),
             active: true,
         };
-        let registry = BeaconRegistry::new();
         // 1: no RSSI measured; 2: weaker; 3: strongest but no position; 4: unknown.
-        registry.replace(vec![beacon(1, 22.1), beacon(2, 22.2), beacon(3, 0.0)]);
+        let registry: HashMap<u64, Arc<Beacon>> =
+            [beacon(1, 22.1), beacon(2, 22.2), beacon(3, 0.0)]
+                .into_iter()
+                .map(|b| (b.mac, Arc::new(b)))
+                .collect();
         let mut records = vec![row(1, 0), row(2, -80), row(3, -40), row(4, -30)];
         let mut unknown = Vec::new();
-        let best = beacons(&mut records, &registry, |r| unknown.push(r.mac));
+        let best = beacons(
+            &mut records,
+            |mac| registry.get(&mac).cloned(),
+            |r| unknown.push(r.mac),
+        );
         assert_eq!(unknown, vec![4]);
         let (i, b) = best.expect("a known beacon with a position");
         assert_eq!((i, b.mac), (1, 2));

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub mod build;
 pub mod enrich;
+pub mod lookup;
 
 pub use build::{RecordContext, Records};
 
@@ -363,6 +364,19 @@ pub enum Record {
 }
 
 impl Record {
+    /// The kind of live event this row makes, if any.
+    pub fn event_kind(&self) -> Option<EventKind> {
+        match self {
+            Record::DeviceEvents(_) => Some(EventKind::Status),
+            Record::Locations(_) => Some(EventKind::Location),
+            Record::Alarms(_) => Some(EventKind::Alarm),
+            Record::Attendance(_) => Some(EventKind::Attendance),
+            Record::Bluetooth(_) => Some(EventKind::Bluetooth),
+            Record::CommandLog(_) => Some(EventKind::Command),
+            Record::Heartbeats(_) | Record::DeviceInfo(_) | Record::RawFrames(_) => None,
+        }
+    }
+
     pub fn table(&self) -> Table {
         match self {
             Record::DeviceEvents(_) => Table::DeviceEvents,
@@ -390,6 +404,53 @@ impl Record {
             Record::CommandLog(r) => (r.ingest_shard, r.ingest_seq),
             Record::RawFrames(r) => (r.ingest_shard, r.ingest_seq),
         }
+    }
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Status,
+    Location,
+    Alarm,
+    Attendance,
+    Bluetooth,
+    Command,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Status,
+        EventKind::Location,
+        EventKind::Alarm,
+        EventKind::Attendance,
+        EventKind::Bluetooth,
+        EventKind::Command,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Status => "status",
+            EventKind::Location => "location",
+            EventKind::Alarm => "alarm",
+            EventKind::Attendance => "attendance",
+            EventKind::Bluetooth => "bluetooth",
+            EventKind::Command => "command",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The kind of event a record makes, if any.
+    pub fn of(record: &Record) -> Option<EventKind> {
+        record.event_kind()
+    }
+}
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

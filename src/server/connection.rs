@@ -364,13 +364,18 @@ impl Conn {
     ) {
         let imei = builder.ctx.imei.as_u64();
         let mut unknown = 0;
-        let best = enrich::beacons(records, &shard.services.beacons, |row| {
-            unknown += 1;
-            shard
-                .unknown_beacons
-                .borrow_mut()
-                .seen(row.mac, imei, row.rssi, now);
-        });
+        let registry = &shard.services.beacons;
+        let best = enrich::beacons(
+            records,
+            |mac| registry.get(mac),
+            |row| {
+                unknown += 1;
+                shard
+                    .unknown_beacons
+                    .borrow_mut()
+                    .seen(row.mac, imei, row.rssi, now);
+            },
+        );
         {
             let mut m = shard.metrics.borrow_mut();
             let rows = records

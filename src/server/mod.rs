@@ -54,10 +54,10 @@ pub struct Services {
     pub geo: Option<crate::geo::GeoHandle>,
     /// Where beacons are; an empty registry knows none (every beacon is
     /// then counted unknown).
-    pub beacons: crate::geo::beacons::BeaconRegistry,
+    pub beacons: crate::beacons::BeaconRegistry,
     /// Reloads the registry (the control socket's `beacons reload`);
     /// `None` when there is no registry source.
-    pub beacon_source: Option<crate::geo::beacons::BeaconHandle>,
+    pub beacon_source: Option<crate::beacons::BeaconHandle>,
 }
 
 /// Starts the shards without geo service: see [`start_with`].

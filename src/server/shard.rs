@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::beacons::{UnknownBeacon, UnknownBeacons};
 use crate::config::Config;
-use crate::geo::beacons::{UnknownBeacon, UnknownBeacons};
 use crate::metrics::ShardMetrics;
 use crate::protocol::{FrameConfig, FrameDecoder, Imei};
 use crate::record::{Envelope, Record};

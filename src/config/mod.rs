@@ -1,6 +1,10 @@
 //! One typed configuration: a TOML file, overridden by `BADGE_*` environment
 //! variables, overridden by command-line flags. Validated once at start, with
 //! the offending key and the reason in the error.
+//!
+//! Every section is defined here (the component sections in their own
+//! files), so that this module depends on no component: each component is
+//! handed its own section, and imports nothing else of the configuration.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::frame::DEFAULT_MAX_FRAME;
+
+mod beacons;
+mod events;
+mod geo;
+
+pub use beacons::BeaconsConfig;
+pub use events::{EventsConfig, WebhookConfig};
+pub use geo::GeoConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -20,9 +32,9 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     pub spool: SpoolConfig,
     pub log: LogConfig,
-    pub geo: crate::geo::GeoConfig,
-    pub beacons: crate::geo::beacons::BeaconsConfig,
-    pub events: crate::events::EventsConfig,
+    pub geo: GeoConfig,
+    pub beacons: BeaconsConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
