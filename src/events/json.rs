@@ -69,24 +69,15 @@ pub(super) fn event_line(kind: EventKind, record: &Record) -> Result<Arc<str>, s
 
 /// `(imei, unix time, status)`: what goes before the row's own columns.
 fn head(record: &Record) -> (u64, u32, Option<&'static str>) {
-    match record {
-        Record::DeviceEvents(r) => {
-            let status = match r.event {
-                enums::EVENT_LOGIN | enums::EVENT_RECONNECT => Some("online"),
-                enums::EVENT_LOGOUT | enums::EVENT_OFFLINE => Some("offline"),
-                _ => None,
-            };
-            (r.imei, r.server_time, status)
-        }
-        Record::Heartbeats(r) => (r.imei, r.server_time, None),
-        Record::Locations(r) => (r.imei, r.server_time, None),
-        Record::Alarms(r) => (r.imei, r.server_time, None),
-        Record::Attendance(r) => (r.imei, r.server_time, None),
-        Record::Bluetooth(r) => (r.imei, r.server_time, None),
-        Record::DeviceInfo(r) => (r.imei, r.server_time, None),
-        Record::CommandLog(r) => (r.imei, r.event_time, None),
-        Record::RawFrames(r) => (r.imei, r.server_time, None),
-    }
+    let status = match record {
+        Record::DeviceEvents(r) => match r.event {
+            enums::EVENT_LOGIN | enums::EVENT_RECONNECT => Some("online"),
+            enums::EVENT_LOGOUT | enums::EVENT_OFFLINE => Some("offline"),
+            _ => None,
+        },
+        _ => None,
+    };
+    (record.imei(), record.time(), status)
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.

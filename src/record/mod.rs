@@ -50,50 +50,98 @@ pub mod enums {
     pub const STATUS_FAILED: i8 = 5;
 }
 
-/// The tables records go to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    DeviceEvents,
-    Heartbeats,
-    Locations,
-    Alarms,
-    Attendance,
-    Bluetooth,
-    DeviceInfo,
-    CommandLog,
-    RawFrames,
-}
-
-impl Table {
-    pub const ALL: [Table; 9] = [
-        Table::DeviceEvents,
-        Table::Heartbeats,
-        Table::Locations,
-        Table::Alarms,
-        Table::Attendance,
-        Table::Bluetooth,
-        Table::DeviceInfo,
-        Table::CommandLog,
-        Table::RawFrames,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::DeviceEvents => "device_events",
-            Table::Heartbeats => "heartbeats",
-            Table::Locations => "locations",
-            Table::Alarms => "alarms",
-            Table::Attendance => "attendance",
-            Table::Bluetooth => "bluetooth",
-            Table::DeviceInfo => "device_info",
-            Table::CommandLog => "command_log",
-            Table::RawFrames => "raw_frames",
+/// The one definition of the tables: each entry names the [`Table`]
+/// variant, its row struct (defined below with [`row!`]), the ClickHouse
+/// table, the column with the row's time, and the live event it makes.
+/// Everything that enumerates tables (names, counts, the [`Record`] enum,
+/// serialisation, events) is generated from it, so a new table is one line
+/// here, its row struct, and its DDL in `schema/`.
+macro_rules! tables {
+    ($($(#[doc = $doc:literal])* $variant:ident($row:ident) = $name:literal, time $time:ident $(, event $event:ident)?;)*) => {
+        /// The tables records go to.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Table {
+            $($(#[doc = $doc])* $variant,)*
         }
-    }
 
-    pub fn index(self) -> usize {
-        self as usize
-    }
+        impl Table {
+            pub const ALL: [Table; Table::COUNT] = [$(Table::$variant,)*];
+            pub const COUNT: usize = [$($name,)*].len();
+
+            /// The ClickHouse table (and the `table` tag of JSON lines).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Table::$variant => $name,)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Table> {
+                Self::ALL.into_iter().find(|t| t.name() == name)
+            }
+
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
+            /// The columns a row of this table inserts, in order.
+            pub fn columns(self) -> &'static [&'static str] {
+                match self {
+                    $(Table::$variant => <$row as clickhouse::Row>::COLUMN_NAMES,)*
+                }
+            }
+        }
+
+        /// One row for one table.
+        #[derive(Debug, Clone, Serialize, PartialEq)]
+        #[serde(tag = "table", rename_all = "snake_case")]
+        pub enum Record {
+            $($variant($row),)*
+        }
+
+        impl Record {
+            pub fn table(&self) -> Table {
+                match self {
+                    $(Record::$variant(_) => Table::$variant,)*
+                }
+            }
+
+            /// `(shard, sequence)` of the ingest key.
+            pub fn ingest_seq(&self) -> (u16, u64) {
+                match self {
+                    $(Record::$variant(r) => (r.ingest_shard, r.ingest_seq),)*
+                }
+            }
+
+            pub fn imei(&self) -> u64 {
+                match self {
+                    $(Record::$variant(r) => r.imei,)*
+                }
+            }
+
+            /// The row's own time column (Unix seconds): when it was received,
+            /// or when the command changed.
+            pub fn time(&self) -> u32 {
+                match self {
+                    $(Record::$variant(r) => r.$time,)*
+                }
+            }
+
+            /// The kind of live event this row makes, if any.
+            pub fn event_kind(&self) -> Option<EventKind> {
+                match self {
+                    $(Record::$variant(_) => tables!(@event $($event)?),)*
+                }
+            }
+
+            pub fn visit<V: RowVisitor>(&self, visitor: V) -> V::Output {
+                match self {
+                    $(Record::$variant(r) => visitor.row(Table::$variant, r),)*
+                }
+            }
+        }
+    };
+    (@event $event:ident) => { Some(EventKind::$event) };
+    (@event) => { None };
 }
 
 /// Defines a row struct whose last three columns are the ingest key
@@ -348,63 +396,30 @@ row! {
     }
 }
 
-/// One row for one table.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "table", rename_all = "snake_case")]
-pub enum Record {
-    DeviceEvents(DeviceEventRow),
-    Heartbeats(HeartbeatRow),
-    Locations(LocationRow),
-    Alarms(AlarmRow),
-    Attendance(AttendanceRow),
-    Bluetooth(BluetoothRow),
-    DeviceInfo(DeviceInfoRow),
-    CommandLog(CommandLogRow),
-    RawFrames(RawFrameRow),
+tables! {
+    /// Logins, reconnects, logouts and offline events.
+    DeviceEvents(DeviceEventRow) = "device_events", time server_time, event Status;
+    Heartbeats(HeartbeatRow) = "heartbeats", time server_time;
+    /// GPS, LBS and WiFi reports, address requests, and beacon positions.
+    Locations(LocationRow) = "locations", time server_time, event Location;
+    Alarms(AlarmRow) = "alarms", time server_time, event Alarm;
+    /// 0xB0 / 0xB1 punches.
+    Attendance(AttendanceRow) = "attendance", time server_time, event Attendance;
+    /// 0xB2 punches and 0xB3 reports, one row per beacon.
+    Bluetooth(BluetoothRow) = "bluetooth", time server_time, event Bluetooth;
+    /// 0x94 general information (ICCID, IMSI, ...).
+    DeviceInfo(DeviceInfoRow) = "device_info", time server_time;
+    /// Every status change of a downlink command, and 0x81 replies.
+    CommandLog(CommandLogRow) = "command_log", time event_time, event Command;
+    /// Frames kept as received (unknown protocols, undecodable content, the optional audit).
+    RawFrames(RawFrameRow) = "raw_frames", time server_time;
 }
 
-impl Record {
-    /// The kind of live event this row makes, if any.
-    pub fn event_kind(&self) -> Option<EventKind> {
-        match self {
-            Record::DeviceEvents(_) => Some(EventKind::Status),
-            Record::Locations(_) => Some(EventKind::Location),
-            Record::Alarms(_) => Some(EventKind::Alarm),
-            Record::Attendance(_) => Some(EventKind::Attendance),
-            Record::Bluetooth(_) => Some(EventKind::Bluetooth),
-            Record::CommandLog(_) => Some(EventKind::Command),
-            Record::Heartbeats(_) | Record::DeviceInfo(_) | Record::RawFrames(_) => None,
-        }
-    }
-
-    pub fn table(&self) -> Table {
-        match self {
-            Record::DeviceEvents(_) => Table::DeviceEvents,
-            Record::Heartbeats(_) => Table::Heartbeats,
-            Record::Locations(_) => Table::Locations,
-            Record::Alarms(_) => Table::Alarms,
-            Record::Attendance(_) => Table::Attendance,
-            Record::Bluetooth(_) => Table::Bluetooth,
-            Record::DeviceInfo(_) => Table::DeviceInfo,
-            Record::CommandLog(_) => Table::CommandLog,
-            Record::RawFrames(_) => Table::RawFrames,
-        }
-    }
-
-    /// `(shard, sequence)` of the ingest key.
-    pub fn ingest_seq(&self) -> (u16, u64) {
-        match self {
-            Record::DeviceEvents(r) => (r.ingest_shard, r.ingest_seq),
-            Record::Heartbeats(r) => (r.ingest_shard, r.ingest_seq),
-            Record::Locations(r) => (r.ingest_shard, r.ingest_seq),
-            Record::Alarms(r) => (r.ingest_shard, r.ingest_seq),
-            Record::Attendance(r) => (r.ingest_shard, r.ingest_seq),
-            Record::Bluetooth(r) => (r.ingest_shard, r.ingest_seq),
-            Record::DeviceInfo(r) => (r.ingest_shard, r.ingest_seq),
-            Record::CommandLog(r) => (r.ingest_shard, r.ingest_seq),
-            Record::RawFrames(r) => (r.ingest_shard, r.ingest_seq),
-        }
-    }
+/// Something done with one row, whatever its table: how sinks serialise a
+/// [`Record`] without a match of their own over the tables.
+pub trait RowVisitor {
+    type Output;
+    fn row<R: Serialize + clickhouse::Row>(self, table: Table, row: &R) -> Self::Output;
 }
 
 /// What an event is about.

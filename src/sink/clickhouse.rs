@@ -88,23 +88,9 @@ pub async fn apply_schema(
     Ok(n)
 }
 
-fn columns(table: Table) -> &'static [&'static str] {
-    match table {
-        Table::DeviceEvents => DeviceEventRow::COLUMN_NAMES,
-        Table::Heartbeats => HeartbeatRow::COLUMN_NAMES,
-        Table::Locations => LocationRow::COLUMN_NAMES,
-        Table::Alarms => AlarmRow::COLUMN_NAMES,
-        Table::Attendance => AttendanceRow::COLUMN_NAMES,
-        Table::Bluetooth => BluetoothRow::COLUMN_NAMES,
-        Table::DeviceInfo => DeviceInfoRow::COLUMN_NAMES,
-        Table::CommandLog => CommandLogRow::COLUMN_NAMES,
-        Table::RawFrames => RawFrameRow::COLUMN_NAMES,
-    }
-}
-
 /// `INSERT INTO db.table (`a`, `b`, ...) FORMAT RowBinary`
 pub fn insert_statement(database: &str, table: Table) -> String {
-    let cols: Vec<String> = columns(table).iter().map(|c| format!("`{c}`")).collect();
+    let cols: Vec<String> = table.columns().iter().map(|c| format!("`{c}`")).collect();
     format!(
         "INSERT INTO {database}.{} ({}) FORMAT RowBinary",
         table.name(),
@@ -117,17 +103,14 @@ pub fn serialize(
     record: &Record,
     out: &mut Vec<u8>,
 ) -> Result<(), super::rowbinary::RowBinaryError> {
-    match record {
-        Record::DeviceEvents(r) => serialize_into(out, r),
-        Record::Heartbeats(r) => serialize_into(out, r),
-        Record::Locations(r) => serialize_into(out, r),
-        Record::Alarms(r) => serialize_into(out, r),
-        Record::Attendance(r) => serialize_into(out, r),
-        Record::Bluetooth(r) => serialize_into(out, r),
-        Record::DeviceInfo(r) => serialize_into(out, r),
-        Record::CommandLog(r) => serialize_into(out, r),
-        Record::RawFrames(r) => serialize_into(out, r),
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl RowVisitor for Append<'_> {
+        type Output = Result<(), super::rowbinary::RowBinaryError>;
+        fn row<R: serde::Serialize + Row>(self, _: Table, row: &R) -> Self::Output {
+            serialize_into(self.0, row)
+        }
     }
+    record.visit(Append(out))
 }
 
 struct Batch {
@@ -347,10 +330,10 @@ pub(super) fn spawn(
         let t = std::thread::Builder::new()
             .name(format!("sink-batch-{i}"))
             .spawn(move || -> Result<(), SinkError> {
-                let mut batches: Vec<Option<Batch>> = (0..Table::ALL.len()).map(|_| None).collect();
+                let mut batches: Vec<Option<Batch>> = (0..Table::COUNT).map(|_| None).collect();
                 // The size of each table's last batch: the next one starts with that
                 // capacity instead of growing (and copying) its way up to it.
-                let mut last_size = [64 * 1024usize; 9];
+                let mut last_size = [64 * 1024usize; Table::COUNT];
                 let mut incoming = Vec::with_capacity(4096);
                 let flush = |batch: Batch| {
                     let permit = rt.block_on(in_flight.clone().acquire_owned()).expect("never closed");

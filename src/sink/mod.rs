@@ -42,10 +42,10 @@ pub enum SinkError {
 #[derive(Debug)]
 pub struct SinkStats {
     /// Rows handed to the queue, per table.
-    pub queued: [AtomicU64; 9],
+    pub queued: [AtomicU64; Table::COUNT],
     /// Rows safely written (file flushed, or ClickHouse insert committed), per table.
-    pub written: [AtomicU64; 9],
-    pub batches: [AtomicU64; 9],
+    pub written: [AtomicU64; Table::COUNT],
+    pub batches: [AtomicU64; Table::COUNT],
     /// From frame read to row written, µs.
     pub end_to_end: Mutex<Histogram<u64>>,
     /// Duration of successful inserts, µs.
@@ -93,7 +93,7 @@ impl SinkStats {
 
     /// Called by writers once a batch of mixed tables is safe.
     pub(crate) fn committed(&self, batch: &[Envelope]) {
-        let mut by_table = [0u64; 9];
+        let mut by_table = [0u64; Table::COUNT];
         for e in batch {
             by_table[e.record.table().index()] += 1;
         }

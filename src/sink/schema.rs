@@ -95,6 +95,178 @@ fn push_statement(out: &mut Vec<String>, current: &mut String, database: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Table;
+
+    /// `schema/cluster/*.sql`, read from the checkout (only the tests need them).
+    fn cluster_files() -> Vec<(String, String)> {
+        FILES
+            .iter()
+            .map(|(name, _)| {
+                let path = format!("{}/schema/cluster/{name}", env!("CARGO_MANIFEST_DIR"));
+                let sql = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                (name.to_string(), sql)
+            })
+            .collect()
+    }
+
+    /// Whitespace folded to single spaces, trailing `--` comments dropped.
+    fn normal(s: &str) -> String {
+        s.lines()
+            .map(|l| l.split(" --").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Every statement of a set of files, normalised, with `{db}` kept.
+    fn all_statements<'a>(files: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        files
+            .into_iter()
+            .flat_map(|sql| statements(sql, "{db}"))
+            .map(|s| normal(&s))
+            .collect()
+    }
+
+    /// What a `CREATE TABLE {db}.<table>` says, split at the column list:
+    /// (column definitions, the clauses after the list).
+    fn table_parts(statements: &[String], table: &str) -> Option<(Vec<String>, String)> {
+        let head = format!("CREATE TABLE IF NOT EXISTS {{db}}.{table} ");
+        let s = statements
+            .iter()
+            .find(|s| s.starts_with(&head) && s.contains('('))?;
+        let open = s.find('(')?;
+        let mut depth = 0;
+        let mut columns = Vec::new();
+        let mut current = String::new();
+        let mut close = open;
+        for (i, c) in s[open + 1..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' if depth == 0 => {
+                    close = open + 1 + i;
+                    break;
+                }
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    columns.push(current.trim().to_string());
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        columns.push(current.trim().to_string());
+        Some((columns, s[close + 1..].trim().to_string()))
+    }
+
+    /// The columns an INSERT gives, `Nested` ones as their `name.field` arrays.
+    fn stored(columns: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in columns {
+            if c.contains(" ALIAS ") || c.contains(" MATERIALIZED ") {
+                continue;
+            }
+            let (name, ty) = c.split_once(' ').unwrap_or((c, ""));
+            match ty.strip_prefix("Nested(").and_then(|t| t.strip_suffix(')')) {
+                Some(fields) => out.extend(
+                    fields
+                        .split(',')
+                        .map(|f| format!("{name}.{}", f.trim().split(' ').next().unwrap_or(""))),
+                ),
+                None => out.push(name.to_string()),
+            }
+        }
+        out
+    }
+
+    /// The clauses after ENGINE, without the engine itself (which is what
+    /// the cluster variant changes).
+    fn keys(after: &str) -> String {
+        match after.find(") ") {
+            Some(i) => after[i + 2..].to_string(),
+            None => after.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_row_struct_is_its_tables_stored_columns_in_order() {
+        let single = all_statements(FILES.iter().map(|(_, sql)| *sql));
+        for table in Table::ALL {
+            let (columns, _) = table_parts(&single, table.name())
+                .unwrap_or_else(|| panic!("no CREATE TABLE for {}", table.name()));
+            assert_eq!(stored(&columns), table.columns(), "{}", table.name());
+        }
+    }
+
+    #[test]
+    fn the_cluster_schema_has_the_same_tables_columns_keys_and_views() {
+        let cluster_files = cluster_files();
+        let single = all_statements(FILES.iter().map(|(_, sql)| *sql));
+        let cluster = all_statements(cluster_files.iter().map(|(_, sql)| sql.as_str()));
+        let mut checked = 0;
+        for s in &single {
+            let Some(rest) = s.strip_prefix("CREATE TABLE IF NOT EXISTS {db}.") else {
+                continue;
+            };
+            let name = rest.split([' ', '(']).next().unwrap();
+            let (columns, after) = table_parts(&single, name).unwrap();
+            // beacons is replicated whole to every node, under its own name.
+            let local = if name == "beacons" {
+                name.to_string()
+            } else {
+                format!("{name}_local")
+            };
+            let (cluster_columns, cluster_after) =
+                table_parts(&cluster, &format!("{local} ON CLUSTER '{{cluster}}'"))
+                    .unwrap_or_else(|| panic!("schema/cluster/ has no {local} ON CLUSTER"));
+            assert_eq!(columns, cluster_columns, "columns of {name}");
+            assert_eq!(keys(&after), keys(&cluster_after), "keys of {name}");
+            assert!(
+                cluster_after.contains("ENGINE = Replicated"),
+                "{name}: {cluster_after}"
+            );
+            if name != "beacons" {
+                let distributed = format!(
+                    "CREATE TABLE IF NOT EXISTS {{db}}.{name} ON CLUSTER '{{cluster}}' AS {{db}}.{name}_local ENGINE = Distributed('{{cluster}}', '{{db}}', '{name}_local', cityHash64(imei))"
+                );
+                assert!(
+                    cluster.contains(&distributed),
+                    "no Distributed table for {name}"
+                );
+            }
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            Table::COUNT + 3,
+            "tables checked (the row tables, beacons and the two aggregates)"
+        );
+        let views = |statements: &[String]| -> Vec<String> {
+            let mut v: Vec<String> = statements
+                .iter()
+                .filter_map(|s| {
+                    let rest = s
+                        .strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.")
+                        .or_else(|| s.strip_prefix("CREATE VIEW IF NOT EXISTS {db}."))?;
+                    Some(rest.split(' ').next()?.to_string())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(views(&single), views(&cluster));
+        assert!(views(&single).len() >= 8, "{:?}", views(&single));
+        // Every ALTER of a table has its twin on the local tables.
+        for s in single.iter().filter(|s| s.starts_with("ALTER TABLE {db}.")) {
+            let rest = &s["ALTER TABLE {db}.".len()..];
+            let (name, body) = rest.split_once(' ').unwrap();
+            let twin = format!("ALTER TABLE {{db}}.{name}_local ON CLUSTER '{{cluster}}' {body}");
+            assert!(cluster.contains(&twin), "no ALTER of {name}_local like {s}");
+        }
+    }
 
     #[test]
     fn every_schema_file_is_built_in_in_order() {

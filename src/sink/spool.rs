@@ -207,7 +207,7 @@ impl Spool {
 fn parse_name(name: &str) -> Option<(u64, Table)> {
     let rest = name.strip_suffix(".spool")?;
     let (seq, table) = rest.split_once('.')?;
-    let table = Table::ALL.into_iter().find(|t| t.name() == table)?;
+    let table = Table::from_name(table)?;
     Some((seq.parse().ok()?, table))
 }
 
@@ -241,10 +241,7 @@ fn read_batch(path: &Path) -> Result<SpooledBatch, Unreadable> {
     let name_len = *bytes.get(8).ok_or_else(short)? as usize;
     let name = std::str::from_utf8(bytes.get(9..9 + name_len).ok_or_else(short)?)
         .map_err(|e| e.to_string())?;
-    let table = Table::ALL
-        .into_iter()
-        .find(|t| t.name() == name)
-        .ok_or_else(|| format!("unknown table {name}"))?;
+    let table = Table::from_name(name).ok_or_else(|| format!("unknown table {name}"))?;
     let mut at = 9 + name_len;
     let u64_at = |at: &mut usize| -> Result<u64, String> {
         let b = bytes.get(*at..*at + 8).ok_or_else(short)?;
