@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod geo;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod record;

@@ -215,19 +215,6 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -374,7 +361,7 @@ fn apply_schema(config: &Config) -> anyhow::Result<usize> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    init_logging(&config.log.filter, config.log.json);
+    badge_ingest::logging::init(&config.log.filter, config.log.json);
     if config.sink.kind == SinkKind::ClickHouse && config.clickhouse.apply_schema {
         let n = apply_schema(&config)?;
         tracing::info!(statements = n, database = %config.clickhouse.database, "schema applied");
@@ -402,10 +389,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let total = ShardMetrics::total(&shards);
     tracing::info!(
         uptime_s = uptime.as_secs(),
-        connections = total.connections_accepted,
-        logins = total.logins,
+        connections = total.counters.connections_accepted,
+        logins = total.counters.logins,
         frames = total.frames_total(),
-        records = total.records,
+        records = total.counters.records,
         crc_errors = total.frame.bad_crc,
         reply_latency = %Percentiles::of(&total.reply_latency),
         "stopped"
@@ -432,10 +419,10 @@ fn spawn_summary(
                 let total = ShardMetrics::total(&handle.metrics());
                 let frames = total.frames_total();
                 tracing::info!(
-                    connections = total.connections_open,
-                    sessions = total.sessions,
+                    connections = total.counters.connections_open,
+                    sessions = total.counters.sessions,
                     frames_per_s = (frames - last_frames) / secs,
-                    records = total.records,
+                    records = total.counters.records,
                     crc_errors = total.frame.bad_crc,
                     resyncs = total.frame.resyncs,
                     reply_latency = %Percentiles::of(&total.reply_latency),

@@ -171,9 +171,9 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     drop(control);
 
     let shards = app.shutdown().expect("sink flushes");
-    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
-    assert_eq!(geo.pending, 0);
-    assert_eq!((geo.replies_with_address, geo.alarm_sms), (2, 1));
+    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).counters;
+    assert_eq!(geo.geo_pending, 0);
+    assert_eq!((geo.geo_replies_with_address, geo.geo_alarm_sms), (2, 1));
 
     let lbs = query(
         &url,
@@ -275,9 +275,9 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
     );
 
     let shards = app.shutdown().expect("sink flushes");
-    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
-    assert_eq!((geo.replies_empty, geo.deadline_missed), (1, 1));
-    assert_eq!(geo.pending, 0);
+    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).counters;
+    assert_eq!((geo.geo_replies_empty, geo.geo_deadline_missed), (1, 1));
+    assert_eq!(geo.geo_pending, 0);
     // Stored anyway: with its GPS position, without the address.
     let rows = std::fs::read_to_string(&out).unwrap();
     let row: serde_json::Value = rows
@@ -318,9 +318,12 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
     assert_eq!((protocol, serial), (0x17, first));
     let shards = app.shutdown().expect("stops");
     let total = badge_ingest::metrics::ShardMetrics::total(&shards);
-    assert_eq!((total.geo.skipped, total.geo.lookups), (1, 1));
     assert_eq!(
-        total.geo.unenriched, 2,
+        (total.counters.geo_skipped, total.counters.geo_lookups),
+        (1, 1)
+    );
+    assert_eq!(
+        total.counters.geo_unenriched, 2,
         "skipped, and the one past its deadline"
     );
 }
@@ -344,8 +347,8 @@ fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
     // The request is in; the server is told to stop while its lookup waits.
     assert!(wait_until(Duration::from_secs(5), || {
         badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics())
-            .geo
-            .pending
+            .counters
+            .geo_pending
             == 1
     }));
     let stopping = std::thread::spawn(move || app.shutdown().expect("stops"));
@@ -356,6 +359,9 @@ fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
         ("ADDRESS".into(), EN.into())
     );
     let shards = stopping.join().unwrap();
-    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
-    assert_eq!((geo.replies_with_address, geo.replies_orphaned), (1, 0));
+    let geo = badge_ingest::metrics::ShardMetrics::total(&shards).counters;
+    assert_eq!(
+        (geo.geo_replies_with_address, geo.geo_replies_orphaned),
+        (1, 0)
+    );
 }

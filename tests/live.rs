@@ -125,7 +125,10 @@ fn registered_beacons_name_and_place_bluetooth_reports() {
 
     let shards = app.shutdown().expect("stops");
     let total = badge_ingest::metrics::ShardMetrics::total(&shards);
-    assert_eq!((total.beacons_known, total.beacons_unknown), (3, 1));
+    assert_eq!(
+        (total.counters.beacons_known, total.counters.beacons_unknown),
+        (3, 1)
+    );
 
     let rows = query(
         &url,
@@ -306,7 +309,11 @@ fn a_watcher_that_stops_reading_is_dropped_with_a_notice_and_ingestion_goes_on()
     for _ in 0..frames {
         badge.send(&gps);
     }
-    let records = || badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics()).records;
+    let records = || {
+        badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics())
+            .counters
+            .records
+    };
     assert!(
         wait_until(Duration::from_secs(30), || records() > frames),
         "ingestion did not wait for the watcher: {} records",

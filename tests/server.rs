@@ -650,7 +650,7 @@ impl TestServer {
             rows.len() as u64,
             "rows queued vs written"
         );
-        let records: u64 = shards.iter().map(|m| m.records).sum();
+        let records: u64 = shards.iter().map(|m| m.counters.records).sum();
         assert_eq!(
             records,
             rows.len() as u64,
@@ -930,14 +930,14 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
     }
 
     let m = srv.metrics();
-    assert_eq!(m.decode_errors, 0, "every frame above decodes");
-    assert_eq!(m.prelogin_drops, 0);
+    assert_eq!(m.counters.decode_errors, 0, "every frame above decodes");
+    assert_eq!(m.counters.prelogin_drops, 0);
     assert_eq!(m.frame.rejected(), 0);
     assert_eq!(m.frame.garbage_bytes, 0);
-    assert_eq!(m.logins, 2);
-    assert_eq!(m.reconnects, 0);
+    assert_eq!(m.counters.logins, 2);
+    assert_eq!(m.counters.reconnects, 0);
     drop(c);
-    srv.wait_for("the badge's hang-up", |m| m.connections_open == 0);
+    srv.wait_for("the badge's hang-up", |m| m.counters.connections_open == 0);
     let (_, rows) = srv.stop();
     let mine = rows_of(&rows, dev);
     assert_eq!(mine.len(), rows.len());
@@ -1026,9 +1026,12 @@ fn split_and_coalesced_frames_get_every_reply() {
         m.frame.frame_bytes,
         (stream.len() + burst.len() + tail.len()) as u64
     );
-    assert_eq!(m.bytes_in, (stream.len() + burst.len() + tail.len()) as u64);
     assert_eq!(
-        m.bytes_out,
+        m.counters.bytes_in,
+        (stream.len() + burst.len() + tail.len()) as u64
+    );
+    assert_eq!(
+        m.counters.bytes_out,
         (expected_a.len() + expected.len() + 2 * 10) as u64
     );
     drop((a, b));
@@ -1125,7 +1128,7 @@ fn garbage_and_broken_frames_are_counted_exactly_and_the_next_good_frame_is_answ
     // Let the server take the first half as a read of its own.
     let sent_so_far = (login_frame.len() + junk.len() + 15 * 7 + 5 + 3 + 4 + 6) as u64;
     srv.wait_for("the first half of the bad frame", |m| {
-        m.bytes_in == sent_so_far
+        m.counters.bytes_in == sent_so_far
     });
     let h = hb(18);
     let mut w = bad_crc2[6..].to_vec();
@@ -1160,9 +1163,9 @@ fn garbage_and_broken_frames_are_counted_exactly_and_the_next_good_frame_is_answ
         "{f:?}"
     );
     assert_eq!(m.frames[0x13], 6);
-    assert_eq!(m.decode_errors, 0);
-    assert_eq!(m.prelogin_drops, 0);
-    assert_eq!(m.connections_open, 1);
+    assert_eq!(m.counters.decode_errors, 0);
+    assert_eq!(m.counters.prelogin_drops, 0);
+    assert_eq!(m.counters.connections_open, 1);
     drop(c);
     let (_, rows) = srv.stop();
     expect_tables(
@@ -1205,7 +1208,7 @@ fn a_flood_of_random_bytes_does_not_take_the_server_down() {
     }
     writer.join().unwrap();
     let sent = (login(imei(5), 1).len() + 48 * 15 + FLOOD) as u64;
-    srv.wait_for("the whole flood read", |m| m.bytes_in == sent);
+    srv.wait_for("the whole flood read", |m| m.counters.bytes_in == sent);
     normal.exchange(&alarm(0xA5, 50), &ack(0x26, 50));
 
     // The flooding connection is still served: its login goes through, and
@@ -1223,10 +1226,10 @@ fn a_flood_of_random_bytes_does_not_take_the_server_down() {
     assert_eq!(f.frames, 1 + 48 + 1 + 2 + 1, "{f:?}");
     assert!(f.resyncs < 200, "{f:?}");
     assert!(f.rejected() <= f.resyncs, "{f:?}");
-    assert_eq!(m.prelogin_drops, 0);
-    assert_eq!(m.decode_errors, 0);
-    assert_eq!(m.connections_open, 3);
-    assert_eq!(m.sessions, 3);
+    assert_eq!(m.counters.prelogin_drops, 0);
+    assert_eq!(m.counters.decode_errors, 0);
+    assert_eq!(m.counters.connections_open, 3);
+    assert_eq!(m.counters.sessions, 3);
     drop((normal, flooder, late));
     let (_, rows) = srv.stop();
     assert_eq!(rows_of(&rows, imei(5)).len(), 2 + 48 + 1);
@@ -1254,13 +1257,13 @@ fn before_login_only_time_requests_are_answered() {
     assert_eq!(&got[..4], &[0x78, 0x78, 0x0B, 0x8A], "{}", to_hex(&got));
     assert_eq!(&got[10..12], &[0x00, 0x05]);
     let m = srv.metrics();
-    assert_eq!(m.prelogin_drops, 3);
-    assert_eq!(m.logins, 0);
+    assert_eq!(m.counters.prelogin_drops, 3);
+    assert_eq!(m.counters.logins, 0);
 
     let dev = imei(8);
     c.login(dev, 6);
     c.exchange(&heartbeat(7), &ack(0x13, 7));
-    assert_eq!(srv.metrics().prelogin_drops, 3);
+    assert_eq!(srv.metrics().counters.prelogin_drops, 3);
     drop(c);
     let (_, rows) = srv.stop();
     // Nothing from before the login was stored.
@@ -1293,14 +1296,14 @@ fn a_connection_that_never_logs_in_is_closed() {
     );
     chatty.expect_closed(Duration::from_secs(5));
     srv.wait_for("two login timeouts", |m| {
-        m.login_timeouts == 2 && m.connections_open == 1
+        m.counters.login_timeouts == 2 && m.counters.connections_open == 1
     });
     // The logged-in connection is not touched.
     good.exchange(&heartbeat(2), &ack(0x13, 2));
     let m = srv.metrics();
-    assert_eq!(m.login_timeouts, 2);
-    assert_eq!(m.idle_timeouts, 0);
-    assert_eq!(m.prelogin_drops, 1);
+    assert_eq!(m.counters.login_timeouts, 2);
+    assert_eq!(m.counters.idle_timeouts, 0);
+    assert_eq!(m.counters.prelogin_drops, 1);
     drop(good);
     let (_, rows) = srv.stop();
     assert_eq!(
@@ -1340,11 +1343,11 @@ fn a_silent_logged_in_connection_is_closed_after_the_idle_timeout() {
         "closed {took:?} after the last frame"
     );
     srv.wait_for("one idle timeout", |m| {
-        m.idle_timeouts == 1 && m.connections_open == 0
+        m.counters.idle_timeouts == 1 && m.counters.connections_open == 0
     });
     let m = srv.metrics();
-    assert_eq!(m.login_timeouts, 0);
-    assert_eq!(m.sessions, 0);
+    assert_eq!(m.counters.login_timeouts, 0);
+    assert_eq!(m.counters.sessions, 0);
     let (_, rows) = srv.stop();
     let ev = events(&rows_of(&rows, dev));
     assert_eq!(ev.len(), 2, "{ev:?}");
@@ -1367,9 +1370,18 @@ fn a_new_login_of_the_same_imei_replaces_the_old_connection() {
     new.login(dev, 1);
     old.expect_closed(DEADLINE);
     new.exchange(&heartbeat(2), &ack(0x13, 2));
-    srv.wait_for("the old connection gone", |m| m.connections_open == 1);
+    srv.wait_for("the old connection gone", |m| {
+        m.counters.connections_open == 1
+    });
     let m = srv.metrics();
-    assert_eq!((m.logins, m.reconnects, m.sessions), (2, 1, 1));
+    assert_eq!(
+        (
+            m.counters.logins,
+            m.counters.reconnects,
+            m.counters.sessions
+        ),
+        (2, 1, 1)
+    );
 
     let (_, rows) = srv.stop();
     let ev = events(&rows_of(&rows, dev));
@@ -1405,29 +1417,29 @@ fn logins_are_handed_to_the_shard_that_owns_the_imei() {
     let per_shard = srv.shards();
     assert_eq!(per_shard.len(), 2);
     let total = ShardMetrics::total(&per_shard);
-    assert!(total.handoffs_out > 0, "{total:?}");
-    assert_eq!(total.handoffs_out, total.handoffs_in);
-    assert_eq!(total.connections_accepted, DEVICES);
-    assert_eq!(total.logins, DEVICES);
+    assert!(total.counters.handoffs_out > 0, "{total:?}");
+    assert_eq!(total.counters.handoffs_out, total.counters.handoffs_in);
+    assert_eq!(total.counters.connections_accepted, DEVICES);
+    assert_eq!(total.counters.logins, DEVICES);
     // A handed-off login is counted once, on the shard that handles it.
     assert_eq!(total.frame.frames, 2 * DEVICES, "{:?}", total.frame);
     assert_eq!(total.frames[0x01], DEVICES);
     assert_eq!(total.frames_total(), 2 * DEVICES);
     let sent = DEVICES * (login(devs[0], 1).len() + heartbeat(2).len()) as u64;
     assert_eq!(total.frame.frame_bytes, sent);
-    assert_eq!(total.bytes_in, sent);
+    assert_eq!(total.counters.bytes_in, sent);
     for m in &per_shard {
         let owned = devs
             .iter()
             .filter(|d| owner_shard(**d, 2) == m.shard)
             .count() as u64;
-        assert_eq!(m.sessions, owned, "shard {}", m.shard);
-        assert_eq!(m.connections_open, owned, "shard {}", m.shard);
-        assert_eq!(m.logins, owned, "shard {}", m.shard);
+        assert_eq!(m.counters.sessions, owned, "shard {}", m.shard);
+        assert_eq!(m.counters.connections_open, owned, "shard {}", m.shard);
+        assert_eq!(m.counters.logins, owned, "shard {}", m.shard);
         // Every connection that landed on the other shard came over.
         assert_eq!(
-            m.handoffs_in,
-            m.connections_open + m.handoffs_out - m.connections_accepted,
+            m.counters.handoffs_in,
+            m.counters.connections_open + m.counters.handoffs_out - m.counters.connections_accepted,
             "shard {}",
             m.shard
         );
@@ -1521,8 +1533,8 @@ fn shutdown_writes_every_record_and_logs_every_device_out() {
         c.expect_closed(DEADLINE);
     }
     let total = ShardMetrics::total(&shards);
-    assert_eq!(total.connections_open, 0);
-    assert_eq!(total.sessions, 0);
+    assert_eq!(total.counters.connections_open, 0);
+    assert_eq!(total.counters.sessions, 0);
     for (i, d) in devs.iter().enumerate() {
         let n = i + 1;
         let mine = rows_of(&rows, *d);
@@ -1594,7 +1606,9 @@ fn shutdown_under_sink_backpressure_loses_nothing() {
     let busy = (500..).map(imei).find(|d| owner_shard(*d, 2) == 1).unwrap();
     let mut a = srv.connect();
     a.login(quiet, 1);
-    srv.wait_for("the quiet badge's login written", |m| m.records == 1);
+    srv.wait_for("the quiet badge's login written", |m| {
+        m.counters.records == 1
+    });
     srv.pause_sink(true);
 
     const FRAMES: usize = 8;
@@ -1608,7 +1622,7 @@ fn shutdown_under_sink_backpressure_loses_nothing() {
     b.send(&burst);
     b.expect(&ack(0x13, 999));
     srv.wait_for("the busy badge held back by the full queue", |m| {
-        m.sink_full_waits > 0
+        m.counters.sink_full_waits > 0
     });
 
     let handle = srv.server.as_ref().unwrap().handle();
@@ -1625,7 +1639,13 @@ fn shutdown_under_sink_backpressure_loses_nothing() {
         }
         srv.pause_sink(false);
     });
-    assert!(shards.iter().map(|m| m.sink_full_waits).sum::<u64>() > 0);
+    assert!(
+        shards
+            .iter()
+            .map(|m| m.counters.sink_full_waits)
+            .sum::<u64>()
+            > 0
+    );
     expect_tables(&rows_of(&rows, quiet), &[("device_events", 2)]);
     expect_tables(
         &rows_of(&rows, busy),
@@ -1720,10 +1740,10 @@ fn a_badge_that_stops_reading_is_still_closed_by_the_idle_timeout() {
     c.login(dev, 1);
     stop_reading(&mut c, || {
         let m = srv.metrics();
-        m.idle_timeouts == 1 && m.connections_open == 0
+        m.counters.idle_timeouts == 1 && m.counters.connections_open == 0
     });
     let m = srv.metrics();
-    assert_eq!(m.output_overflows, 0);
+    assert_eq!(m.counters.output_overflows, 0);
     let (_, rows) = srv.stop();
     let ev = events(&rows_of(&rows, dev));
     assert_eq!(
@@ -1744,7 +1764,7 @@ fn shutdown_does_not_wait_for_a_badge_that_stops_reading() {
     // Until the server stops reading from us.
     let last = std::cell::Cell::new((0u64, Instant::now()));
     stop_reading(&mut c, || {
-        let now = srv.metrics().bytes_in;
+        let now = srv.metrics().counters.bytes_in;
         let (before, since) = last.get();
         if now != before {
             last.set((now, Instant::now()));

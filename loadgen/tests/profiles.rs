@@ -44,7 +44,10 @@ fn run_profile(profile: &str) {
 
     // Loadgen has closed its connections; let the server read them to the end.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while badge_ingest::metrics::ShardMetrics::total(&server.metrics()).connections_open > 0
+    while badge_ingest::metrics::ShardMetrics::total(&server.metrics())
+        .counters
+        .connections_open
+        > 0
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -78,7 +81,11 @@ fn run_profile(profile: &str) {
         report["frames_sent"].as_u64().unwrap(),
         "{profile}"
     );
-    assert_eq!(total.frame.rejected() + total.decode_errors, 0, "{profile}");
+    assert_eq!(
+        total.frame.rejected() + total.counters.decode_errors,
+        0,
+        "{profile}"
+    );
 }
 
 #[test]

@@ -14,13 +14,14 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::config::{Config, ControlAddr};
-use crate::events::EventKind;
 use crate::server::ServerHandle;
 use crate::sink::SinkStats;
 
+mod answer;
 pub mod client;
-mod commands;
+mod cmd;
 mod prometheus;
+mod shards;
 
 /// The longest command line accepted; longer ones are answered with an error.
 const MAX_LINE: usize = 64 * 1024;
@@ -50,6 +51,7 @@ pub struct Context {
     windows: Mutex<Windows>,
 }
 
+#[derive(Default)]
 struct Windows {
     older: Option<(Instant, [Histogram<u64>; 3])>,
     newer: Option<(Instant, [Histogram<u64>; 3])>,
@@ -80,10 +82,7 @@ impl Context {
             token: token.filter(|t| !t.is_empty()),
             services,
             events,
-            windows: Mutex::new(Windows {
-                older: None,
-                newer: None,
-            }),
+            windows: Mutex::new(Windows::default()),
         })
     }
 }
@@ -167,7 +166,7 @@ async fn serve(
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                let current = commands::histograms(&ctx).await;
+                let current = shards::histograms(&ctx).await;
                 let mut w = ctx.windows.lock().unwrap_or_else(|p| p.into_inner());
                 w.older = w.newer.take();
                 w.newer = Some((Instant::now(), current));
@@ -274,116 +273,30 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
             None => (false, text),
         };
         let answer = if let Some(token) = command.strip_prefix("auth ") {
-            if ctx.token.as_deref() == Some(token.trim()) || ctx.token.is_none() {
-                authed = true;
-                commands::Answer::ok("authenticated", serde_json::json!({"authenticated": true}))
-            } else {
-                commands::Answer::err("bad token")
-            }
+            let answer = cmd::auth::run(ctx.token.as_deref(), token);
+            authed |= answer.is_ok();
+            answer
         } else if !authed {
-            commands::Answer::err("auth required: send `auth TOKEN` first")
+            answer::err("auth required: send `auth TOKEN` first")
         } else if command == "quit" || command == "exit" {
             return;
         } else if command == "watch" || command.starts_with("watch ") {
-            let kinds: Result<Vec<EventKind>, String> = command
-                .split_whitespace()
-                .skip(1)
-                .map(|k| {
-                    EventKind::parse(k).ok_or_else(|| {
-                        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
-                        format!("unknown event kind `{k}` (known: {})", known.join(", "))
-                    })
-                })
-                .collect();
-            match kinds {
-                // Each watcher costs the dispatcher a send per event.
-                Ok(_) if ctx.events.stats().watchers >= MAX_WATCHERS => commands::Answer::err(
-                    format!("too many watchers ({MAX_WATCHERS}); try again later"),
-                ),
+            let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+            match cmd::watch::kinds(&args).and_then(|k| cmd::watch::admit(&ctx).map(|()| k)) {
                 Ok(kinds) => {
-                    watch(&ctx, &kinds, &mut reader, &mut write).await;
+                    cmd::watch::stream(&ctx, &kinds, &mut reader, &mut write).await;
                     return;
                 }
-                Err(e) => commands::Answer::err(e),
+                Err(e) => Err(e),
             }
         } else {
-            commands::execute(&ctx, command).await
+            cmd::execute(&ctx, command).await
         };
         if write
-            .write_all(answer.render(json).as_bytes())
+            .write_all(answer::render(&answer, json).as_bytes())
             .await
             .is_err()
         {
-            return;
-        }
-    }
-}
-
-/// How long one event line may take to reach a watcher before it is cut
-/// off: a client that stopped reading would otherwise hold its session.
-const WATCH_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Watchers at once over all control connections.
-const MAX_WATCHERS: usize = 64;
-/// The most event bytes gathered into one write to a watcher.
-const WATCH_BATCH_BYTES: usize = 64 * 1024;
-
-/// Streams events as JSON lines until the client disconnects. A watcher
-/// that falls behind is dropped by the event bus (never slowing the
-/// writers); it gets a notice line, then the empty line that ends every
-/// answer, and the connection closes.
-async fn watch<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    ctx: &Context,
-    kinds: &[EventKind],
-    reader: &mut BufReader<R>,
-    write: &mut W,
-) {
-    let mut watcher = ctx.events.watch(kinds);
-    let shown = if kinds.is_empty() {
-        &EventKind::ALL[..]
-    } else {
-        kinds
-    };
-    let names: Vec<&str> = shown.iter().map(|k| k.name()).collect();
-    let header = format!("{}\n", serde_json::json!({ "watching": names }));
-    let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(header.as_bytes())).await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    let mut discard = [0u8; 512];
-    let mut batch = Vec::with_capacity(WATCH_BATCH_BYTES + 4096);
-    loop {
-        let line = tokio::select! {
-            event = watcher.next() => event,
-            // Anything the client sends is ignored; end of input ends the watch.
-            read = reader.read(&mut discard) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            },
-        };
-        let Some(line) = line else {
-            let notice = if watcher.dropped() {
-                serde_json::json!({ "notice": "dropped: this watcher fell behind the event stream; watch again to resume" })
-            } else {
-                serde_json::json!({ "notice": "the server is shutting down" })
-            };
-            let end = format!("{notice}\n\n");
-            let _ =
-                tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(end.as_bytes())).await;
-            return;
-        };
-        // A burst goes out in one write, not one per event.
-        batch.clear();
-        batch.extend_from_slice(line.as_bytes());
-        batch.push(b'\n');
-        while batch.len() < WATCH_BATCH_BYTES {
-            let Some(more) = watcher.try_next() else {
-                break;
-            };
-            batch.extend_from_slice(more.as_bytes());
-            batch.push(b'\n');
-        }
-        let sent = tokio::time::timeout(WATCH_WRITE_TIMEOUT, write.write_all(&batch)).await;
-        if !matches!(sent, Ok(Ok(()))) {
             return;
         }
     }

@@ -29,14 +29,19 @@ mod webhook;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::ConfigError;
 pub use crate::config::{EventsConfig, WebhookConfig};
+use crate::logging::LogLimit;
+use crate::metrics::{Figure, Kind, Line};
+
+/// How often a repeated events warning is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 pub use crate::record::EventKind;
 use crate::record::Record;
 
@@ -77,6 +82,94 @@ pub enum EventsError {
     Http(#[from] reqwest::Error),
 }
 
+/// The event bus's figures, for `stats` and `/metrics`.
+pub static EVENT_FIGURES: &[Figure<EventStats>] = &[
+    Figure {
+        key: "published",
+        prom: Some("events_published_total"),
+        kind: Kind::Counter,
+        help: "Live events handed to watchers and webhooks.",
+        text: &[(Line::Events, "published")],
+        get: |e| e.published,
+    },
+    Figure {
+        key: "dropped",
+        prom: Some("events_dropped_total"),
+        kind: Kind::Counter,
+        help: "Live events dropped because the event queue was full.",
+        text: &[(Line::Events, "dropped")],
+        get: |e| e.dropped,
+    },
+    Figure {
+        key: "watchers",
+        prom: Some("event_watchers"),
+        kind: Kind::Gauge,
+        help: "Control-socket watchers now.",
+        text: &[(Line::Events, "watchers")],
+        get: |e| e.watchers as u64,
+    },
+    Figure {
+        key: "watchers_dropped",
+        prom: Some("event_watchers_dropped_total"),
+        kind: Kind::Counter,
+        help: "Watchers dropped for falling behind.",
+        text: &[(Line::Events, "watchers_dropped")],
+        get: |e| e.watchers_dropped,
+    },
+];
+
+/// Each webhook's figures (labelled by its URL in `/metrics`).
+pub static WEBHOOK_FIGURES: &[Figure<WebhookStats>] = &[
+    Figure {
+        key: "delivered",
+        prom: Some("webhook_delivered_total"),
+        kind: Kind::Counter,
+        help: "Events a webhook accepted.",
+        text: &[(Line::Webhook, "delivered")],
+        get: |w| w.delivered,
+    },
+    Figure {
+        key: "failed",
+        prom: Some("webhook_failed_total"),
+        kind: Kind::Counter,
+        help: "Events given up after every retry.",
+        text: &[(Line::Webhook, "failed")],
+        get: |w| w.failed,
+    },
+    Figure {
+        key: "posts",
+        prom: Some("webhook_posts_total"),
+        kind: Kind::Counter,
+        help: "POSTs sent.",
+        text: &[(Line::Webhook, "posts")],
+        get: |w| w.posts,
+    },
+    Figure {
+        key: "retries",
+        prom: Some("webhook_retries_total"),
+        kind: Kind::Counter,
+        help: "POSTs retried.",
+        text: &[(Line::Webhook, "retries")],
+        get: |w| w.retries,
+    },
+    Figure {
+        key: "overflow",
+        prom: Some("webhook_overflow_total"),
+        kind: Kind::Counter,
+        help: "Events dropped because the webhook's queue was full.",
+        text: &[(Line::Webhook, "overflow")],
+        get: |w| w.overflow,
+    },
+    Figure {
+        key: "queue_len",
+        prom: Some("webhook_queue"),
+        kind: Kind::Gauge,
+        help: "Events waiting for the webhook.",
+        text: &[(Line::Webhook, "queue")],
+        get: |w| w.queue_len,
+    },
+];
+
 /// A snapshot of the counters.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EventStats {
@@ -91,53 +184,6 @@ pub struct EventStats {
     /// Watchers dropped for falling `watcher_queue` events behind.
     pub watchers_dropped: u64,
     pub webhooks: Vec<WebhookStats>,
-}
-
-/// Lets a repeated warning out at most once per [`LogLimit::EVERY`], with
-/// the number held back since the last one. Lock-free, as it sits on the
-/// writer threads' path when the publish queue is full.
-struct LogLimit {
-    /// Milliseconds since [`epoch`] before which nothing is logged.
-    next_ms: AtomicU64,
-    held: AtomicU64,
-}
-
-impl LogLimit {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn new() -> Self {
-        Self {
-            next_ms: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(held back)` when this one should be logged.
-    fn check(&self) -> Option<u64> {
-        let now = epoch().elapsed().as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        let due = now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now + Self::EVERY.as_millis() as u64,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        if due {
-            Some(self.held.swap(0, Ordering::Relaxed))
-        } else {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -200,7 +246,7 @@ impl Shared {
             hooks,
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            dropped_log: LogLimit::new(),
+            dropped_log: LogLimit::every(LOG_EVERY),
             watchers_dropped: AtomicU64::new(0),
             stopping: AtomicBool::new(closed),
             stop: Notify::new(),
@@ -675,16 +721,6 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("secrett"), "{e}");
-    }
-
-    #[test]
-    fn the_log_limit_lets_one_through_per_interval() {
-        let limit = LogLimit::new();
-        assert_eq!(limit.check(), Some(0));
-        assert_eq!(limit.check(), None);
-        assert_eq!(limit.check(), None);
-        limit.next_ms.store(0, Ordering::Relaxed);
-        assert_eq!(limit.check(), Some(2));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{EventKind, LogLimit, WebhookConfig};
+use super::{EventKind, WebhookConfig, LOG_EVERY};
+use crate::logging::LogLimit;
 
 /// The longest wait between two attempts, however many came before.
 const BACKOFF_CAP: Duration = WebhookConfig::BACKOFF_CAP;
@@ -103,8 +104,8 @@ impl Hook {
             retried: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             overflow: AtomicU64::new(0),
-            overflow_log: LogLimit::new(),
-            failure_log: LogLimit::new(),
+            overflow_log: LogLimit::every(LOG_EVERY),
+            failure_log: LogLimit::every(LOG_EVERY),
         }
     }
 

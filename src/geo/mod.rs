@@ -54,7 +54,7 @@ use crate::config::ConfigError;
 pub use breaker::BreakerState;
 pub use cache::CacheStats;
 pub use celldb::{distance_m, CellDb, CellDbInfo, CellSite, DEFAULT_RANGE_M, MIN_ACCURACY_M};
-pub use stats::{GeoStats, ProviderStats};
+pub use stats::{GeoStats, ProviderStats, PROVIDER_FIGURES};
 
 pub use crate::config::GeoConfig;
 pub use crate::record::lookup::{wifi_dbm, CellQuery, Fix, FixSource, Language, Radio};

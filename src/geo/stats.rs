@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 
 use super::breaker::BreakerState;
 use super::cache::CacheStats;
-use crate::metrics::latency_histogram;
+use crate::metrics::{latency_histogram, Figure, Kind};
 
 /// One provider's counters.
 ///
@@ -40,6 +40,83 @@ pub struct ProviderStats {
     pub latency_us: Histogram<u64>,
 }
 
+/// Each provider's figures (labelled by provider in `/metrics`), in the
+/// order the `geo` command shows them.
+pub static PROVIDER_FIGURES: &[Figure<ProviderStats>] = &[
+    Figure {
+        key: "requests",
+        prom: Some("geo_requests_total"),
+        kind: Kind::Counter,
+        help: "Calls that went to a geo provider.",
+        text: &[],
+        get: |p| p.requests,
+    },
+    Figure {
+        key: "hits",
+        prom: Some("geo_hits_total"),
+        kind: Kind::Counter,
+        help: "Calls answered with a position or address.",
+        text: &[],
+        get: |p| p.hits,
+    },
+    Figure {
+        key: "misses",
+        prom: Some("geo_misses_total"),
+        kind: Kind::Counter,
+        help: "Calls the provider had no answer for.",
+        text: &[],
+        get: |p| p.misses,
+    },
+    Figure {
+        key: "failures",
+        prom: Some("geo_failures_total"),
+        kind: Kind::Counter,
+        help: "Calls that failed.",
+        text: &[],
+        get: |p| p.failures,
+    },
+    Figure {
+        key: "timeouts",
+        prom: Some("geo_timeouts_total"),
+        kind: Kind::Counter,
+        help: "Calls that timed out.",
+        text: &[],
+        get: |p| p.timeouts,
+    },
+    Figure {
+        key: "breaker_open",
+        prom: Some("geo_breaker_open"),
+        kind: Kind::Gauge,
+        help: "1 while the provider's breaker is open.",
+        text: &[],
+        get: |p| u64::from(p.breaker != BreakerState::Closed),
+    },
+    Figure {
+        key: "breaker_opens",
+        prom: Some("geo_breaker_opens_total"),
+        kind: Kind::Counter,
+        help: "Times the provider's breaker opened.",
+        text: &[],
+        get: |p| p.breaker_opens,
+    },
+    Figure {
+        key: "rejected_open",
+        prom: Some("geo_rejected_open_total"),
+        kind: Kind::Counter,
+        help: "Lookups refused while the breaker was open.",
+        text: &[],
+        get: |p| p.rejected_open,
+    },
+    Figure {
+        key: "abandoned",
+        prom: Some("geo_abandoned_total"),
+        kind: Kind::Counter,
+        help: "Lookups whose caller had stopped waiting before they went out.",
+        text: &[],
+        get: |p| p.abandoned,
+    },
+];
+
 /// A snapshot of the whole service.
 #[derive(Debug, Clone)]
 pub struct GeoStats {
@@ -55,6 +132,17 @@ pub struct GeoStats {
     pub cell_db_cells: usize,
     pub cell_db_reloads: u64,
     pub cell_db_reload_failures: u64,
+}
+
+impl GeoStats {
+    /// The providers by name, configured or not.
+    pub fn providers(&self) -> [(&'static str, &ProviderStats); 3] {
+        [
+            ("cell_db", &self.cell_db),
+            ("geolocation", &self.geolocation),
+            ("reverse", &self.reverse),
+        ]
+    }
 }
 
 pub(crate) struct ProviderCounters {

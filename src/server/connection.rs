@@ -113,7 +113,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
                 Some(Err(_)) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
                 Some(Ok(len)) => {
                     conn.shared.last_seen.set(received);
-                    shard.metrics.borrow_mut().bytes_in += len as u64;
+                    shard.metrics.borrow_mut().counters.bytes_in += len as u64;
                     let buf = shard.buf.borrow();
                     conn.feed(&shard, &buf[..len], received)
                 }
@@ -193,8 +193,8 @@ impl Conn {
         let message = match Message::decode(frame) {
             Ok(m) => m,
             Err(e) => {
-                shard.metrics.borrow_mut().decode_errors += 1;
-                if let Some(suppressed) = shard.decode_log.allow() {
+                shard.metrics.borrow_mut().counters.decode_errors += 1;
+                if let Some(suppressed) = shard.decode_log.check() {
                     tracing::warn!(shard = shard.id, peer = %self.peer, imei = ?self.imei, error = %e, suppressed, "undecodable frame kept raw");
                 }
                 // Kept, not lost: the raw frame goes to the audit table.
@@ -227,7 +227,7 @@ impl Conn {
                     Step::Continue
                 }
                 _ => {
-                    shard.metrics.borrow_mut().prelogin_drops += 1;
+                    shard.metrics.borrow_mut().counters.prelogin_drops += 1;
                     Step::Continue
                 }
             };
@@ -317,7 +317,7 @@ impl Conn {
             });
             let envelope = Envelope { record, received };
             match super::geo::enrich(shard, geo, envelope, reply) {
-                Ok(()) => shard.metrics.borrow_mut().records += 1,
+                Ok(()) => shard.metrics.borrow_mut().counters.records += 1,
                 Err(envelope) => self.queue(shard, envelope.record, received),
             }
         }
@@ -381,8 +381,8 @@ impl Conn {
             let rows = records
                 .iter()
                 .filter(|r| matches!(r, Record::Bluetooth(b) if b.mac != 0));
-            m.beacons_known += rows.count() as u64 - unknown;
-            m.beacons_unknown += unknown;
+            m.counters.beacons_known += rows.count() as u64 - unknown;
+            m.counters.beacons_unknown += unknown;
         }
         if let Some((i, beacon)) = best {
             if let Record::Bluetooth(row) = &records[i] {
@@ -412,9 +412,9 @@ impl Conn {
         }
         {
             let mut m = shard.metrics.borrow_mut();
-            m.logins += 1;
+            m.counters.logins += 1;
             if event == enums::EVENT_RECONNECT {
-                m.reconnects += 1;
+                m.counters.reconnects += 1;
             }
         }
         self.imei = Some(imei);
@@ -451,7 +451,7 @@ impl Conn {
 
     /// Hands a record to the sink, or keeps it (in order) when the queue is full.
     fn queue(&mut self, shard: &Shard, record: Record, received: Instant) {
-        shard.metrics.borrow_mut().records += 1;
+        shard.metrics.borrow_mut().counters.records += 1;
         let envelope = Envelope { record, received };
         if !self.unqueued.is_empty() {
             self.unqueued.push_back(envelope);
@@ -494,11 +494,11 @@ impl Conn {
                 self.unsent.extend_from_slice(&out[off..]);
                 out.clear();
             }
-            shard.metrics.borrow_mut().bytes_out += off as u64;
+            shard.metrics.borrow_mut().counters.bytes_out += off as u64;
         }
         if !self.unsent.is_empty() {
             if self.unsent.len() > shard.config.server.max_pending_output {
-                shard.metrics.borrow_mut().output_overflows += 1;
+                shard.metrics.borrow_mut().counters.output_overflows += 1;
                 return Err(CloseReason::OutputOverflow);
             }
             // The slow paths are boxed: every connection's task is as large
@@ -524,12 +524,12 @@ impl Conn {
     /// by its deadline) and writes them, so a badge gets the answer to every
     /// frame it sent before the server stopped.
     async fn owed_replies(&mut self, shard: &Rc<Shard>, stream: &mut TcpStream) {
-        while self.shared.owed.get() > 0 && shard.metrics.borrow().geo.pending > 0 {
+        while self.shared.owed.get() > 0 && shard.metrics.borrow().counters.geo_pending > 0 {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }
         let frames = std::mem::take(&mut *self.shared.downlink.borrow_mut());
         if !frames.is_empty() && stream.write_all(&frames).await.is_ok() {
-            shard.metrics.borrow_mut().bytes_out += frames.len() as u64;
+            shard.metrics.borrow_mut().counters.bytes_out += frames.len() as u64;
         }
     }
 
@@ -543,7 +543,7 @@ impl Conn {
             .write_all(&unsent)
             .await
             .map_err(|_| CloseReason::IoError)?;
-        shard.metrics.borrow_mut().bytes_out += unsent.len() as u64;
+        shard.metrics.borrow_mut().counters.bytes_out += unsent.len() as u64;
         Ok(())
     }
 
@@ -560,8 +560,8 @@ impl Conn {
         shard.conns.borrow_mut().remove(&self.id);
         {
             let mut m = shard.metrics.borrow_mut();
-            m.connections_open -= 1;
-            m.handoffs_out += 1;
+            m.counters.connections_open -= 1;
+            m.counters.handoffs_out += 1;
         }
         let Some(permit) = self.permit.take() else {
             return;
@@ -626,7 +626,7 @@ impl Conn {
         // Only now: a shutting-down shard waits for its table to empty, and
         // must not stop while this connection still holds records.
         shard.conns.borrow_mut().remove(&self.id);
-        shard.metrics.borrow_mut().connections_open -= 1;
+        shard.metrics.borrow_mut().counters.connections_open -= 1;
         tracing::debug!(shard = shard.id, peer = %self.peer, imei = ?self.imei, reason = reason.as_str(), "connection closed");
     }
 }

@@ -76,17 +76,17 @@ pub(crate) fn enrich(
     };
     {
         let mut m = shard.metrics.borrow_mut();
-        if m.geo.pending >= config.max_pending as u64 {
-            m.geo.skipped += 1;
-            m.geo.unenriched += 1;
+        if m.counters.geo_pending >= config.max_pending as u64 {
+            m.counters.geo_skipped += 1;
+            m.counters.geo_unenriched += 1;
             drop(m);
             if let Some(r) = reply {
                 answer(shard, r, None);
             }
             return Err(envelope);
         }
-        m.geo.pending += 1;
-        m.geo.lookups += 1;
+        m.counters.geo_pending += 1;
+        m.counters.geo_lookups += 1;
     }
     if let Some(r) = reply {
         if let Some(conn) = shard.conns.borrow().get(&r.conn_id) {
@@ -140,20 +140,20 @@ async fn lookup(
     }
     {
         let mut m = shard.metrics.borrow_mut();
-        m.geo.positioned += u64::from(fix.is_some());
-        m.geo.addressed += u64::from(address.is_some());
+        m.counters.geo_positioned += u64::from(fix.is_some());
+        m.counters.geo_addressed += u64::from(address.is_some());
         let wanted_fix = want.position.is_none();
         if (wanted_fix && fix.is_none()) || (want.address && address.is_none()) {
-            m.geo.unenriched += 1;
+            m.counters.geo_unenriched += 1;
         }
-        m.geo.deadline_missed += u64::from(missed);
+        m.counters.geo_deadline_missed += u64::from(missed);
     }
     enrich::apply(&mut envelope.record, fix, address.as_deref());
     // The row counts against `max_pending` until the sink takes it: with
     // the sink full, rows wait here (bounded), and further rows go back to
     // their connections, which then stop reading (backpressure).
     shard.send(envelope).await;
-    shard.metrics.borrow_mut().geo.pending -= 1;
+    shard.metrics.borrow_mut().counters.geo_pending -= 1;
 }
 
 /// `future`'s output, or `None` once `until` has passed. Dropping the
@@ -206,9 +206,9 @@ fn answer(shard: &Shard, to: ReplyTo, address: Option<&str>) {
     };
     let mut m = shard.metrics.borrow_mut();
     match (to.owed, address.is_some()) {
-        (Owed::AlarmSms, _) => m.geo.alarm_sms += 1,
-        (Owed::Address { .. }, true) => m.geo.replies_with_address += 1,
-        (Owed::Address { .. }, false) => m.geo.replies_empty += 1,
+        (Owed::AlarmSms, _) => m.counters.geo_alarm_sms += 1,
+        (Owed::Address { .. }, true) => m.counters.geo_replies_with_address += 1,
+        (Owed::Address { .. }, false) => m.counters.geo_replies_empty += 1,
     }
-    m.geo.replies_orphaned += u64::from(!delivered);
+    m.counters.geo_replies_orphaned += u64::from(!delivered);
 }

@@ -24,7 +24,7 @@ use super::connection::{self, unix_now, Conn};
 use super::downlink::{self, CommandKind, CommandStatus, CommandView, Downlinks};
 use super::limits::{ConnPermit, ConnectionLimits, Refused};
 use super::session::Session;
-use super::LogLimiter;
+use crate::logging::LogLimit;
 
 /// Messages a shard takes from other shards and from the process.
 pub enum ShardMsg {
@@ -206,8 +206,8 @@ pub(crate) struct Shard {
     pub limits: Arc<ConnectionLimits>,
     pub seq: Cell<u64>,
     pub stopping: Cell<bool>,
-    pub decode_log: LogLimiter,
-    pub accept_log: LogLimiter,
+    pub decode_log: LogLimit,
+    pub accept_log: LogLimit,
     pub downlinks: RefCell<Downlinks>,
     /// Records made outside a connection (command log) the sink had no room for.
     pub backlog: RefCell<VecDeque<Envelope>>,
@@ -269,8 +269,8 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         limits: start.limits,
         seq: Cell::new(0),
         stopping: Cell::new(false),
-        decode_log: LogLimiter::new(),
-        accept_log: LogLimiter::new(),
+        decode_log: LogLimit::per_second(),
+        accept_log: LogLimit::per_second(),
         downlinks: RefCell::new(Downlinks::default()),
         backlog: RefCell::new(VecDeque::new()),
         next_command_id: start.next_command_id,
@@ -372,7 +372,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     }
     // Rows still waiting for the geo service: each waits at most the
     // deadline, then is queued with or without its position.
-    while shard.metrics.borrow().geo.pending > 0 {
+    while shard.metrics.borrow().counters.geo_pending > 0 {
         while start.inbox.try_recv().is_ok() {}
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
@@ -386,7 +386,7 @@ impl Shard {
     pub fn snapshot(&self) -> ShardMetrics {
         let mut m = self.metrics.borrow().clone();
         m.frame = self.decoder.borrow().stats.clone();
-        m.sessions = self.sessions.borrow().len() as u64;
+        m.counters.sessions = self.sessions.borrow().len() as u64;
         m
     }
 
@@ -402,7 +402,7 @@ impl Shard {
             owed: Cell::new(0),
         });
         self.conns.borrow_mut().insert(conn_id, shared.clone());
-        self.metrics.borrow_mut().connections_open += 1;
+        self.metrics.borrow_mut().counters.connections_open += 1;
         shared
     }
 }
@@ -426,7 +426,7 @@ impl Shard {
     /// Hands a record made outside any connection to the sink, keeping it
     /// in order behind earlier ones when the queue is full.
     pub fn emit(&self, record: Record) {
-        self.metrics.borrow_mut().records += 1;
+        self.metrics.borrow_mut().counters.records += 1;
         let envelope = Envelope {
             record,
             received: Instant::now(),
@@ -464,7 +464,7 @@ impl Shard {
     pub async fn send(self: &Rc<Self>, mut envelope: Envelope) {
         while let Err(e) = self.sink.try_send(envelope) {
             envelope = e;
-            self.metrics.borrow_mut().sink_full_waits += 1;
+            self.metrics.borrow_mut().counters.sink_full_waits += 1;
             self.sink_space().await;
         }
     }
@@ -606,12 +606,12 @@ async fn accept_loop(
                 {
                     let mut m = shard.metrics.borrow_mut();
                     if out_of_fds {
-                        m.emfile += 1;
+                        m.counters.emfile += 1;
                     } else {
-                        m.accept_errors += 1;
+                        m.counters.accept_errors += 1;
                     }
                 }
-                if let Some(suppressed) = shard.accept_log.allow() {
+                if let Some(suppressed) = shard.accept_log.check() {
                     tracing::warn!(shard = shard.id, error = %e, suppressed, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 }
                 // Out of descriptors the listener stays readable: sleeping is
@@ -629,11 +629,11 @@ async fn accept_loop(
             Err(why) => {
                 let mut m = shard.metrics.borrow_mut();
                 match why {
-                    Refused::Total => m.connections_refused_limit += 1,
-                    Refused::PerIp => m.connections_refused_per_ip += 1,
+                    Refused::Total => m.counters.connections_refused_limit += 1,
+                    Refused::PerIp => m.counters.connections_refused_per_ip += 1,
                 }
                 drop(m);
-                if let Some(suppressed) = shard.accept_log.allow() {
+                if let Some(suppressed) = shard.accept_log.check() {
                     tracing::warn!(shard = shard.id, %peer, ?why, suppressed, "connection refused by limit");
                 }
                 continue;
@@ -643,7 +643,7 @@ async fn accept_loop(
         let conn_id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let accepted = Instant::now();
         let shared = shard.register(conn_id, std::os::fd::AsRawFd::as_raw_fd(&stream), accepted);
-        shard.metrics.borrow_mut().connections_accepted += 1;
+        shard.metrics.borrow_mut().counters.connections_accepted += 1;
         let conn = Conn::new(conn_id, peer, shared, permit, false);
         glommio::spawn_local(connection::run(shard.clone(), stream, conn, Vec::new())).detach();
     }
@@ -659,7 +659,7 @@ fn adopt(shard: &Rc<Shard>, h: Handoff) {
     // `into_raw_fd` handed its ownership to the stream.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
     let shared = shard.register(h.conn_id, fd, h.accepted);
-    shard.metrics.borrow_mut().handoffs_in += 1;
+    shard.metrics.borrow_mut().counters.handoffs_in += 1;
     let conn = Conn::new(h.conn_id, h.peer, shared, h.permit, true);
     glommio::spawn_local(connection::run(shard.clone(), stream, conn, h.bytes)).detach();
 }
@@ -702,8 +702,8 @@ async fn timer_loop(shard: Rc<Shard>) {
         }
         {
             let mut m = shard.metrics.borrow_mut();
-            m.login_timeouts += login_timeouts;
-            m.idle_timeouts += idle_timeouts;
+            m.counters.login_timeouts += login_timeouts;
+            m.counters.idle_timeouts += idle_timeouts;
         }
         let ttl = Duration::from_secs(shard.config.server.command_ttl_secs);
         let expired = shard.downlinks.borrow_mut().expire(unix_now(), ttl);

@@ -17,6 +17,7 @@ use clickhouse::{Client, Compression, Row};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::logging::LogLimit;
 use crate::record::*;
 
 use super::rowbinary::serialize_into;
@@ -127,7 +128,7 @@ struct Writer {
     statements: Vec<String>,
     stats: Arc<SinkStats>,
     spool: Arc<Spool>,
-    log: std::sync::Mutex<Option<Instant>>,
+    log: LogLimit,
 }
 
 impl Writer {
@@ -143,10 +144,8 @@ impl Writer {
     }
 
     fn warn(&self, what: &str, error: &dyn std::fmt::Display) {
-        let mut last = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(Instant::now());
-            tracing::warn!(%error, "{what}");
+        if let Some(suppressed) = self.log.check() {
+            tracing::warn!(%error, suppressed, "{what}");
         }
     }
 
@@ -201,10 +200,8 @@ impl Writer {
                 }
                 Ok(Err(e)) => {
                     self.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
-                    let mut last = self.log.lock().unwrap_or_else(|p| p.into_inner());
-                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        *last = Some(Instant::now());
-                        tracing::error!(error = %e, "cannot spool a batch; ingestion is held back until there is room");
+                    if let Some(suppressed) = self.log.check() {
+                        tracing::error!(error = %e, suppressed, "cannot spool a batch; ingestion is held back until there is room");
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "spool task failed"),
@@ -305,7 +302,7 @@ pub(super) fn spawn(
             .collect(),
         stats,
         spool,
-        log: std::sync::Mutex::new(None),
+        log: LogLimit::per_second(),
     });
     if !writer.spool.is_empty() {
         tracing::info!(

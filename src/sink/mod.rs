@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use crate::config::{Config, SinkKind};
 use crate::events::Events;
-use crate::metrics::latency_histogram;
+use crate::metrics::{latency_histogram, Figure, Kind, Line};
 use crate::record::{Envelope, Table};
 
 pub mod clickhouse;
@@ -79,6 +79,10 @@ impl SinkStats {
         }
     }
 
+    pub fn queued(&self, table: Table) -> u64 {
+        self.queued[table.index()].load(Ordering::Relaxed)
+    }
+
     pub fn written(&self, table: Table) -> u64 {
         self.written[table.index()].load(Ordering::Relaxed)
     }
@@ -133,6 +137,12 @@ impl SinkStats {
         }
     }
 
+    /// Rows handed to the writers and neither written nor spooled yet.
+    pub fn queue_depth(&self) -> u64 {
+        self.queued_total()
+            .saturating_sub(self.written_total() + self.spooled_rows.load(Ordering::Relaxed))
+    }
+
     /// (bytes, files) waiting in the spool.
     pub fn spool_size(&self) -> (u64, u64) {
         self.spool.get().map_or((0, 0), |s| {
@@ -143,6 +153,75 @@ impl SinkStats {
         })
     }
 }
+
+/// The writers' figures, for `stats` and `/metrics` (rows per table are
+/// shown by table, beside these).
+pub static SINK_FIGURES: &[Figure<SinkStats>] = &[
+    Figure {
+        key: "sink_queue",
+        prom: Some("sink_queue"),
+        kind: Kind::Gauge,
+        help: "Rows handed to the writers and neither written nor spooled yet.",
+        text: &[(Line::Records, "sink_queue")],
+        get: SinkStats::queue_depth,
+    },
+    Figure {
+        key: "spool_bytes",
+        prom: Some("spool_bytes"),
+        kind: Kind::Gauge,
+        help: "Bytes waiting in the spool.",
+        text: &[(Line::Records, "spool_bytes")],
+        get: |s| s.spool_size().0,
+    },
+    Figure {
+        key: "spool_files",
+        prom: Some("spool_files"),
+        kind: Kind::Gauge,
+        help: "Batches waiting in the spool.",
+        text: &[(Line::Records, "spool_files")],
+        get: |s| s.spool_size().1,
+    },
+    Figure {
+        key: "spooled_rows",
+        prom: Some("spooled_rows_total"),
+        kind: Kind::Counter,
+        help: "Rows written to the spool.",
+        text: &[],
+        get: |s| s.spooled_rows.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "replayed_batches",
+        prom: Some("replayed_batches_total"),
+        kind: Kind::Counter,
+        help: "Spooled batches inserted after all.",
+        text: &[],
+        get: |s| s.replayed_batches.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "insert_retries",
+        prom: Some("insert_retries_total"),
+        kind: Kind::Counter,
+        help: "Insert retries.",
+        text: &[(Line::Records, "insert_retries")],
+        get: |s| s.retries.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "insert_failures",
+        prom: Some("insert_failures_total"),
+        kind: Kind::Counter,
+        help: "Failed insert attempts.",
+        text: &[(Line::Records, "insert_failures")],
+        get: |s| s.insert_failures.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "spool_errors",
+        prom: Some("spool_errors_total"),
+        kind: Kind::Counter,
+        help: "Batches that could not be spooled at first try.",
+        text: &[],
+        get: |s| s.spool_errors.load(Ordering::Relaxed),
+    },
+];
 
 /// The shards' end of the queue. Cheap to clone: one per shard.
 #[derive(Clone)]
