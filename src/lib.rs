@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod geo;
+pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

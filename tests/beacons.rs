@@ -10,11 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use badge_ingest::beacons::{
-    self, format_mac, parse_csv, Beacon, BeaconError, BeaconRefresher, BeaconRegistry,
-    BeaconSource, UnknownBeacon, UnknownBeacons,
+    self, format_mac, parse_csv, Beacon, BeaconError, BeaconRefresher, BeaconRegistry, BeaconSource,
 };
 use badge_ingest::config::BeaconsConfig;
 use badge_ingest::config::Config;
+use badge_ingest::ingest::{UnknownBeacon, UnknownBeacons};
 use futures_lite::future::block_on;
 
 use pipeline_support::{clickhouse_url, count, fresh_database, query, temp_dir, wait_until};
@@ -452,7 +452,7 @@ fn unknown_beacons_are_bounded_and_merge_across_shards() {
     // Registered after a reload: forgotten, which makes room again.
     let registry = BeaconRegistry::new();
     registry.replace(vec![beacon(0xA, "A", 1.0, 2.0, "", true)]);
-    shard0.forget(&registry);
+    shard0.forget(|mac| registry.contains(mac));
     assert_eq!(shard0.len(), 1);
     shard0.seen(0xC, 1, -60, 110);
     assert_eq!(shard0.len(), 2);

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use badge_ingest::config::{Config, ControlAddr, SinkKind};
 use badge_ingest::control::client::{Client, ClientError};
 use badge_ingest::control::{self, ControlServer};
+use badge_ingest::ingest::owner_shard;
 use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
 use badge_ingest::protocol::message::{
     CommandReply, GpsReport, Heartbeat, HeartbeatStatus, Login, TzLanguage,
 };
 use badge_ingest::protocol::{Imei, Message};
-use badge_ingest::server::session::owner_shard;
 use badge_ingest::server::RunningServer;
 use badge_ingest::sink::SinkWorkers;
 use bytes::BytesMut;

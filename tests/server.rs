@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use badge_ingest::config::{Config, SinkKind};
+use badge_ingest::ingest::owner_shard;
 use badge_ingest::metrics::ShardMetrics;
 use badge_ingest::protocol::layout::{
     AttendanceKind, BeaconBattery, BeaconSighting, Cell2g, Cell4g, CellId4g, CellTower, Cells,
@@ -32,7 +33,6 @@ use badge_ingest::protocol::message::{
     HeartbeatStatus, LbsReport, Login, PunchBody, TimeSyncRequest, TzLanguage, WifiReport,
 };
 use badge_ingest::protocol::{Imei, Message};
-use badge_ingest::server::session::owner_shard;
 use badge_ingest::server::RunningServer;
 use badge_ingest::sink::SinkWorkers;
 use bytes::BytesMut;

@@ -15,14 +15,13 @@
 //! keeps a registry fresh from either.
 //!
 //! Sightings of MACs the registry does not know are counted per shard by
-//! [`UnknownBeacons`], so that operators can find beacons that were
-//! installed but never registered.
+//! the ingest core (`ingest::UnknownBeacons`), so that operators can find
+//! beacons that were installed but never registered.
 
 mod csv;
 mod refresh;
 mod registry;
 mod store;
-mod unknown;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,7 +33,6 @@ pub use crate::record::lookup::Beacon;
 pub use refresh::{BeaconHandle, BeaconRefresher, BeaconSource, RefreshStats};
 pub use registry::BeaconRegistry;
 pub use store::{import, load};
-pub use unknown::{UnknownBeacon, UnknownBeacons};
 
 /// Each message is whole on its own (no source chain to walk), so that a
 /// log line or the refresher's `last_error` says everything.

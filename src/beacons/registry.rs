@@ -108,9 +108,15 @@ impl BeaconRegistry {
     }
 
     /// Changes with every [`Self::replace`]: a shard that remembers it can
-    /// tell cheaply when to call [`UnknownBeacons::forget`].
+    /// tell cheaply when to call `UnknownBeacons::forget`.
     pub fn generation(&self) -> u64 {
         self.shared.current.load().generation
+    }
+}
+
+impl crate::record::lookup::BeaconDirectory for BeaconRegistry {
+    fn beacon(&self, mac: u64) -> Option<Arc<Beacon>> {
+        self.get(mac)
     }
 }
 

@@ -5,7 +5,7 @@
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
 use super::layout::MobileNetwork;
-use super::message::{MessageError, MessageErrorKind};
+use super::message::error::{MessageError, MessageErrorKind};
 
 pub(crate) struct Cursor<'a> {
     message: &'static str,

@@ -144,6 +144,14 @@ impl FrameDecoder {
         }
     }
 
+    /// Takes back the counting of a frame handed on to be read elsewhere
+    /// (a login moved with its socket to the shard that owns the IMEI,
+    /// whose own decoder counts it).
+    pub fn unread(&mut self, frame: &Frame<'_>) {
+        self.stats.frames -= 1;
+        self.stats.frame_bytes -= frame.raw.len() as u64;
+    }
+
     /// Decodes the next frame of `input[*pos..]` and moves `*pos` past it and
     /// past any garbage skipped before it.
     ///

@@ -30,23 +30,15 @@ pub struct RecordContext {
     pub device_offset_minutes: i32,
     pub serial: u16,
     pub conn_id: u64,
-    pub instance: &'static str,
-    pub shard: u16,
 }
 
-/// Builds records and numbers them: the sequence is the last part of each
-/// row's ingest key.
+/// Builds records and gives each its ingest key.
 pub struct Records<'a> {
     pub ctx: RecordContext,
-    pub seq: &'a mut u64,
+    pub keys: &'a mut IngestKeys,
 }
 
 impl Records<'_> {
-    fn next_seq(&mut self) -> u64 {
-        *self.seq += 1;
-        *self.seq
-    }
-
     /// Device time in UTC, and whether it is trustworthy. When it is not,
     /// the server time stands in, flagged with `device_time_valid = 0`.
     fn device_time(&self, t: Option<DeviceTime>) -> (u32, u8) {
@@ -116,9 +108,9 @@ impl Records<'_> {
             conn_id: self.ctx.conn_id,
             peer_addr: peer.to_owned(),
             reason: reason.to_owned(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 
@@ -133,9 +125,9 @@ impl Records<'_> {
             gsm_signal: h.status.gsm_signal,
             language: h.language.unwrap_or(0),
             extension: hex(h.extension),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 
@@ -172,9 +164,9 @@ impl Records<'_> {
             wifi_mac: Vec::new(),
             wifi_rssi: Vec::new(),
             address: String::new(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         }
     }
 
@@ -289,9 +281,9 @@ impl Records<'_> {
             wifi_mac,
             wifi_rssi,
             address: String::new(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 
@@ -335,9 +327,9 @@ impl Records<'_> {
             wifi_mac,
             wifi_rssi,
             address: String::new(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 
@@ -369,9 +361,9 @@ impl Records<'_> {
             beacon_lat: 0.0,
             beacon_lon: 0.0,
             beacon_address: String::new(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         }
     }
 
@@ -453,9 +445,9 @@ impl Records<'_> {
                 _ => 255,
             },
             payload,
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 
@@ -476,9 +468,9 @@ impl Records<'_> {
             server_flag: r.server_flag,
             reply_text: r.text_lossy().into_owned(),
             error: String::new(),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 
@@ -494,9 +486,9 @@ impl Records<'_> {
             serial: frame.serial,
             frame: hex(frame.raw),
             crc_ok: u8::from(frame.crc_ok),
-            ingest_instance: self.ctx.instance,
-            ingest_shard: self.ctx.shard,
-            ingest_seq: self.next_seq(),
+            ingest_instance: self.keys.instance,
+            ingest_shard: self.keys.shard,
+            ingest_seq: self.keys.next_seq(),
         })
     }
 }

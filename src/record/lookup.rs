@@ -173,6 +173,19 @@ impl Beacon {
     }
 }
 
+/// Where installed beacons are: what the shards ask for every sighting.
+/// The beacon registry answers it; anything that knows beacons can.
+pub trait BeaconDirectory: Send + Sync {
+    fn beacon(&self, mac: u64) -> Option<std::sync::Arc<Beacon>>;
+}
+
+/// A directory that knows no beacon.
+impl BeaconDirectory for () {
+    fn beacon(&self, _: u64) -> Option<std::sync::Arc<Beacon>> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -469,6 +469,32 @@ impl std::fmt::Display for EventKind {
     }
 }
 
+/// Where ingest keys come from: `(instance, shard, sequence)`, unique per
+/// row, so that the rare duplicate of an insert retried after an unknown
+/// outcome can be found and removed.
+#[derive(Debug, Clone)]
+pub struct IngestKeys {
+    pub instance: &'static str,
+    pub shard: u16,
+    seq: u64,
+}
+
+impl IngestKeys {
+    pub fn new(instance: &'static str, shard: u16) -> Self {
+        Self {
+            instance,
+            shard,
+            seq: 0,
+        }
+    }
+
+    /// The next sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
 /// A record on its way to the sink, with the moment its frame was read, for
 /// the end-to-end latency.
 #[derive(Debug)]

@@ -13,13 +13,14 @@ use crate::metrics::ShardMetrics;
 use crate::sink::SinkHandle;
 
 mod connection;
-pub mod downlink;
+mod executor;
 mod geo;
 pub mod limits;
-pub mod session;
+mod rows;
 mod shard;
 
-pub use shard::{CloseReason, DeviceView, ShardMsg};
+pub use crate::ingest::{CloseReason, DeviceView};
+pub use shard::ShardMsg;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -100,6 +101,8 @@ pub fn start_with(
     let (reservation, listen) = reserve(config.server.listen)?;
 
     let instance: &'static str = Box::leak(config.server.instance.clone().into_boxed_str());
+    let beacons: Arc<dyn crate::record::lookup::BeaconDirectory> =
+        Arc::new(services.beacons.clone());
     let limits =
         limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
     let next_conn_id = Arc::new(AtomicU64::new(1));
@@ -114,20 +117,24 @@ pub fn start_with(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut shards = Vec::with_capacity(n);
     for (id, inbox) in inboxes.into_iter().enumerate() {
-        let start = shard::ShardStart {
+        let core = crate::ingest::Ingest::new(
+            crate::ingest::Settings::new(&config, id, n),
+            instance,
+            next_command_id.clone(),
+            beacons.clone(),
+        );
+        let start = executor::ShardStart {
             id,
-            shards: n,
             listen,
             config: config.clone(),
-            instance,
+            core,
             inbox,
             peers: peers.clone(),
             sink: sink.clone(),
             limits: limits.clone(),
             next_conn_id: next_conn_id.clone(),
-            next_command_id: next_command_id.clone(),
             ready: ready_tx.clone(),
-            services: services.clone(),
+            geo: services.geo.clone(),
         };
         let placement = if n <= cpus {
             Placement::Fixed(id)
@@ -138,7 +145,7 @@ pub fn start_with(
             .name(&format!("shard-{id}"))
             .ring_depth(config.server.ring_depth)
             .io_memory(config.server.io_memory)
-            .spawn(move || shard::run(start))
+            .spawn(move || executor::run(start))
             .map_err(|e| ServerError::Shard {
                 shard: id,
                 reason: e.to_string(),

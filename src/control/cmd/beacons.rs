@@ -6,7 +6,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::beacons::{format_mac, RefreshStats, UnknownBeacon, UnknownBeacons};
+use crate::beacons::{format_mac, RefreshStats};
+use crate::ingest::{UnknownBeacon, UnknownBeacons};
 use crate::metrics::ShardMetrics;
 use crate::server::ShardMsg;
 

@@ -4,8 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::server::downlink::CommandView;
-use crate::server::session::owner_shard;
+use crate::ingest::{owner_shard, CommandView};
 use crate::server::ShardMsg;
 
 use super::super::answer::{self, Answer};

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::server::session::owner_shard;
+use crate::ingest::owner_shard;
 use crate::server::{DeviceView, ShardMsg};
 
 use super::super::answer::{self, Answer};

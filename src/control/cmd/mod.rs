@@ -15,7 +15,7 @@ mod send;
 mod stats;
 pub mod watch;
 
-use crate::server::downlink::CommandKind;
+use crate::ingest::CommandKind;
 
 use super::answer::{self, Answer};
 use super::Context;

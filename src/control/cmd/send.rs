@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::server::downlink::{CommandKind, CommandView};
-use crate::server::session::owner_shard;
+use crate::ingest::{owner_shard, CommandKind, CommandView};
 use crate::server::ShardMsg;
 
 use super::super::answer::{self, Answer};

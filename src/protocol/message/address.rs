@@ -13,7 +13,7 @@ use crate::protocol::cursor::Cursor;
 use crate::protocol::layout::{CellTower, DeviceTime, GpsFix, MobileNetwork};
 use crate::protocol::number as n;
 
-use super::{Hex, MessageError};
+use super::error::{Hex, MessageError};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct AddressRequest<'a> {

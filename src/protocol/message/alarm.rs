@@ -12,8 +12,8 @@ use crate::protocol::layout::{
 };
 use crate::protocol::number as n;
 
+use super::error::MessageError;
 use super::location::read_cells;
-use super::MessageError;
 
 /// Which alarm message, named as the reference stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

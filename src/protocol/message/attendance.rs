@@ -11,8 +11,8 @@ use crate::protocol::layout::{
 };
 use crate::protocol::number as n;
 
+use super::error::MessageError;
 use super::location::{read_cells, STATIONS};
-use super::MessageError;
 
 /// The fixed first 26 bytes of an attendance report.
 #[derive(

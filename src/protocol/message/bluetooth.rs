@@ -10,7 +10,7 @@ use crate::protocol::layout::{
     AttendanceKind, BeaconBattery, BeaconSighting, DeviceTime, MacAddr, TerminalInfo,
 };
 
-use super::MessageError;
+use super::error::MessageError;
 
 /// 0xB2, 38 bytes: datetime(6) + RSSI(1, signed) + MAC(6) + UUID(16) +
 /// major(2) + minor(2) + battery(2, 0.01 V) + terminal info(1) + reserved(2).

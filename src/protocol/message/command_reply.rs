@@ -8,7 +8,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::protocol::cursor::Cursor;
 
-use super::{Hex, MessageError};
+use super::error::{Hex, MessageError};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CommandReply<'a> {

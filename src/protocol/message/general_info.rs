@@ -9,7 +9,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::protocol::cursor::Cursor;
 
-use super::MessageError;
+use super::error::MessageError;
 
 /// The SIM's ICCID: 10 BCD bytes, shown as 20 hex digits as the reference stores it
 /// (`bytes.hex()`: lower case, so a 19-digit ICCID ends in its `f` padding).

@@ -8,7 +8,7 @@ use crate::protocol::cursor::Cursor;
 use crate::protocol::layout::TerminalInfo;
 use crate::protocol::number as n;
 
-use super::{Hex, MessageError};
+use super::error::{Hex, MessageError};
 
 /// The three status bytes every heartbeat starts with.
 #[derive(

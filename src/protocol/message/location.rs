@@ -12,7 +12,7 @@ use crate::protocol::layout::{
 };
 use crate::protocol::number as n;
 
-use super::MessageError;
+use super::error::MessageError;
 
 /// Main cell + six neighbours.
 pub const STATIONS: usize = 7;

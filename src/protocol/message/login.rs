@@ -5,7 +5,7 @@ use bytes::{BufMut, BytesMut};
 use crate::protocol::cursor::Cursor;
 use crate::protocol::imei::Imei;
 
-use super::MessageError;
+use super::error::MessageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Login {

@@ -4,8 +4,6 @@
 //! A [`Message`] borrows variable-length parts (cell lists, WiFi APs,
 //! beacons) from the frame, so decoding allocates nothing.
 
-use std::fmt;
-
 use bytes::BytesMut;
 
 use super::frame::{write_frame, EncodeError, Frame};
@@ -16,6 +14,7 @@ mod alarm;
 mod attendance;
 mod bluetooth;
 mod command_reply;
+pub(crate) mod error;
 mod general_info;
 mod heartbeat;
 mod location;
@@ -27,6 +26,7 @@ pub use alarm::{alarm_label, alarm_name, Alarm, AlarmBody, AlarmSource, AlarmSta
 pub use attendance::{Attendance, AttendanceHead};
 pub use bluetooth::{BluetoothLocation, BluetoothPunch, PunchBody};
 pub use command_reply::CommandReply;
+pub use error::{MessageError, MessageErrorKind};
 pub use general_info::{GeneralInfo, Iccid, Imsi};
 pub use heartbeat::{Heartbeat, HeartbeatStatus};
 pub use location::{GpsReport, GpsTail, LbsReport, WifiReport};
@@ -172,42 +172,5 @@ impl<'a> Message<'a> {
         write_frame(out, self.protocol(), serial, self.content_len(), |o| {
             self.encode_content(o)
         })
-    }
-}
-
-/// Content that does not match its message's layout.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}: {kind} at content offset {offset}")]
-pub struct MessageError {
-    /// The message being decoded, e.g. "attendance".
-    pub message: &'static str,
-    pub offset: usize,
-    pub kind: MessageErrorKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageErrorKind {
-    #[error("{field} truncated ({needed} bytes needed, {available} left)")]
-    Truncated {
-        field: &'static str,
-        needed: usize,
-        available: usize,
-    },
-    #[error("{field} invalid: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: &'static str,
-    },
-}
-
-/// Hex for debug output of raw byte fields.
-pub(crate) struct Hex<'a>(pub &'a [u8]);
-
-impl fmt::Debug for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
     }
 }

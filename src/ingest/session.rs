@@ -75,6 +75,39 @@ impl Session {
     }
 }
 
+/// What the control socket shows of an online badge.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceView {
+    pub imei: String,
+    pub online: bool,
+    pub shard: usize,
+    pub peer: String,
+    pub device_type: u16,
+    /// Unix seconds.
+    pub logged_in_at: u32,
+    pub last_frame_at: u32,
+    pub battery: Option<u8>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+impl Session {
+    pub fn view(&self, shard: usize) -> DeviceView {
+        DeviceView {
+            imei: self.imei.to_string(),
+            online: true,
+            shard,
+            peer: self.peer.to_string(),
+            device_type: self.login.type_code.unwrap_or(0),
+            logged_in_at: self.logged_in_at,
+            last_frame_at: self.last_frame_at,
+            battery: self.battery,
+            latitude: self.last_position.map(|p| p.0),
+            longitude: self.last_position.map(|p| p.1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

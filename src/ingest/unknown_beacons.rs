@@ -1,11 +1,10 @@
-//! Sightings of beacons the registry does not know, per shard.
+//! Sightings of beacons the registry does not know, kept per shard by
+//! the ingest core and merged by the control socket on request.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-
-use super::BeaconRegistry;
 
 /// A MAC the registry did not know, as seen by one shard (or several, merged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,10 +106,10 @@ impl UnknownBeacons {
         into.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.mac.cmp(&b.mac)));
     }
 
-    /// Drops the MACs that `registry` now knows (after a reload), which also
-    /// makes room for new ones.
-    pub fn forget(&mut self, registry: &BeaconRegistry) {
-        self.entries.retain(|mac, _| !registry.contains(*mac));
+    /// Drops the MACs that are `known` now (after a reload of the
+    /// registry), which also makes room for new ones.
+    pub fn forget(&mut self, known: impl Fn(u64) -> bool) {
+        self.entries.retain(|mac, _| !known(*mac));
     }
 
     /// MACs kept.
@@ -131,18 +130,6 @@ impl UnknownBeacons {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::lookup::Beacon;
-
-    fn beacon(mac: u64, name: &str, active: bool) -> Beacon {
-        Beacon {
-            mac,
-            name: name.into(),
-            lat: 22.5,
-            lon: 114.0,
-            address: String::new(),
-            active,
-        }
-    }
 
     #[test]
     fn unknown_beacons_keep_first_last_and_best() {
@@ -162,10 +149,8 @@ mod tests {
                 best_rssi: -60,
             }]
         );
-        let r = BeaconRegistry::new();
-        r.replace(vec![beacon(7, "now known", true)]);
         u.seen(8, 1, -70, 1010);
-        u.forget(&r);
+        u.forget(|mac| mac == 7);
         assert_eq!(u.snapshot().iter().map(|b| b.mac).collect::<Vec<_>>(), [8]);
     }
 }

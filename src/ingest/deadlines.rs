@@ -1,0 +1,60 @@
+//! When a connection has had enough time: the decisions of the shard's one
+//! coarse timer, apart from the timer itself.
+
+use std::time::Duration;
+
+use super::CloseReason;
+
+/// How long a connection may take to log in, and stay silent after.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub login: Duration,
+    pub idle: Duration,
+}
+
+/// What the timer knows of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub logged_in: bool,
+    /// Since it was accepted.
+    pub age: Duration,
+    /// Since its last bytes.
+    pub silent: Duration,
+}
+
+impl Deadlines {
+    /// Why the connection should close now, if it should.
+    pub fn check(&self, conn: Liveness) -> Option<CloseReason> {
+        if !conn.logged_in {
+            (conn.age >= self.login).then_some(CloseReason::LoginTimeout)
+        } else {
+            (conn.silent >= self.idle).then_some(CloseReason::IdleTimeout)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_and_silence_have_their_deadlines() {
+        let d = Deadlines {
+            login: Duration::from_secs(60),
+            idle: Duration::from_secs(600),
+        };
+        let conn = |logged_in, age, silent| Liveness {
+            logged_in,
+            age: Duration::from_secs(age),
+            silent: Duration::from_secs(silent),
+        };
+        assert_eq!(d.check(conn(false, 59, 59)), None);
+        assert_eq!(d.check(conn(false, 60, 0)), Some(CloseReason::LoginTimeout));
+        // Once logged in, only silence counts.
+        assert_eq!(d.check(conn(true, 6000, 599)), None);
+        assert_eq!(
+            d.check(conn(true, 6000, 600)),
+            Some(CloseReason::IdleTimeout)
+        );
+    }
+}

@@ -1,0 +1,634 @@
+//! The ingest core without sockets: frames in, outcomes checked.
+
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use zerocopy::byteorder::big_endian::U16;
+
+use super::*;
+use crate::protocol::layout::*;
+use crate::protocol::message::*;
+use crate::protocol::number as n;
+use crate::protocol::{FrameDecoder, Message};
+use crate::record::lookup::Beacon;
+use crate::record::{enums, Record};
+
+/// 2025-06-15T12:00:00Z
+const NOW: u32 = 1_749_988_800;
+const TIME: DeviceTime = DeviceTime::new(25, 6, 15, 19, 59, 0);
+
+fn imei(n: u64) -> Imei {
+    Imei::with_check_digit(35_341_903_000_000 + n).unwrap()
+}
+
+/// An IMEI owned by `shard` of `shards`.
+fn owned_by(shard: usize, shards: usize) -> Imei {
+    (1..)
+        .map(imei)
+        .find(|i| owner_shard(*i, shards) == shard)
+        .unwrap()
+}
+
+fn settings(shard: usize, shards: usize) -> Settings {
+    let mut s = Settings::new(&Config::default(), shard, shards);
+    s.geo = None;
+    s
+}
+
+fn geo() -> GeoSettings {
+    GeoSettings {
+        max_pending: 2,
+        addresses: false,
+        language: Language::Chinese,
+    }
+}
+
+struct Beacons(Vec<Beacon>);
+
+impl BeaconDirectory for Beacons {
+    fn beacon(&self, mac: u64) -> Option<Arc<Beacon>> {
+        self.0.iter().find(|b| b.mac == mac).cloned().map(Arc::new)
+    }
+}
+
+fn core_with(settings: Settings, beacons: Arc<dyn BeaconDirectory>) -> Ingest {
+    Ingest::new(settings, "test", Arc::new(AtomicU32::new(100)), beacons)
+}
+
+fn core() -> Ingest {
+    core_with(settings(0, 1), Arc::new(()))
+}
+
+fn frame(message: &Message<'_>, serial: u16) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    message.encode(serial, &mut out).unwrap();
+    out.to_vec()
+}
+
+fn login_frame(imei: Imei, serial: u16) -> Vec<u8> {
+    frame(
+        &Message::Login(Login {
+            imei,
+            type_code: Some(0x2404),
+            tz_language: Some(TzLanguage::new(480, 1)),
+        }),
+        serial,
+    )
+}
+
+fn heartbeat() -> Message<'static> {
+    Message::Heartbeat(Heartbeat {
+        extended: false,
+        status: HeartbeatStatus {
+            terminal_info: 0x44,
+            battery: 87,
+            gsm_signal: 4,
+        },
+        language: Some(1),
+        extension: &[],
+    })
+}
+
+/// Feeds every frame of `bytes` as the server does: until one ends the connection.
+fn feed(badge: &mut Badge, core: &mut Ingest, bytes: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    let mut decoder = FrameDecoder::default();
+    let mut pos = 0;
+    while let Some(f) = decoder.next_frame(bytes, &mut pos) {
+        badge.on_frame(&f, NOW, core, &mut out);
+        if out.end.is_some() {
+            break;
+        }
+    }
+    out
+}
+
+/// The frames written to the badge: (protocol, serial, content).
+fn replies(out: &Outcome) -> Vec<(u8, u16, Vec<u8>)> {
+    let mut decoder = FrameDecoder::default();
+    let frames: Vec<_> = decoder
+        .frames(&out.replies)
+        .map(|f| (f.protocol, f.serial, f.content.to_vec()))
+        .collect();
+    assert_eq!(decoder.stats.rejected(), 0, "every reply is a good frame");
+    frames
+}
+
+fn tables(out: &Outcome) -> Vec<&'static str> {
+    out.rows.iter().map(|r| r.table().name()).collect()
+}
+
+fn logged_in(core: &mut Ingest, imei: Imei) -> Badge {
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+    let out = feed(&mut badge, core, &login_frame(imei, 1));
+    assert_eq!(replies(&out), [(n::LOGIN, 1, vec![])]);
+    badge
+}
+
+#[test]
+fn before_login_only_time_syncs_are_answered() {
+    let mut core = core();
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+    let out = feed(&mut badge, &mut core, &frame(&heartbeat(), 7));
+    assert!(out.replies.is_empty() && out.rows.is_empty());
+    assert_eq!(core.counters.prelogin_drops, 1);
+    let sync = Message::TimeSync(TimeSyncRequest {
+        device_time: None,
+        language: 2,
+    });
+    let out = feed(&mut badge, &mut core, &frame(&sync, 8));
+    assert_eq!(replies(&out).len(), 1);
+    assert_eq!(replies(&out)[0].0, n::TIME_SYNC);
+    assert!(out.rows.is_empty());
+    assert_eq!(badge.imei(), None);
+}
+
+#[test]
+fn a_login_is_acknowledged_recorded_and_opens_a_session() {
+    let mut core = core();
+    let badge = logged_in(&mut core, imei(1));
+    assert_eq!(badge.imei(), Some(imei(1)));
+    assert_eq!(core.counters.logins, 1);
+    assert_eq!(core.device(imei(1)).map(|d| d.device_type), Some(0x2404));
+    assert_eq!(core.counters().sessions, 1);
+}
+
+#[test]
+fn a_login_for_another_shard_is_handed_off_uncounted() {
+    let imei = owned_by(1, 2);
+    let mut core = core_with(settings(0, 2), Arc::new(()));
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+    let mut bytes = login_frame(imei, 1);
+    bytes.extend(frame(&heartbeat(), 2));
+    let out = feed(&mut badge, &mut core, &bytes);
+    assert_eq!(out.end, Some(End::Handoff { owner: 1 }));
+    assert!(out.replies.is_empty() && out.rows.is_empty());
+    assert_eq!(core.frames.iter().sum::<u64>(), 0);
+    assert_eq!(core.counters.logins, 0);
+    // Handed over, the owner takes it whatever the hash says.
+    let mut owner = core_with(settings(1, 2), Arc::new(()));
+    let mut adopted = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), true);
+    let out = feed(&mut adopted, &mut owner, &bytes);
+    assert_eq!(out.end, None);
+    assert_eq!(
+        replies(&out),
+        [(n::LOGIN, 1, vec![]), (n::HEARTBEAT, 2, vec![])]
+    );
+    assert_eq!(tables(&out), ["device_events", "heartbeats"]);
+}
+
+#[test]
+fn a_newer_connection_replaces_the_older_without_an_offline_row() {
+    let mut core = core();
+    let mut first = logged_in(&mut core, imei(1));
+    let mut second = Badge::new(2, "127.0.0.1:5001".parse().unwrap(), false);
+    let out = feed(&mut second, &mut core, &login_frame(imei(1), 1));
+    assert_eq!(out.replaced, [1]);
+    let Record::DeviceEvents(row) = &out.rows[0] else {
+        panic!()
+    };
+    assert_eq!(row.event, enums::EVENT_RECONNECT);
+    assert_eq!(core.counters.reconnects, 1);
+    let mut out = Outcome::default();
+    first.on_close(CloseReason::Replaced, NOW, &mut core, &mut out);
+    assert!(out.rows.is_empty(), "the badge is not offline");
+    second.on_close(CloseReason::PeerClosed, NOW, &mut core, &mut out);
+    let Record::DeviceEvents(row) = &out.rows[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (row.event, row.reason.as_str()),
+        (enums::EVENT_OFFLINE, "peer_closed")
+    );
+    assert_eq!(core.device(imei(1)).map(|d| d.imei), None);
+}
+
+#[test]
+fn a_repeated_login_is_acknowledged_and_another_imei_closes() {
+    let mut core = core();
+    let mut badge = logged_in(&mut core, imei(1));
+    let out = feed(&mut badge, &mut core, &login_frame(imei(1), 2));
+    assert_eq!(replies(&out), [(n::LOGIN, 2, vec![])]);
+    assert_eq!(tables(&out), ["device_events"]);
+    let out = feed(&mut badge, &mut core, &login_frame(imei(2), 3));
+    assert_eq!(out.end, Some(End::Close(CloseReason::ImeiChanged)));
+    assert!(out.replies.is_empty());
+}
+
+#[test]
+fn every_message_gets_its_reply_and_rows() {
+    let net = MobileNetwork::new(460, 0);
+    let fix = GpsFix::new(22.543099, 114.057868, 12, 90, 9, true, true);
+    let mut cells = [Cell2g::new(0, 0, 0); 7];
+    cells[0] = Cell2g::new(0x2795, 0x0E5A21, 60);
+    let aps = [WifiAp::new([1, 2, 3, 4, 5, 6], 70)];
+    let sightings = [
+        BeaconSighting::new(
+            -60,
+            [0xC1, 0, 0, 0, 0, 1],
+            [0xFD; 16],
+            10,
+            1,
+            BeaconBattery::Centivolts(301),
+        ),
+        BeaconSighting::new(
+            -75,
+            [0xC1, 0, 0, 0, 0, 2],
+            [0xFD; 16],
+            10,
+            2,
+            BeaconBattery::Percent(88),
+        ),
+    ];
+    let status = AlarmStatus {
+        terminal_info: 0x44,
+        voltage_level: 5,
+        gsm_signal: 4,
+        alarm_code: 0x01,
+        language: 1,
+    };
+    let punch = PunchBody {
+        time: TIME,
+        rssi: -58,
+        mac: [0xC1, 0, 0, 0, 0, 9],
+        uuid: [0xFD; 16],
+        major: U16::new(10),
+        minor: U16::new(9),
+        battery_centivolts: U16::new(300),
+        terminal_info: TerminalInfo::for_attendance(AttendanceKind::ClockIn).0,
+        reserved: [0xAB, 0xCD],
+    };
+    let head = AttendanceHead {
+        time: TIME,
+        gps_flag: 1,
+        reserved: [0x12, 0x34],
+        fix,
+        terminal_info: TerminalInfo::for_attendance(AttendanceKind::ClockOut).0,
+        voltage_level: 6,
+        gsm_signal: 3,
+        reserved_ext: [0, 0],
+    };
+    let lbs = |protocol| {
+        Message::Lbs(LbsReport {
+            protocol,
+            time: TIME,
+            network: net,
+            cells: Cells::G2(&cells),
+            timing_advance: Some(0),
+            language: Some(1),
+        })
+    };
+    // (message, the reply's protocol if any, the tables of its rows)
+    let cases: Vec<(Message<'_>, Option<u8>, Vec<&str>)> = vec![
+        (heartbeat(), Some(n::HEARTBEAT), vec!["heartbeats"]),
+        (
+            Message::Gps(GpsReport {
+                generation: Generation::G2,
+                time: TIME,
+                fix,
+                tail: None,
+            }),
+            None,
+            vec!["locations"],
+        ),
+        (lbs(n::LBS_MULTI), None, vec!["locations"]),
+        (
+            lbs(n::LBS_MULTI_REPLY),
+            Some(n::LBS_MULTI_REPLY),
+            vec!["locations"],
+        ),
+        (
+            Message::Wifi(WifiReport {
+                time: TIME,
+                network: net,
+                cells: Cells::G2(&cells),
+                timing_advance: 0,
+                aps: &aps,
+            }),
+            None,
+            vec!["locations"],
+        ),
+        (
+            Message::TimeSync(TimeSyncRequest {
+                device_time: None,
+                language: 1,
+            }),
+            Some(n::TIME_SYNC),
+            vec![],
+        ),
+        (Message::TimeSync2, Some(n::TIME_SYNC_2), vec![]),
+        (
+            Message::Alarm(Alarm {
+                source: AlarmSource::Lbs,
+                body: AlarmBody::Lbs {
+                    network: net,
+                    cell: CellId4g::new(0x2795, 0x0E5A21),
+                    status,
+                },
+            }),
+            Some(n::ALARM_ACK),
+            vec!["alarms"],
+        ),
+        (
+            Message::AddressRequest(AddressRequest {
+                protocol: n::ADDRESS_QUERY,
+                time: TIME,
+                body: zerocopy::IntoBytes::as_bytes(&fix),
+                language: 2,
+            }),
+            // Without a geo service, an empty English address at once.
+            Some(n::ADDRESS_REPLY_EN),
+            vec!["locations"],
+        ),
+        (
+            Message::Attendance(Attendance {
+                head,
+                network: net,
+                cells: Cells::G2(&cells),
+                timing_advance: 0,
+                aps: &[],
+            }),
+            Some(n::ATTENDANCE),
+            vec!["attendance"],
+        ),
+        (
+            Message::BluetoothPunch(BluetoothPunch { body: punch }),
+            Some(n::BT_PUNCH),
+            vec!["bluetooth"],
+        ),
+        (
+            Message::BluetoothLocation(BluetoothLocation {
+                time: TIME,
+                beacons: &sightings,
+            }),
+            None,
+            vec!["bluetooth", "bluetooth"],
+        ),
+        (
+            Message::GeneralInfo(GeneralInfo::GpsStatus(3)),
+            None,
+            vec!["device_info"],
+        ),
+        (
+            Message::CommandReply(CommandReply {
+                length: 9,
+                server_flag: 42,
+                text: b"OK!",
+                language: Some(1),
+            }),
+            None,
+            vec!["command_log"],
+        ),
+        (
+            Message::Unknown {
+                protocol: 0x5A,
+                content: &[1, 2, 3],
+            },
+            None,
+            vec!["raw_frames"],
+        ),
+    ];
+    let mut core = core();
+    let mut badge = logged_in(&mut core, imei(1));
+    for (i, (message, reply, rows)) in cases.iter().enumerate() {
+        let serial = 10 + i as u16;
+        let out = feed(&mut badge, &mut core, &frame(message, serial));
+        let got: Vec<(u8, u16)> = replies(&out).into_iter().map(|(p, s, _)| (p, s)).collect();
+        let want: Vec<(u8, u16)> = reply.iter().map(|p| (*p, serial)).collect();
+        assert_eq!(got, want, "reply to {message:?}");
+        assert_eq!(&tables(&out), rows, "rows of {message:?}");
+        assert!(out.lookups.is_empty() && out.end.is_none());
+        for row in &out.rows {
+            assert_eq!(row.imei(), imei(1).as_u64());
+        }
+    }
+    assert_eq!(core.counters.decode_errors, 0);
+    // The attendance (voltage level 6) came after the heartbeat (87 %).
+    assert_eq!(core.device(imei(1)).and_then(|d| d.battery), Some(100));
+    // Every row has its own key.
+    let mut seen = std::collections::HashSet::new();
+    let mut badge2 = logged_in(&mut core, imei(2));
+    let out = feed(&mut badge2, &mut core, &frame(&heartbeat(), 1));
+    for r in &out.rows {
+        assert!(seen.insert(r.ingest_seq()));
+    }
+}
+
+#[test]
+fn content_that_does_not_decode_is_kept_raw_and_counted() {
+    let mut core = core();
+    let mut badge = logged_in(&mut core, imei(1));
+    let mut bytes = BytesMut::new();
+    crate::protocol::frame::write_frame_bytes(&mut bytes, n::ATTENDANCE, 9, &[1, 2, 3]).unwrap();
+    let out = feed(&mut badge, &mut core, &bytes);
+    assert!(out.replies.is_empty());
+    assert_eq!(tables(&out), ["raw_frames"]);
+    assert_eq!(core.counters.decode_errors, 1);
+}
+
+#[test]
+fn commands_queued_offline_follow_the_login_ack_and_their_reply_is_matched() {
+    let mut core = core();
+    let mut rows = Vec::new();
+    let (command, delivery) = core
+        .submit(
+            imei(1),
+            CommandKind::OnlineCommand,
+            "WHERE#".into(),
+            None,
+            NOW,
+            &mut rows,
+        )
+        .unwrap();
+    assert!(delivery.is_none());
+    assert_eq!(rows.len(), 1, "queued is a status change");
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+    let out = feed(&mut badge, &mut core, &login_frame(imei(1), 1));
+    let frames = replies(&out);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].0, n::LOGIN, "the ack first");
+    assert_eq!(frames[1].0, n::ONLINE_COMMAND);
+    assert_eq!(&frames[1].2[1..5], &command.id.to_be_bytes());
+    assert_eq!(tables(&out), ["device_events", "command_log"]);
+    let reply = Message::CommandReply(CommandReply {
+        length: 11,
+        server_flag: command.id,
+        text: b"LAT:1",
+        language: Some(1),
+    });
+    let out = feed(&mut badge, &mut core, &frame(&reply, 2));
+    let Record::CommandLog(row) = &out.rows[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (row.status, row.text.as_str(), row.reply_text.as_str()),
+        (enums::STATUS_REPLIED, "WHERE#", "LAT:1")
+    );
+    assert_eq!(core.commands(imei(1))[0].status, CommandStatus::Replied);
+    // An online badge gets a command at once, through its connection.
+    let (_, delivery) = core
+        .submit(
+            imei(1),
+            CommandKind::Message,
+            "hi".into(),
+            None,
+            NOW,
+            &mut rows,
+        )
+        .unwrap();
+    assert_eq!(delivery.map(|d| d.conn_id), Some(1));
+}
+
+#[test]
+fn rows_wait_for_lookups_within_a_bound_and_owe_their_replies() {
+    let mut s = settings(0, 1);
+    s.geo = Some(geo());
+    let mut core = core_with(s, Arc::new(()));
+    let mut badge = logged_in(&mut core, imei(1));
+    let fix = GpsFix::new(22.543099, 114.057868, 12, 90, 9, true, true);
+    let request = |serial| {
+        frame(
+            &Message::AddressRequest(AddressRequest {
+                protocol: n::ADDRESS_QUERY,
+                time: TIME,
+                body: zerocopy::IntoBytes::as_bytes(&fix),
+                language: 2,
+            }),
+            serial,
+        )
+    };
+    let out = feed(&mut badge, &mut core, &request(1));
+    assert!(out.replies.is_empty(), "the reply waits for the address");
+    assert!(out.rows.is_empty());
+    assert_eq!(out.lookups.len(), 1);
+    let lookup = &out.lookups[0];
+    assert_eq!(lookup.owed, Some(Owed::Address { english: true }));
+    assert_eq!(lookup.language, Language::English);
+    assert_eq!(
+        lookup.want.position,
+        Some((fix.latitude(), fix.longitude()))
+    );
+    // An alarm: 0x26 at once, its ALARMSMS once the lookup is done.
+    let alarm = Message::Alarm(Alarm {
+        source: AlarmSource::SingleFence,
+        body: AlarmBody::Fence {
+            time: TIME,
+            fix,
+            lbs_length: 12,
+            network: MobileNetwork::new(460, 0),
+            cell: CellId4g::new(0x2795, 0x0E5A21),
+            status: AlarmStatus {
+                terminal_info: 0,
+                voltage_level: 5,
+                gsm_signal: 4,
+                alarm_code: 1,
+                language: 1,
+            },
+            fence_id: None,
+        },
+    });
+    let mut out2 = feed(&mut badge, &mut core, &frame(&alarm, 2));
+    assert_eq!(replies(&out2), [(n::ALARM_ACK, 2, vec![])]);
+    let alarm_lookup = out2.lookups.pop().unwrap();
+    assert_eq!(alarm_lookup.owed, Some(Owed::AlarmSms));
+    // Two wait (the bound): the third is stored at once and answered empty.
+    let out3 = feed(&mut badge, &mut core, &request(3));
+    assert!(out3.lookups.is_empty());
+    assert_eq!(tables(&out3), ["locations"]);
+    assert_eq!(replies(&out3)[0].0, n::ADDRESS_REPLY_EN);
+    assert_eq!(
+        (core.counters.geo_skipped, core.counters.geo_replies_empty),
+        (1, 1)
+    );
+    // Done: the row with its address, the owed reply with it.
+    let mut reply = BytesMut::new();
+    let found = Found {
+        fix: None,
+        address: Some("深圳".into()),
+        missed: false,
+    };
+    let row = core.finish_lookup(alarm_lookup, found, &mut reply);
+    let Record::Alarms(row) = row else { panic!() };
+    assert_eq!(row.address, "深圳");
+    let mut d = FrameDecoder::default();
+    let sms: Vec<_> = d.frames(&reply).map(|f| (f.protocol, f.serial)).collect();
+    assert_eq!(sms, [(n::LBS_ADDRESS_REQUEST, 2)]);
+    assert_eq!(core.counters.geo_alarm_sms, 1);
+    assert_eq!(core.counters.geo_pending, 2);
+    core.lookup_stored();
+    assert_eq!(core.counters.geo_pending, 1);
+}
+
+#[test]
+fn known_beacons_enrich_their_rows_and_the_best_becomes_a_location() {
+    let registry = Beacons(vec![Beacon {
+        mac: 0xC100_0000_0002,
+        name: "gate".into(),
+        lat: 22.5,
+        lon: 114.0,
+        address: "Gate 1".into(),
+        active: true,
+    }]);
+    let mut core = core_with(settings(0, 1), Arc::new(registry));
+    let mut badge = logged_in(&mut core, imei(1));
+    let sightings = [
+        BeaconSighting::new(
+            -60,
+            [0xC1, 0, 0, 0, 0, 1],
+            [0xFD; 16],
+            10,
+            1,
+            BeaconBattery::Centivolts(301),
+        ),
+        BeaconSighting::new(
+            -75,
+            [0xC1, 0, 0, 0, 0, 2],
+            [0xFD; 16],
+            10,
+            2,
+            BeaconBattery::Percent(88),
+        ),
+    ];
+    let report = Message::BluetoothLocation(BluetoothLocation {
+        time: TIME,
+        beacons: &sightings,
+    });
+    let out = feed(&mut badge, &mut core, &frame(&report, 5));
+    assert_eq!(tables(&out), ["bluetooth", "bluetooth", "locations"]);
+    let Record::Locations(loc) = &out.rows[2] else {
+        panic!()
+    };
+    assert_eq!(
+        (loc.lat, loc.lon, loc.address.as_str()),
+        (22.5, 114.0, "Gate 1")
+    );
+    assert_eq!(
+        (core.counters.beacons_known, core.counters.beacons_unknown),
+        (1, 1)
+    );
+    let (unknown, overflow) = core.unknown_beacons();
+    assert_eq!(
+        (unknown.len(), unknown[0].mac, overflow),
+        (1, 0xC100_0000_0001, 0)
+    );
+}
+
+#[test]
+fn the_log_rows_of_expired_commands_are_counted_records() {
+    let mut core = core();
+    let mut rows = Vec::new();
+    core.submit(
+        imei(1),
+        CommandKind::OnlineCommand,
+        "WHERE#".into(),
+        None,
+        NOW,
+        &mut rows,
+    )
+    .unwrap();
+    let ttl = core.settings().command_ttl.as_secs() as u32;
+    core.expire_commands(NOW + ttl + 1, &mut rows);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(core.counters.records, 2);
+}

@@ -1,0 +1,286 @@
+//! The life of a shard thread: a glommio executor pinned to a core, with
+//! its own `SO_REUSEPORT` listener, its inbox, one coarse timer, and the
+//! shutdown that lets every connection finish its frames.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::config::Config;
+use crate::geo::GeoHandle;
+use crate::ingest::{CloseReason, Ingest, Liveness, Outcome};
+use crate::logging::LogLimit;
+use crate::metrics::{latency_histogram, ShardMetrics};
+use crate::protocol::{FrameConfig, FrameDecoder};
+use crate::sink::SinkHandle;
+
+use super::connection::{self, Conn};
+use super::limits::{ConnectionLimits, Refused};
+use super::rows::RowQueue;
+use super::shard::{unix_now, Handoff, Shard, ShardMsg};
+
+/// How long a shutdown lets connections write the answers to their last
+/// frames before their writing side is shut as well.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything a shard thread needs to start.
+pub(crate) struct ShardStart {
+    pub id: usize,
+    pub listen: SocketAddr,
+    pub config: Arc<Config>,
+    pub core: Ingest,
+    pub inbox: flume::Receiver<ShardMsg>,
+    pub peers: Vec<flume::Sender<ShardMsg>>,
+    pub sink: SinkHandle,
+    pub limits: Arc<ConnectionLimits>,
+    pub next_conn_id: Arc<std::sync::atomic::AtomicU64>,
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    pub geo: Option<GeoHandle>,
+}
+
+pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
+    let listener = match TcpListener::bind(start.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = start.ready.send(Err(format!(
+                "shard {}: cannot listen on {}: {e}",
+                start.id, start.listen
+            )));
+            return ShardMetrics::new(start.id);
+        }
+    };
+    let config = start.config.clone();
+    let shard = Rc::new(Shard {
+        id: start.id,
+        core: RefCell::new(start.core),
+        decoder: RefCell::new(FrameDecoder::new(FrameConfig {
+            max_frame_len: config.protocol.max_frame,
+            accept_bad_crc: config.protocol.accept_bad_crc,
+        })),
+        buf: RefCell::new(vec![0u8; config.server.read_buffer].into_boxed_slice()),
+        outcome: RefCell::new(Outcome::default()),
+        conns: RefCell::new(HashMap::new()),
+        peers: start.peers,
+        rows: RowQueue::new(start.sink),
+        limits: start.limits,
+        stopping: Cell::new(false),
+        accept_log: LogLimit::per_second(),
+        geo: start.geo,
+        reply_latency: RefCell::new(latency_histogram()),
+        config,
+    });
+    let _ = start.ready.send(Ok(()));
+
+    let accept = glommio::spawn_local(accept_loop(shard.clone(), listener, start.next_conn_id));
+    let timer = glommio::spawn_local(timer_loop(shard.clone()));
+
+    while let Ok(msg) = start.inbox.recv_async().await {
+        match msg {
+            ShardMsg::Handoff(h) => adopt(&shard, h),
+            ShardMsg::Metrics(reply) => {
+                let _ = reply.try_send(shard.snapshot());
+            }
+            ShardMsg::Devices { limit, reply } => {
+                let _ = reply.try_send(shard.core.borrow().devices(limit));
+            }
+            ShardMsg::Device { imei, reply } => {
+                let _ = reply.try_send(shard.core.borrow().device(imei));
+            }
+            ShardMsg::Command {
+                imei,
+                kind,
+                text,
+                wait,
+                reply,
+            } => {
+                let _ = reply.try_send(shard.submit(imei, kind, text, wait));
+            }
+            ShardMsg::Commands { imei, reply } => {
+                let _ = reply.try_send(shard.core.borrow().commands(imei));
+            }
+            ShardMsg::UnknownBeacons(reply) => {
+                let _ = reply.try_send(shard.core.borrow_mut().unknown_beacons());
+            }
+            ShardMsg::ResetLatency => shard.reply_latency.borrow_mut().reset(),
+            ShardMsg::Shutdown => break,
+        }
+    }
+
+    shard.stopping.set(true);
+    accept.cancel().await;
+    for conn in shard.conns.borrow().values() {
+        conn.close(CloseReason::Shutdown);
+    }
+    // Connections finish their in-flight frames and hand their records to
+    // the sink; sockets handed to us meanwhile are closed unprocessed. A
+    // connection still writing after the grace period (its badge stopped
+    // reading) has its writing side shut too, which ends the write.
+    //
+    // There is no deadline after which records are given up: a connection
+    // still here is waiting for room in the sink queue, which drains into
+    // ClickHouse or, failing that, the spool. Dropping it would lose rows
+    // the badges were already answered for.
+    // Replies owed to a geo lookup are written once it answers, which is
+    // at most the deadline away.
+    let grace = Instant::now()
+        + match shard.geo {
+            Some(_) => shard.config.geo.deadline() + SHUTDOWN_WRITE_GRACE,
+            None => SHUTDOWN_WRITE_GRACE,
+        };
+    let mut forced = false;
+    let mut next_warning = Instant::now() + Duration::from_secs(30);
+    while !shard.conns.borrow().is_empty() {
+        // Dropping a handoff closes its socket unprocessed.
+        while start.inbox.try_recv().is_ok() {}
+        if !forced && Instant::now() >= grace {
+            forced = true;
+            for conn in shard.conns.borrow().values() {
+                conn.force_close();
+            }
+        }
+        if Instant::now() >= next_warning {
+            next_warning += Duration::from_secs(30);
+            tracing::warn!(
+                shard = shard.id,
+                connections = shard.conns.borrow().len(),
+                "shutdown still waiting for connections to hand their records to the sink (is ClickHouse or the spool stuck?)"
+            );
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    // Rows still waiting for the geo service: each waits at most the
+    // deadline, then is queued with or without its position.
+    while shard.counters().geo_pending > 0 {
+        while start.inbox.try_recv().is_ok() {}
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    while start.inbox.try_recv().is_ok() {}
+    timer.cancel().await;
+    shard.rows.drain_backlog().await;
+    shard.snapshot()
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => {
+                backoff = Duration::from_millis(5);
+                s
+            }
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                let out_of_fds =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                if out_of_fds {
+                    shard.counters().emfile += 1;
+                } else {
+                    shard.counters().accept_errors += 1;
+                }
+                if let Some(suppressed) = shard.accept_log.check() {
+                    tracing::warn!(shard = shard.id, error = %e, suppressed, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                }
+                // Out of descriptors the listener stays readable: sleeping is
+                // what keeps this from spinning.
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let permit = match shard.limits.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                match why {
+                    Refused::Total => shard.counters().connections_refused_limit += 1,
+                    Refused::PerIp => shard.counters().connections_refused_per_ip += 1,
+                }
+                if let Some(suppressed) = shard.accept_log.check() {
+                    tracing::warn!(shard = shard.id, %peer, ?why, suppressed, "connection refused by limit");
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let accepted = Instant::now();
+        let shared = shard.register(conn_id, std::os::fd::AsRawFd::as_raw_fd(&stream), accepted);
+        shard.counters().connections_accepted += 1;
+        let conn = Conn::new(conn_id, peer, shared, permit, false);
+        glommio::spawn_local(connection::run(shard.clone(), stream, conn, Vec::new())).detach();
+    }
+}
+
+/// Takes over a socket from another shard.
+fn adopt(shard: &Rc<Shard>, h: Handoff) {
+    if shard.stopping.get() {
+        return;
+    }
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(h.fd);
+    // SAFETY: the sending shard dup'ed this fd for us and closed its own copy;
+    // `into_raw_fd` handed its ownership to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let shared = shard.register(h.conn_id, fd, h.accepted);
+    shard.counters().handoffs_in += 1;
+    let conn = Conn::new(h.conn_id, h.peer, shared, h.permit, true);
+    glommio::spawn_local(connection::run(shard.clone(), stream, conn, h.bytes)).detach();
+}
+
+/// One coarse timer per shard closes connections that never logged in or
+/// went silent, instead of a timer per read, and expires queued commands.
+async fn timer_loop(shard: Rc<Shard>) {
+    let period = Duration::from_millis(shard.config.server.timer_interval_ms);
+    let deadlines = shard.core.borrow().settings().deadlines;
+    loop {
+        glommio::timer::sleep(period).await;
+        let now = Instant::now();
+        let (mut login_timeouts, mut idle_timeouts) = (0, 0);
+        for conn in shard.conns.borrow().values() {
+            if conn.close.get().is_some() {
+                continue;
+            }
+            let liveness = Liveness {
+                logged_in: conn.logged_in.get(),
+                age: now.duration_since(conn.accepted),
+                silent: now.duration_since(conn.last_seen.get()),
+            };
+            match deadlines.check(liveness) {
+                Some(reason @ CloseReason::LoginTimeout) => {
+                    conn.close(reason);
+                    login_timeouts += 1;
+                }
+                Some(reason) => {
+                    conn.close(reason);
+                    idle_timeouts += 1;
+                }
+                None => {}
+            }
+        }
+        {
+            let mut c = shard.counters();
+            c.login_timeouts += login_timeouts;
+            c.idle_timeouts += idle_timeouts;
+        }
+        let mut rows = Vec::new();
+        shard
+            .core
+            .borrow_mut()
+            .expire_commands(unix_now(), &mut rows);
+        for row in rows {
+            shard.rows.emit(row);
+        }
+        shard.rows.drain_backlog().await;
+    }
+}
