@@ -1,13 +1,14 @@
 //! badge-ingest: an ingestion engine for fleets of KKS Bluetooth work badges.
 //!
 //! Badges speak the Concox GT06-family binary protocol over TCP. Data flows one
-//! way: socket → [`protocol::frame`] → [`protocol::message`] → record → batch →
-//! ClickHouse, and back only for replies ([`protocol::reply`]) and commands
+//! way: socket ([`server`]) → [`protocol::frame`] → [`protocol::message`] →
+//! the ingest core ([`ingest`]) → [`record`] → batch ([`sink`]) → ClickHouse,
+//! and back only for replies ([`protocol::reply`]) and commands
 //! ([`protocol::downlink`]).
 //!
-//! The [`protocol`] module is pure: bytes in, typed messages out; typed replies
-//! in, bytes out. It does no I/O and reads no clock, so every part of it can be
-//! tested and fuzzed in isolation.
+//! [`protocol`] and [`ingest`] are pure: bytes and frames in, decisions out,
+//! no I/O and no clock (time is passed in), so every part of them can be
+//! tested and fuzzed without sockets.
 
 pub mod app;
 pub mod beacons;

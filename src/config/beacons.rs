@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{bad, ConfigError};
 
 /// The `[beacons]` section of the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,12 +38,6 @@ impl Default for BeaconsConfig {
 
 impl BeaconsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(key: &'static str, reason: &str) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        }
         if self.file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return bad("beacons.file", "must name a file (or be left out)");
         }

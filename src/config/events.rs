@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::EventKind;
 
-use super::ConfigError;
+use super::{bad, ConfigError};
 
 /// The `[events]` section of the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -75,12 +75,6 @@ impl Default for WebhookConfig {
 
 impl EventsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        }
         if !(1..=10_000_000).contains(&self.queue) {
             return bad("events.queue", "must be between 1 and 10000000");
         }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::lookup::Language;
 
-use super::ConfigError;
+use super::{bad, ConfigError};
 
 /// The `[geo]` section of the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,12 +100,6 @@ impl GeoConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        }
         fn url_ok(url: &str) -> Result<(), String> {
             let u = reqwest::Url::parse(url).map_err(|e| format!("`{url}`: {e}"))?;
             if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {

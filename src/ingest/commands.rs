@@ -99,6 +99,16 @@ pub enum CommandError {
     QueueFull { imei: Imei, max: usize },
 }
 
+/// A command as asked for on the control socket.
+#[derive(Debug)]
+pub struct CommandRequest {
+    pub imei: Imei,
+    pub kind: CommandKind,
+    pub text: String,
+    /// `send --wait`: the final status is sent here too.
+    pub wait: Option<flume::Sender<CommandView>>,
+}
+
 /// A frame for the connection that serves a badge.
 #[derive(Debug)]
 pub struct Delivery {
@@ -168,20 +178,21 @@ impl Commands {
     }
 
     /// Accepts a command: written at once to an online badge (`session`),
-    /// queued for an offline one (bounded), logged either way. With `wait`,
-    /// the final status is sent there too.
-    #[allow(clippy::too_many_arguments)]
+    /// queued for an offline one (bounded), logged either way.
     pub fn submit(
         &mut self,
-        imei: Imei,
-        kind: CommandKind,
-        text: String,
-        wait: Option<flume::Sender<CommandView>>,
+        request: CommandRequest,
         now: u32,
         session: Option<&mut Session>,
         keys: &mut IngestKeys,
         rows: &mut Vec<Record>,
     ) -> Result<(CommandView, Option<Delivery>), CommandError> {
+        let CommandRequest {
+            imei,
+            kind,
+            text,
+            wait,
+        } = request;
         validate(kind, &text)?;
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let mut command = CommandView {
@@ -404,6 +415,19 @@ mod tests {
         )
     }
 
+    fn req(
+        kind: CommandKind,
+        text: impl Into<String>,
+        wait: Option<flume::Sender<CommandView>>,
+    ) -> CommandRequest {
+        CommandRequest {
+            imei: imei(),
+            kind,
+            text: text.into(),
+            wait,
+        }
+    }
+
     fn session() -> Session {
         let login = Login {
             imei: imei(),
@@ -430,10 +454,7 @@ mod tests {
         for text in ["WHERE#", "STATUS#"] {
             let (view, delivery) = c
                 .submit(
-                    imei(),
-                    CommandKind::OnlineCommand,
-                    text.into(),
-                    None,
+                    req(CommandKind::OnlineCommand, text, None),
                     100,
                     None,
                     &mut keys,
@@ -445,10 +466,7 @@ mod tests {
         }
         let full = c
             .submit(
-                imei(),
-                CommandKind::OnlineCommand,
-                "X".into(),
-                None,
+                req(CommandKind::OnlineCommand, "X", None),
                 100,
                 None,
                 &mut keys,
@@ -489,10 +507,7 @@ mod tests {
         let (tx, rx) = flume::bounded(1);
         let (queued, _) = c
             .submit(
-                imei(),
-                CommandKind::OnlineCommand,
-                "WHERE#".into(),
-                Some(tx),
+                req(CommandKind::OnlineCommand, "WHERE#", Some(tx)),
                 100,
                 None,
                 &mut keys,
@@ -533,10 +548,7 @@ mod tests {
         let mut s = session();
         let (view, delivery) = c
             .submit(
-                imei(),
-                CommandKind::Message,
-                "好".into(),
-                None,
+                req(CommandKind::Message, "好", None),
                 200,
                 Some(&mut s),
                 &mut keys,
@@ -562,7 +574,7 @@ mod tests {
         let mut keys = IngestKeys::new("t", 0);
         let mut rows = Vec::new();
         let mut submit = |kind, text: String| {
-            c.submit(imei(), kind, text, None, 1, None, &mut keys, &mut rows)
+            c.submit(req(kind, text, None), 1, None, &mut keys, &mut rows)
                 .map(|(v, _)| v.status)
         };
         assert!(submit(CommandKind::OnlineCommand, "x".repeat(250)).is_err());

@@ -39,7 +39,9 @@ use crate::record::lookup::{BeaconDirectory, Language};
 use crate::record::{IngestKeys, Record};
 
 pub use badge::Badge;
-pub use commands::{CommandError, CommandKind, CommandStatus, CommandView, Commands, Delivery};
+pub use commands::{
+    CommandError, CommandKind, CommandRequest, CommandStatus, CommandView, Commands, Delivery,
+};
 pub use deadlines::{Deadlines, Liveness};
 pub use outcome::{CloseReason, End, Found, Lookup, Outcome, Owed};
 pub use session::{owner_shard, DeviceView, Session};
@@ -152,18 +154,15 @@ impl Ingest {
     /// the frame to write when it is online, and its log rows in `rows`.
     pub fn submit(
         &mut self,
-        imei: Imei,
-        kind: CommandKind,
-        text: String,
-        wait: Option<flume::Sender<CommandView>>,
+        request: CommandRequest,
         now: u32,
         rows: &mut Vec<Record>,
     ) -> Result<(CommandView, Option<Delivery>), CommandError> {
         let before = rows.len();
-        let session = self.sessions.get_mut(&imei);
-        let result =
-            self.commands
-                .submit(imei, kind, text, wait, now, session, &mut self.keys, rows);
+        let session = self.sessions.get_mut(&request.imei);
+        let result = self
+            .commands
+            .submit(request, now, session, &mut self.keys, rows);
         self.counters.records += (rows.len() - before) as u64;
         result
     }

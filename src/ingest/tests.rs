@@ -60,6 +60,15 @@ fn core() -> Ingest {
     core_with(settings(0, 1), Arc::new(()))
 }
 
+fn request(imei: Imei, kind: CommandKind, text: &str) -> CommandRequest {
+    CommandRequest {
+        imei,
+        kind,
+        text: text.into(),
+        wait: None,
+    }
+}
+
 fn frame(message: &Message<'_>, serial: u16) -> Vec<u8> {
     let mut out = BytesMut::new();
     message.encode(serial, &mut out).unwrap();
@@ -88,6 +97,27 @@ fn heartbeat() -> Message<'static> {
         language: Some(1),
         extension: &[],
     })
+}
+
+fn sightings() -> [BeaconSighting; 2] {
+    [
+        BeaconSighting::new(
+            -60,
+            [0xC1, 0, 0, 0, 0, 1],
+            [0xFD; 16],
+            10,
+            1,
+            BeaconBattery::Centivolts(301),
+        ),
+        BeaconSighting::new(
+            -75,
+            [0xC1, 0, 0, 0, 0, 2],
+            [0xFD; 16],
+            10,
+            2,
+            BeaconBattery::Percent(88),
+        ),
+    ]
 }
 
 /// Feeds every frame of `bytes` as the server does: until one ends the connection.
@@ -223,24 +253,7 @@ fn every_message_gets_its_reply_and_rows() {
     let mut cells = [Cell2g::new(0, 0, 0); 7];
     cells[0] = Cell2g::new(0x2795, 0x0E5A21, 60);
     let aps = [WifiAp::new([1, 2, 3, 4, 5, 6], 70)];
-    let sightings = [
-        BeaconSighting::new(
-            -60,
-            [0xC1, 0, 0, 0, 0, 1],
-            [0xFD; 16],
-            10,
-            1,
-            BeaconBattery::Centivolts(301),
-        ),
-        BeaconSighting::new(
-            -75,
-            [0xC1, 0, 0, 0, 0, 2],
-            [0xFD; 16],
-            10,
-            2,
-            BeaconBattery::Percent(88),
-        ),
-    ];
+    let sightings = sightings();
     let status = AlarmStatus {
         terminal_info: 0x44,
         voltage_level: 5,
@@ -433,10 +446,7 @@ fn commands_queued_offline_follow_the_login_ack_and_their_reply_is_matched() {
     let mut rows = Vec::new();
     let (command, delivery) = core
         .submit(
-            imei(1),
-            CommandKind::OnlineCommand,
-            "WHERE#".into(),
-            None,
+            request(imei(1), CommandKind::OnlineCommand, "WHERE#"),
             NOW,
             &mut rows,
         )
@@ -468,14 +478,7 @@ fn commands_queued_offline_follow_the_login_ack_and_their_reply_is_matched() {
     assert_eq!(core.commands(imei(1))[0].status, CommandStatus::Replied);
     // An online badge gets a command at once, through its connection.
     let (_, delivery) = core
-        .submit(
-            imei(1),
-            CommandKind::Message,
-            "hi".into(),
-            None,
-            NOW,
-            &mut rows,
-        )
+        .submit(request(imei(1), CommandKind::Message, "hi"), NOW, &mut rows)
         .unwrap();
     assert_eq!(delivery.map(|d| d.conn_id), Some(1));
 }
@@ -572,24 +575,7 @@ fn known_beacons_enrich_their_rows_and_the_best_becomes_a_location() {
     }]);
     let mut core = core_with(settings(0, 1), Arc::new(registry));
     let mut badge = logged_in(&mut core, imei(1));
-    let sightings = [
-        BeaconSighting::new(
-            -60,
-            [0xC1, 0, 0, 0, 0, 1],
-            [0xFD; 16],
-            10,
-            1,
-            BeaconBattery::Centivolts(301),
-        ),
-        BeaconSighting::new(
-            -75,
-            [0xC1, 0, 0, 0, 0, 2],
-            [0xFD; 16],
-            10,
-            2,
-            BeaconBattery::Percent(88),
-        ),
-    ];
+    let sightings = sightings();
     let report = Message::BluetoothLocation(BluetoothLocation {
         time: TIME,
         beacons: &sightings,
@@ -619,10 +605,7 @@ fn the_log_rows_of_expired_commands_are_counted_records() {
     let mut core = core();
     let mut rows = Vec::new();
     core.submit(
-        imei(1),
-        CommandKind::OnlineCommand,
-        "WHERE#".into(),
-        None,
+        request(imei(1), CommandKind::OnlineCommand, "WHERE#"),
         NOW,
         &mut rows,
     )

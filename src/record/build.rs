@@ -557,3 +557,58 @@ fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(keys: &mut IngestKeys, now: u32) -> Records<'_> {
+        Records {
+            ctx: RecordContext {
+                imei: Imei::with_check_digit(35_341_903_000_001).unwrap(),
+                server_time: now,
+                device_offset_minutes: 480,
+                serial: 1,
+                conn_id: 1,
+            },
+            keys,
+        }
+    }
+
+    #[test]
+    fn device_times_are_trusted_within_a_window_of_the_server_clock() {
+        let now: u32 = 1_749_988_800;
+        let mut keys = IngestKeys::new("t", 0);
+        let r = records(&mut keys, now);
+        // The badge's clock is UTC+8: its local time converts back to `unix`.
+        let at = |unix: i64| Some(DeviceTime::from_unix(unix, 480));
+        let now = i64::from(now);
+        assert_eq!(r.device_time(at(now - 3600)), ((now - 3600) as u32, 1));
+        assert_eq!(r.device_time(at(now + 86_400)), ((now + 86_400) as u32, 1));
+        // Too far ahead, too old, or no time at all: the server's time, flagged.
+        for t in [
+            at(now + 86_401),
+            at(now - MAX_DEVICE_TIME_AGE_SECS - 1),
+            None,
+        ] {
+            assert_eq!(r.device_time(t), (now as u32, 0), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn every_row_gets_the_next_key_of_its_shard() {
+        let mut keys = IngestKeys::new("host", 3);
+        let mut r = records(&mut keys, 1);
+        let Record::DeviceEvents(a) = r.disconnect(EVENT_OFFLINE, "p", "x") else {
+            panic!()
+        };
+        let Record::DeviceEvents(b) = r.disconnect(EVENT_OFFLINE, "p", "x") else {
+            panic!()
+        };
+        assert_eq!(
+            (a.ingest_instance, a.ingest_shard, a.ingest_seq),
+            ("host", 3, 1)
+        );
+        assert_eq!(b.ingest_seq, 2);
+    }
+}

@@ -92,14 +92,8 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             ShardMsg::Device { imei, reply } => {
                 let _ = reply.try_send(shard.core.borrow().device(imei));
             }
-            ShardMsg::Command {
-                imei,
-                kind,
-                text,
-                wait,
-                reply,
-            } => {
-                let _ = reply.try_send(shard.submit(imei, kind, text, wait));
+            ShardMsg::Command { request, reply } => {
+                let _ = reply.try_send(shard.submit(request));
             }
             ShardMsg::Commands { imei, reply } => {
                 let _ = reply.try_send(shard.core.borrow().commands(imei));

@@ -15,7 +15,8 @@ use hdrhistogram::Histogram;
 use crate::config::Config;
 use crate::geo::GeoHandle;
 use crate::ingest::{
-    CloseReason, CommandError, CommandKind, CommandView, DeviceView, Ingest, Outcome, UnknownBeacon,
+    CloseReason, CommandError, CommandRequest, CommandView, DeviceView, Ingest, Outcome,
+    UnknownBeacon,
 };
 use crate::logging::LogLimit;
 use crate::metrics::{Counters, ShardMetrics};
@@ -43,10 +44,7 @@ pub enum ShardMsg {
     /// A command (0x80) or message (0x82) for a badge this shard owns. With
     /// `wait`, the final status is sent there too.
     Command {
-        imei: Imei,
-        kind: CommandKind,
-        text: String,
-        wait: Option<flume::Sender<CommandView>>,
+        request: CommandRequest,
         reply: flume::Sender<Result<CommandView, CommandError>>,
     },
     /// Recent and queued commands of a badge.
@@ -198,18 +196,12 @@ impl Shard {
 
     /// A command from the control socket: written to its badge's
     /// connection at once, or queued by the core; its log rows stored.
-    pub fn submit(
-        &self,
-        imei: Imei,
-        kind: CommandKind,
-        text: String,
-        wait: Option<flume::Sender<CommandView>>,
-    ) -> Result<CommandView, CommandError> {
+    pub fn submit(&self, request: CommandRequest) -> Result<CommandView, CommandError> {
         let mut rows = Vec::new();
         let result = self
             .core
             .borrow_mut()
-            .submit(imei, kind, text, wait, unix_now(), &mut rows);
+            .submit(request, unix_now(), &mut rows);
         for row in rows {
             self.rows.emit(row);
         }

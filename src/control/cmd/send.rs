@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ingest::{owner_shard, CommandKind, CommandView};
+use crate::ingest::{owner_shard, CommandKind, CommandRequest, CommandView};
 use crate::server::ShardMsg;
 
 use super::super::answer::{self, Answer};
@@ -50,14 +50,13 @@ pub async fn run(ctx: &Context, line: &str, kind: CommandKind) -> Answer {
     let shard = owner_shard(imei, ctx.server.shards());
     let (wait_tx, wait_rx) = flume::bounded(1);
     let text = text.to_string();
-    let accepted = ask(ctx, shard, |reply| ShardMsg::Command {
+    let request = CommandRequest {
         imei,
         kind,
         text,
         wait: wait.map(|_| wait_tx),
-        reply,
-    })
-    .await;
+    };
+    let accepted = ask(ctx, shard, |reply| ShardMsg::Command { request, reply }).await;
     let command = match accepted {
         Some(Ok(c)) => c,
         Some(Err(e)) => return answer::err(e.to_string()),
