@@ -91,8 +91,9 @@ fn lbs_alarm(cell: CellId4g) -> Message<'static> {
 }
 
 #[test]
+#[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
 fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
-    let Some(url) = clickhouse_url() else { return };
+    let url = clickhouse_url();
     let reverse = FakeServer::start(nominatim(Duration::ZERO));
     let db = fresh_database(&url, "geo");
     let spool = temp_dir("geo");
@@ -107,7 +108,7 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     // An LBS report: positioned from the CSV, stored with source `cell`.
     badge.send(&Message::Lbs(LbsReport {
         protocol: 0x28,
-        time: TIME,
+        time: time(),
         network: net,
         cells: Cells::G2(&samples.cells2),
         timing_advance: Some(0),
@@ -117,7 +118,7 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     // 0x17 in Chinese: the address comes back in UTF-16BE.
     let serial = badge.send(&Message::AddressRequest(AddressRequest {
         protocol: 0x17,
-        time: TIME,
+        time: time(),
         body: &[0x01, 0xCC, 0x00, 0x27, 0x95, 0x0E, 0x5A, 0x21],
         language: 1,
     }));
@@ -131,7 +132,7 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     // 0x1A with a GPS fix in English: 0x97.
     let serial = badge.send(&Message::AddressRequest(AddressRequest {
         protocol: 0x1A,
-        time: TIME,
+        time: time(),
         body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
         language: 2,
     }));
@@ -170,7 +171,7 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     );
     drop(control);
 
-    let shards = app.shutdown().expect("sink flushes");
+    let shards = shutdown_app(app).expect("sink flushes");
     let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
     assert_eq!(geo.pending, 0);
     assert_eq!((geo.replies_with_address, geo.alarm_sms), (2, 1));
@@ -232,7 +233,7 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
     let asked = Instant::now();
     let serial = slow.send(&Message::AddressRequest(AddressRequest {
         protocol: 0x1A,
-        time: TIME,
+        time: time(),
         body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
         language: 1,
     }));
@@ -274,7 +275,7 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
         "answered after {waited:?}, deadline 400 ms, provider 3 s"
     );
 
-    let shards = app.shutdown().expect("sink flushes");
+    let shards = shutdown_app(app).expect("sink flushes");
     let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
     assert_eq!((geo.replies_empty, geo.deadline_missed), (1, 1));
     assert_eq!(geo.pending, 0);
@@ -302,7 +303,7 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
     badge.login();
     let request = Message::AddressRequest(AddressRequest {
         protocol: 0x1A,
-        time: TIME,
+        time: time(),
         body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
         language: 1,
     });
@@ -316,7 +317,7 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
     assert!(t.elapsed() < Duration::from_millis(500));
     let (protocol, serial, _) = badge.reply_frame();
     assert_eq!((protocol, serial), (0x17, first));
-    let shards = app.shutdown().expect("stops");
+    let shards = shutdown_app(app).expect("stops");
     let total = badge_ingest::metrics::ShardMetrics::total(&shards);
     assert_eq!((total.geo.skipped, total.geo.lookups), (1, 1));
     assert_eq!(
@@ -337,7 +338,7 @@ fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
     badge.login();
     let serial = badge.send(&Message::AddressRequest(AddressRequest {
         protocol: 0x1A,
-        time: TIME,
+        time: time(),
         body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
         language: 2,
     }));
@@ -348,7 +349,7 @@ fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
             .pending
             == 1
     }));
-    let stopping = std::thread::spawn(move || app.shutdown().expect("stops"));
+    let stopping = std::thread::spawn(move || shutdown_app(app).expect("stops"));
     let (protocol, got, content) = badge.reply_frame();
     assert_eq!((protocol, got), (0x97, serial));
     assert_eq!(
