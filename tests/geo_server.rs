@@ -14,7 +14,7 @@ use badge_ingest::config::{Config, SinkKind};
 use badge_ingest::protocol::layout::*;
 use badge_ingest::protocol::message::*;
 use badge_ingest::protocol::Message;
-use http_fake::{answer, Answer, FakeServer, Seen};
+use http_fake::{answer, Answer, FakeServer, Gate, Seen};
 use pipeline_support::*;
 use serde_json::json;
 
@@ -38,6 +38,22 @@ fn nominatim(delay: Duration) -> impl Fn(&Seen) -> Answer + Send + Sync + 'stati
     }
 }
 
+/// [`nominatim`] that holds every answer until `gate` opens: a provider
+/// that has not answered yet by construction.
+fn gated_nominatim(gate: &Gate) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    let (gate, answer) = (gate.clone(), nominatim(Duration::ZERO));
+    move |seen: &Seen| {
+        gate.wait();
+        answer(seen)
+    }
+}
+
+fn pending_lookups(app: &App) -> u64 {
+    badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics())
+        .geo
+        .pending
+}
+
 fn cells_fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cells.csv")
 }
@@ -46,6 +62,8 @@ fn geo_config(mut c: Config, reverse: &FakeServer, deadline_ms: u64) -> Config {
     c.geo.cell_db = Some(cells_fixture());
     c.geo.reverse_url = reverse.url("/reverse");
     c.geo.deadline_ms = deadline_ms;
+    // Beyond every deadline used here: what ends a wait is the deadline.
+    c.geo.timeout_ms = 30_000;
     c.geo.cache_entries = 0;
     c.validate().unwrap();
     c
@@ -215,13 +233,16 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
 
 #[test]
 fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_are_served() {
-    let reverse = FakeServer::start(nominatim(Duration::from_secs(3)));
+    // The provider never answers while the test runs: only the deadline can.
+    let gate = Gate::new();
+    let reverse = FakeServer::start(gated_nominatim(&gate));
     let out = temp_dir("geo-slow").join("rows.jsonl");
     let mut c = loopback_config(1);
     c.sink.kind = SinkKind::File;
     c.sink.file = out.clone();
     c.sink.batch_age_ms = 50;
-    let config = geo_config(c, &reverse, 400);
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let config = geo_config(c, &reverse, DEADLINE.as_millis() as u64);
     let app = App::start(Arc::new(config)).expect("starts");
     let samples = Samples::new();
 
@@ -237,7 +258,11 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
         body: zerocopy::IntoBytes::as_bytes(&samples.shenzhen),
         language: 1,
     }));
-    // While the lookup waits, the same shard answers another badge at once.
+    assert!(
+        wait_until(Duration::from_secs(10), || pending_lookups(&app) == 1),
+        "the request's lookup never started"
+    );
+    // While the lookup waits, the same shard answers another badge.
     let heartbeat = Message::Heartbeat(Heartbeat {
         extended: false,
         status: HeartbeatStatus {
@@ -249,20 +274,21 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
         extension: &[],
     });
     for _ in 0..5 {
-        let t = Instant::now();
         let s = other.send(&heartbeat);
         assert_eq!(other.reply(), (0x13, s));
-        assert!(
-            t.elapsed() < Duration::from_millis(300),
-            "a heartbeat waited {:?} behind a lookup",
-            t.elapsed()
-        );
     }
+    let heartbeats_done = asked.elapsed();
     assert!(
-        asked.elapsed() < Duration::from_millis(400),
-        "heartbeats ran during the lookup"
+        heartbeats_done < DEADLINE,
+        "the heartbeats took {heartbeats_done:?}, past the deadline: the machine stalled"
+    );
+    assert_eq!(
+        pending_lookups(&app),
+        1,
+        "the heartbeats were answered while the lookup still waited"
     );
 
+    slow.set_timeout(Duration::from_secs(30));
     let (protocol, got, content) = slow.reply_frame();
     let waited = asked.elapsed();
     assert_eq!((protocol, got), (0x17, serial));
@@ -271,11 +297,12 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
         ("ADDRESS".into(), String::new())
     );
     assert!(
-        waited >= Duration::from_millis(350) && waited < Duration::from_millis(2500),
-        "answered after {waited:?}, deadline 400 ms, provider 3 s"
+        waited >= DEADLINE - Duration::from_millis(50) && waited < Duration::from_secs(30),
+        "answered after {waited:?}, deadline {DEADLINE:?}, provider never"
     );
 
     let shards = shutdown_app(app).expect("sink flushes");
+    gate.open();
     let geo = badge_ingest::metrics::ShardMetrics::total(&shards).geo;
     assert_eq!((geo.replies_empty, geo.deadline_missed), (1, 1));
     assert_eq!(geo.pending, 0);
@@ -292,11 +319,13 @@ fn a_provider_slower_than_the_deadline_gets_an_empty_reply_in_time_and_others_ar
 
 #[test]
 fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
-    let reverse = FakeServer::start(nominatim(Duration::from_secs(2)));
+    // The first lookup waits at the provider until its deadline.
+    let gate = Gate::new();
+    let reverse = FakeServer::start(gated_nominatim(&gate));
     let mut c = loopback_config(1);
     c.sink.kind = SinkKind::Count;
     c.geo.max_pending = 1;
-    let config = geo_config(c, &reverse, 1000);
+    let config = geo_config(c, &reverse, 3000);
     let app = App::start(Arc::new(config)).expect("starts");
     let samples = Samples::new();
     let mut badge = Badge::connect(app.local_addr(), imei(91));
@@ -309,15 +338,17 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
     });
     let first = badge.send(&request);
     let second = badge.send(&request);
-    // The second finds the one slot taken: answered at once, empty.
-    let t = Instant::now();
+    // The second finds the one slot taken: answered at once, empty, while
+    // the first is still waiting (its reply comes after, at its deadline).
     let (protocol, serial, content) = badge.reply_frame();
     assert_eq!((protocol, serial), (0x17, second));
     assert_eq!(address_of(protocol, &content).1, "");
-    assert!(t.elapsed() < Duration::from_millis(500));
+    assert_eq!(pending_lookups(&app), 1, "the first lookup still waits");
+    badge.set_timeout(Duration::from_secs(30));
     let (protocol, serial, _) = badge.reply_frame();
     assert_eq!((protocol, serial), (0x17, first));
     let shards = shutdown_app(app).expect("stops");
+    gate.open();
     let total = badge_ingest::metrics::ShardMetrics::total(&shards);
     assert_eq!((total.geo.skipped, total.geo.lookups), (1, 1));
     assert_eq!(
@@ -328,13 +359,16 @@ fn beyond_max_pending_rows_are_stored_at_once_and_counted() {
 
 #[test]
 fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
-    let reverse = FakeServer::start(nominatim(Duration::from_millis(600)));
+    // The provider answers only once the shutdown is under way.
+    let gate = Gate::new();
+    let reverse = FakeServer::start(gated_nominatim(&gate));
     let mut c = loopback_config(1);
     c.sink.kind = SinkKind::Count;
-    let config = geo_config(c, &reverse, 2000);
+    let config = geo_config(c, &reverse, 10_000);
     let app = App::start(Arc::new(config)).expect("starts");
+    let addr = app.local_addr();
     let samples = Samples::new();
-    let mut badge = Badge::connect(app.local_addr(), imei(95));
+    let mut badge = Badge::connect(addr, imei(95));
     badge.login();
     let serial = badge.send(&Message::AddressRequest(AddressRequest {
         protocol: 0x1A,
@@ -344,12 +378,18 @@ fn replies_owed_to_lookups_are_written_before_a_shutdown_closes_the_badge() {
     }));
     // The request is in; the server is told to stop while its lookup waits.
     assert!(wait_until(Duration::from_secs(5), || {
-        badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics())
-            .geo
-            .pending
-            == 1
+        pending_lookups(&app) == 1
     }));
     let stopping = std::thread::spawn(move || shutdown_app(app).expect("stops"));
+    // The shard has stopped accepting: the shutdown has reached it.
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_err()),
+        "the server still accepts connections"
+    );
+    gate.open();
     let (protocol, got, content) = badge.reply_frame();
     assert_eq!((protocol, got), (0x97, serial));
     assert_eq!(

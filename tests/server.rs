@@ -971,7 +971,8 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
 fn split_and_coalesced_frames_get_every_reply() {
     let srv = TestServer::start("split", |_| {});
 
-    // One byte at a time, with small pauses so that each byte is its own read.
+    // One byte at a time, each its own read: TCP_NODELAY sends it at once
+    // (connect sets it), and the next goes only when the server has read it.
     let mut a = srv.connect();
     let mut stream = login(imei(2), 1);
     stream.extend(heartbeat(2));
@@ -979,9 +980,18 @@ fn split_and_coalesced_frames_get_every_reply() {
     stream.extend(attendance(0xB1, AttendanceKind::ClockOut, 4));
     stream.extend(address_request(0xA7, 2, 5));
     stream.extend(heartbeat_ext(6));
-    for b in &stream {
+    let base = srv.metrics().bytes_in;
+    for (i, b) in stream.iter().enumerate() {
         a.send(std::slice::from_ref(b));
-        std::thread::sleep(Duration::from_millis(1));
+        let want = base + i as u64 + 1;
+        let end = Instant::now() + DEADLINE;
+        while srv.metrics().bytes_in < want {
+            assert!(
+                Instant::now() < end,
+                "byte {i} not read within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
     let mut expected_a = ack(0x01, 1);
     expected_a.extend(ack(0x13, 2));
