@@ -5,7 +5,8 @@
 #   scripts/apply-schema-check.sh check        fresh database, apply every file twice (must be
 #                                              idempotent), insert sample rows, assert the
 #                                              materialized views, run every ```sql block of
-#                                              schema/README.md, drop the database
+#                                              schema/README.md and compare each result with
+#                                              readme_expected, drop the database
 #   scripts/apply-schema-check.sh apply-cluster [DB [CLUSTER]]
 #                                              apply schema/cluster/*.sql (CLUSTER default: badge,
 #                                              substituted for {cluster})
@@ -82,6 +83,24 @@ run_sql() {
         return 1
     fi
     if [[ "$VERBOSE" == 1 ]]; then cat "$body"; fi
+    rm -f "$body"
+}
+
+# run_sql_output SQL [QUERY_STRING]: like run_sql, but prints the result; fails on an error answer
+run_sql_output() {
+    local sql="$1" qs="${2:-}" body code
+    body="$(mktemp)"
+    if ! code="$(printf '%s' "$sql" | curl -sS -o "$body" -w '%{http_code}' --data-binary @- "$URL/?$qs")"; then
+        rm -f "$body"
+        die "cannot reach ClickHouse at $URL (start it with scripts/clickhouse.sh start)"
+    fi
+    if [[ "$code" != 200 ]]; then
+        printf '\n---- statement failed (HTTP %s) ----\n%s\n---- server said ----\n' "$code" "$sql" >&2
+        cat "$body" >&2
+        rm -f "$body"
+        return 1
+    fi
+    cat "$body"
     rm -f "$body"
 }
 
@@ -171,6 +190,90 @@ INSERT INTO heartbeats (imei, server_time, protocol, serial, terminal_info, batt
 EOF
 }
 
+# readme_expected N: what the Nth statement of the ```sql blocks of
+# schema/README.md must return on the sample rows above: a mode line, then
+# the expected TabSeparated result. Modes: `exact`; `sorted` (rows tied in
+# the ORDER BY may come in any order); `fields=K` (only the first K columns:
+# the rest depends on now()). Exits 1 for an N with no expectation, so a new
+# example cannot pass unchecked.
+readme_expected() {
+    case "$1" in
+        1) printf 'fields=10\n868120300000001\t1\t1\t31.2311\t121.4712\t2024-05-06 02:00:00\tgps\tCanteen\t85\t2024-05-06 10:00:00\n868120300000002\t0\t1\t40.7128\t-74.006\t2024-05-06 12:30:00\tcell\tNew York\t40\t2024-05-06 12:30:01' ;;
+        2) printf 'exact\n868120300000001\t2024-05-06 10:00:00\tlogin\n868120300000002\t2024-05-06 12:30:01\toffline' ;;
+        3) printf 'exact\n2024-05-06 01:00:00\t2024-05-06 09:00:00\tgps\tgps\t31.23\t121.47\t5\tGate A, Building 1\n2024-05-06 02:00:00\t2024-05-06 10:00:00\tgps\tgps\t31.2311\t121.4712\t5\tCanteen' ;;
+        4) printf 'exact\n868120300000001\t2024-05-06 07:55:00\t2024-05-06 18:05:00\t2\t1\t1\t2024-05-05 23:55:00\t2024-05-06 10:05:00\n868120300000002\t2024-05-06 08:02:00\t0000-00-00 00:00:00\t1\t0\t0\t2024-05-06 13:02:00\t0000-00-00 00:00:00' ;;
+        5) printf 'exact\n868120300000001\t2024-05-05 23:55:00\tclock_in\tbadge\tGate A\n868120300000001\t2024-05-06 00:30:00\tclock_in\tbeacon\tGate A\n868120300000001\t2024-05-06 10:05:00\tclock_out\tbadge\tGate A\n868120300000002\t2024-05-06 13:02:00\tclock_in\tbadge\t' ;;
+        6) printf 'exact\n2024-05-06 01:00:00\tfence_in\tmulti_fence\t1\t1\n2024-05-06 01:00:00\tsos\tsingle_fence\t1\t1\n2024-05-06 12:00:00\tsos\tlbs\t1\t1' ;;
+        # EE:09 and EE:02 were first seen in the same second.
+        7) printf 'sorted\nAA:BB:CC:DD:EE:01\tGate A\t1\t2024-05-06 00:30:00\t2024-05-06 00:30:00\t-62\nAA:BB:CC:DD:EE:09\t\t1\t2024-05-06 04:00:00\t2024-05-06 04:00:00\t-90\nAA:BB:CC:DD:EE:02\tCanteen\t1\t2024-05-06 04:00:00\t2024-05-06 04:00:00\t-70' ;;
+        8) printf 'exact\nAA:BB:CC:DD:EE:02\tCanteen\t31.231\t121.471\tCanteen\t2024-05-02 00:00:00\nAA:BB:CC:DD:EE:01\tGate A\t31.2301\t121.4701\tGate A, Building 1\t2024-05-02 00:00:00' ;;
+        9) printf 'exact\n42\t868120300000001\tTIMER,60#\treplied\t2024-05-06 02:10:03\tTIMER=60 OK' ;;
+        10) printf 'exact\n868120300000001\t2024-05-06 03:00:00\t11:22:33:44:55:66\t60' ;;
+        11) printf 'exact\ncheck\t0\t3\t2' ;;
+        12) printf 'exact\n868120300000001\t2024-05-06 08:00:00\t90\t4\n868120300000001\t2024-05-06 10:00:00\t85\t3\n868120300000002\t2024-05-06 12:00:00\t40\t2' ;;
+        *) return 1 ;;
+    esac
+}
+
+# readme_shape MODE: stdin to the form it is compared in. Zero times are
+# spelt as 18.16 does (newer servers print the epoch).
+readme_shape() {
+    local mode="$1"
+    sed 's/1970-01-01 00:00:00/0000-00-00 00:00:00/g' | case "$mode" in
+        sorted) LC_ALL=C sort ;;
+        fields=*) cut -f "1-${mode#fields=}" ;;
+        *) cat ;;
+    esac
+}
+
+# Runs every statement of the ```sql blocks of schema/README.md and compares
+# its result with readme_expected. A missing README, no statements, or a
+# statement count that differs from the expectations is a failure too.
+check_readme_examples() {
+    local readme="$SCHEMA_DIR/README.md" tmp stmt n=0 spec mode want got
+    if [[ ! -f "$readme" ]]; then
+        printf 'FAIL no %s\n' "$readme" >&2
+        FAILED=$((FAILED + 1))
+        return
+    fi
+    tmp="$(mktemp)"
+    sql_blocks "$readme" >"$tmp"
+    while IFS= read -r -d '' stmt; do
+        stmt="${stmt//\{db\}/$CHECK_DB}"
+        n=$((n + 1))
+        if ! spec="$(readme_expected "$n")"; then
+            printf 'FAIL README statement %d has no expected result in %s (readme_expected)\n%s\n' \
+                "$n" "${BASH_SOURCE[0]}" "$stmt" >&2
+            FAILED=$((FAILED + 1))
+            continue
+        fi
+        mode="${spec%%$'\n'*}"
+        want="$(printf '%s\n' "${spec#*$'\n'}" | readme_shape "$mode")"
+        if ! got="$(run_sql_output "$stmt" "$CHECK_QS")"; then
+            FAILED=$((FAILED + 1))
+            continue
+        fi
+        got="$(printf '%s\n' "$got" | readme_shape "$mode")"
+        if [[ "$got" != "$want" ]]; then
+            printf 'FAIL README statement %d (%s)\n%s\n  want:\n%s\n  got:\n%s\n' \
+                "$n" "$mode" "$stmt" "$want" "$got" >&2
+            FAILED=$((FAILED + 1))
+        else
+            printf 'ok   README statement %d: %d row(s)\n' "$n" "$(printf '%s\n' "$got" | grep -c .)"
+            PASSED=$((PASSED + 1))
+        fi
+    done < <(split_sql "$tmp")
+    rm -f "$tmp"
+    if [[ "$n" == 0 ]]; then
+        printf 'FAIL no sql statements in %s\n' "$readme" >&2
+        FAILED=$((FAILED + 1))
+    elif readme_expected "$((n + 1))" >/dev/null; then
+        printf 'FAIL %s has %d sql statement(s), but there are expected results for more\n' \
+            "$readme" "$n" >&2
+        FAILED=$((FAILED + 1))
+    fi
+}
+
 # cmd_check [CLUSTER]: without CLUSTER checks schema/, with it schema/cluster/
 cmd_check() {
     local dir="$SCHEMA_DIR" on_cluster=""
@@ -241,25 +344,7 @@ cmd_check() {
         "$(printf '[3672,3673]\t[%s]' "'11:22:33:44:55:66'")"
 
     echo "README examples"
-    local readme="$SCHEMA_DIR/README.md" n=0
-    if [[ -f "$readme" ]]; then
-        tmp="$(mktemp)"
-        sql_blocks "$readme" >"$tmp"
-        while IFS= read -r -d '' stmt; do
-            stmt="${stmt//\{db\}/$CHECK_DB}"
-            n=$((n + 1))
-            if run_sql "$stmt" "$CHECK_QS"; then
-                PASSED=$((PASSED + 1))
-            else
-                FAILED=$((FAILED + 1))
-            fi
-        done < <(split_sql "$tmp")
-        rm -f "$tmp"
-        printf 'ran  %d README statement(s)\n' "$n"
-    else
-        echo "no $readme"
-    fi
-
+    check_readme_examples
     if [[ -n "$on_cluster" ]]; then
         compare_with_single_node
     fi

@@ -157,14 +157,29 @@ impl Server {
     }
 }
 
+/// How long the server's shutdown and the sink's flush may take together.
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+
 impl Drop for Server {
     fn drop(&mut self) {
         drop(self.control.take());
-        if let Some(s) = self.server.take() {
-            s.shutdown();
-        }
-        if let Some(w) = self.workers.take() {
-            let _ = w.finish();
+        let (server, workers) = (self.server.take(), self.workers.take());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Some(s) = server {
+                s.shutdown();
+            }
+            if let Some(w) = workers {
+                let _ = w.finish();
+            }
+            let _ = tx.send(());
+        });
+        // A hung shutdown fails the test instead of holding CI for ever;
+        // while already unwinding, the first failure is the one to see.
+        if rx.recv_timeout(STOP_LIMIT).is_err() && !std::thread::panicking() {
+            panic!(
+                "the server's shutdown and the sink's flush did not finish within {STOP_LIMIT:?}"
+            );
         }
     }
 }
@@ -1752,13 +1767,32 @@ fn ctl_binary_prints_the_answer_and_exits_by_outcome() {
 fn a_login_handed_to_its_owner_shard_is_counted_once() {
     let server = Server::start(config(2));
     let mut ctl = server.ctl();
-    // Enough badges that some land on the wrong shard first (SO_REUSEPORT
-    // spreads connections by their addresses; each has a 1 in 2 chance).
-    let mut badges: Vec<Badge> = (0..16)
-        .map(|n| Badge::connect(server.badge_addr(), imei(900 + n)))
-        .collect();
-    for b in &mut badges {
-        b.login();
+    // SO_REUSEPORT, not the test, picks the shard that accepts; so each
+    // badge connects first, the test sees which shard took it, and only
+    // then picks its IMEI: every other badge is owned by the other shard.
+    let accepted = || -> Vec<u64> {
+        let running = server.server.as_ref().unwrap();
+        running
+            .metrics()
+            .iter()
+            .map(|m| m.counters.connections_accepted)
+            .collect()
+    };
+    let mut next = 900;
+    let mut badges = Vec::new();
+    for n in 0..16 {
+        let before = accepted();
+        let mut badge = Badge::connect(server.badge_addr(), imei(0));
+        let acceptor = wait_for("the connection accepted", || {
+            let now = accepted();
+            (now.iter().sum::<u64>() == before.iter().sum::<u64>() + 1)
+                .then(|| (0..now.len()).find(|&i| now[i] == before[i] + 1).unwrap())
+        });
+        let owner = if n % 2 == 0 { 1 - acceptor } else { acceptor };
+        badge.imei = imeis_of_shard(owner, 2, 1, next)[0];
+        next = badge.imei.as_u64() / 10 - 86_120_000_000_000 + 1;
+        badge.login();
+        badges.push(badge);
     }
     let v = ctl.ask_json("stats");
     let handoffs: u64 = v["shards"]
@@ -1767,7 +1801,7 @@ fn a_login_handed_to_its_owner_shard_is_counted_once() {
         .iter()
         .map(|s| s["handoffs_out"].as_u64().unwrap())
         .sum();
-    assert!(handoffs > 0, "no connection was handed off: {v}");
+    assert_eq!(handoffs, 8, "{v}");
     assert_eq!(v["total"]["logins"], 16);
     let sent: u64 = badges.iter().map(|b| b.bytes_sent).sum();
     assert_eq!(v["total"]["bytes_in"], sent, "{v}");

@@ -13,11 +13,11 @@ use badge_ingest::geo::{
     Radio,
 };
 use badge_ingest::protocol::layout::{CellTower, MacAddr, MobileNetwork};
-use futures_lite::future::block_on;
+use futures_lite::future::{block_on, poll_once};
 use serde_json::json;
 
 mod http_fake;
-use http_fake::{answer, Answer, FakeServer, Seen};
+use http_fake::{answer, Answer, FakeServer, Gate, Seen};
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -97,6 +97,21 @@ fn nominatim(seen: &Seen) -> Answer {
 
 fn start(config: GeoConfig, rt: &tokio::runtime::Runtime) -> (GeoHandle, GeoService) {
     GeoService::start(config, rt.handle().clone()).unwrap()
+}
+
+/// Sleeps until `t`: for waits whose end is a provable instant (a TTL or a
+/// cool-down counted from a time the test has an upper bound of).
+fn sleep_until(t: Instant) {
+    std::thread::sleep(t.saturating_duration_since(Instant::now()));
+}
+
+/// Polls `f` until it holds, failing the test after `within`.
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -332,25 +347,36 @@ fn identical_lookups_are_cached_until_the_ttl() {
     let geolocation =
         FakeServer::start(|_| answer(200, r#"{"location":{"lat":1.5,"lng":2.5},"accuracy":100}"#));
     let rt = runtime();
+    // Long enough that the lookups which must hit are surely inside it.
+    const TTL: Duration = Duration::from_secs(3);
     let (geo, _service) = start(
         GeoConfig {
             reverse_url: reverse.url("/reverse"),
             geolocation_url: geolocation.url("/geolocate"),
-            cache_ttl_secs: 1,
+            cache_ttl_secs: TTL.as_secs(),
             ..GeoConfig::default()
         },
         &rt,
     );
+    // Every entry below is inserted after this.
+    let before = Instant::now();
     let first = block_on(geo.address(22.5431, 113.9419, Language::Chinese));
     // Within the same ~11 m cell of the grid.
     let second = block_on(geo.address(22.543_14, 113.941_88, Language::Chinese));
-    assert_eq!(first.as_deref(), Some(ZH));
-    assert_eq!(second, first);
-    assert_eq!(reverse.count(), 1);
 
     // The same cells with other signals (and in another order) are the same key.
     let a = block_on(geo.locate(gsm_query(vec![tower(1, 2, 50), tower(1, 3, 10)])));
     let b = block_on(geo.locate(gsm_query(vec![tower(1, 3, 70), tower(1, 2, 20)])));
+    // ... and before this, since an entry goes in before its answer comes back.
+    let inserted_by = Instant::now();
+    assert!(
+        inserted_by < before + TTL,
+        "the lookups took {:?}, longer than the TTL: the machine stalled",
+        inserted_by - before
+    );
+    assert_eq!(first.as_deref(), Some(ZH));
+    assert_eq!(second, first);
+    assert_eq!(reverse.count(), 1);
     assert!(a.is_some());
     assert_eq!(a, b);
     assert_eq!(geolocation.count(), 1);
@@ -358,7 +384,8 @@ fn identical_lookups_are_cached_until_the_ttl() {
     assert_eq!((s.address_cache.hits, s.address_cache.misses), (1, 1));
     assert_eq!((s.locate_cache.hits, s.locate_cache.misses), (1, 1));
 
-    std::thread::sleep(Duration::from_millis(1100));
+    // Past the TTL of the latest possible insert, every entry has expired.
+    sleep_until(inserted_by + TTL);
     assert_eq!(
         block_on(geo.address(22.5431, 113.9419, Language::Chinese)).as_deref(),
         Some(ZH)
@@ -371,45 +398,58 @@ fn identical_lookups_are_cached_until_the_ttl() {
 
 #[test]
 fn a_provider_slower_than_the_timeout_gives_none_and_others_are_still_served() {
-    let server = FakeServer::start(|seen| {
-        let mut a = nominatim(seen);
-        if seen.query("lat").as_deref() == Some("10.0000") {
-            a.delay = Duration::from_secs(3);
+    // The slow lookup is never answered before the test opens the gate.
+    let gate = Gate::new();
+    let server = FakeServer::start({
+        let gate = gate.clone();
+        move |seen| {
+            if seen.query("lat").as_deref() == Some("10.0000") {
+                gate.wait();
+            }
+            nominatim(seen)
         }
-        a
     });
     let rt = runtime();
     let dir = TempDir::new("slow");
+    const TIMEOUT: Duration = Duration::from_secs(2);
     let (geo, _service) = start(
         GeoConfig {
             cell_db: Some(dir.file("cells.csv", CELLS_CSV)),
             reverse_url: server.url("/reverse"),
-            timeout_ms: 300,
+            timeout_ms: TIMEOUT.as_millis() as u64,
             ..GeoConfig::default()
         },
         &rt,
     );
     let t0 = Instant::now();
-    let slow = geo.address(10.0, 10.0, Language::English);
-    // Let the slow call get out first.
-    std::thread::sleep(Duration::from_millis(50));
-
-    let t1 = Instant::now();
-    let fast = block_on(geo.address(22.5431, 113.9419, Language::English));
-    let cell = block_on(geo.locate(gsm_query(vec![tower(9360, 4082, 60)])));
-    let others = t1.elapsed();
-    assert_eq!(fast.as_deref(), Some(EN));
-    assert!(cell.is_some());
-    assert!(
-        others < Duration::from_millis(250),
-        "served while the slow call waits: {others:?}"
+    let mut slow = Box::pin(geo.address(10.0, 10.0, Language::English));
+    wait_until(
+        "the slow call reaches the provider",
+        Duration::from_secs(10),
+        || server.count() == 1,
     );
 
+    let fast = block_on(geo.address(22.5431, 113.9419, Language::English));
+    let cell = block_on(geo.locate(gsm_query(vec![tower(9360, 4082, 60)])));
+    assert_eq!(fast.as_deref(), Some(EN));
+    assert!(cell.is_some());
+    // Served while the slow call waits: it has not come back yet.
+    let others = t0.elapsed();
+    assert!(
+        others < TIMEOUT,
+        "the other lookups took {others:?}, past the slow call's timeout: the machine stalled"
+    );
+    assert!(
+        block_on(poll_once(&mut slow)).is_none(),
+        "the slow call ended before its timeout"
+    );
+
+    // Only the timeout can end it: the provider never answers.
     assert_eq!(block_on(slow), None);
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    assert!(waited >= TIMEOUT - Duration::from_millis(10), "{waited:?}");
     assert!(
-        waited < Duration::from_millis(1500),
+        waited < Duration::from_secs(30),
         "bounded by the timeout: {waited:?}"
     );
     let s = geo.stats();
@@ -418,6 +458,7 @@ fn a_provider_slower_than_the_timeout_gives_none_and_others_are_still_served() {
         (1, 1, 0)
     );
     assert_eq!(s.reverse.breaker, BreakerState::Closed);
+    gate.open();
 }
 
 #[test]
@@ -434,35 +475,45 @@ fn the_breaker_opens_rejects_while_open_and_closes_after_the_cool_down() {
         }
     });
     let rt = runtime();
+    // Long enough that the calls which must be refused are surely inside it.
+    const COOL_DOWN: Duration = Duration::from_secs(3);
     let (geo, _service) = start(
         GeoConfig {
             reverse_url: server.url("/reverse"),
             breaker_failures: 3,
-            breaker_cooldown_secs: 1,
+            breaker_cooldown_secs: COOL_DOWN.as_secs(),
             ..GeoConfig::default()
         },
         &rt,
     );
     let ask = |lat: f64| block_on(geo.address(lat, 113.0, Language::Chinese));
+    // The breaker opens during the third failure: after this ...
+    let before = Instant::now();
     for _ in 0..3 {
         assert_eq!(ask(22.0), None);
     }
+    // ... and before this.
+    let opened_by = Instant::now();
     assert_eq!(server.count(), 3);
     let s = geo.stats();
     assert_eq!((s.reverse.failures, s.reverse.breaker_opens), (3, 1));
     assert_eq!(s.reverse.breaker, BreakerState::Open);
 
-    // Open: refused without calling.
-    let t = Instant::now();
+    // Open: refused without calling (the provider saw nothing more).
     assert_eq!(ask(22.0), None);
     assert_eq!(ask(23.0), None);
-    assert!(t.elapsed() < Duration::from_millis(200));
+    let refused_by = Instant::now();
+    assert!(
+        refused_by < before + COOL_DOWN,
+        "took {:?}, past the cool-down: the machine stalled",
+        refused_by - before
+    );
     assert_eq!(server.count(), 3);
     assert_eq!(geo.stats().reverse.rejected_open, 2);
 
     // The provider recovers; after the cool-down one probe closes the breaker.
     failing.store(false, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(1100));
+    sleep_until(opened_by + COOL_DOWN);
     assert_eq!(ask(22.0).as_deref(), Some(ZH));
     assert_eq!(geo.stats().reverse.breaker, BreakerState::Closed);
     assert_eq!(ask(24.0).as_deref(), Some(ZH));
@@ -476,10 +527,14 @@ fn the_breaker_opens_rejects_while_open_and_closes_after_the_cool_down() {
 
 #[test]
 fn a_full_queue_is_refused_at_once_and_counted() {
-    let server = FakeServer::start(|seen| {
-        let mut a = nominatim(seen);
-        a.delay = Duration::from_millis(400);
-        a
+    // The first two lookups wait at the provider until the gate opens.
+    let gate = Gate::new();
+    let server = FakeServer::start({
+        let gate = gate.clone();
+        move |seen| {
+            gate.wait();
+            nominatim(seen)
+        }
     });
     let rt = runtime();
     let (geo, _service) = start(
@@ -487,23 +542,21 @@ fn a_full_queue_is_refused_at_once_and_counted() {
             reverse_url: server.url("/reverse"),
             queue: 2,
             concurrency: 1,
+            timeout_ms: 30_000,
             ..GeoConfig::default()
         },
         &rt,
     );
-    let first = geo.address(1.0, 1.0, Language::English);
+    let mut first = Box::pin(geo.address(1.0, 1.0, Language::English));
     let second = geo.address(2.0, 2.0, Language::English);
-    let t = Instant::now();
+    // Refused while the two before it are still out: it did not wait for them.
     let third = block_on(geo.address(3.0, 3.0, Language::English));
     assert_eq!(third, None);
-    assert!(
-        t.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        t.elapsed()
-    );
     let s = geo.stats();
     assert_eq!((s.queue_full, s.outstanding), (1, 2));
+    assert!(block_on(poll_once(&mut first)).is_none());
 
+    gate.open();
     assert_eq!(block_on(first).as_deref(), Some(EN));
     assert_eq!(block_on(second).as_deref(), Some(EN));
     assert_eq!(geo.stats().outstanding, 0);
@@ -527,22 +580,41 @@ fn a_dropped_service_answers_none() {
     );
     assert!(block_on(geo.locate(gsm_query(vec![tower(9360, 4082, 60)]))).is_some());
     drop(service);
-    // The abort lands on the runtime's next turn.
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        block_on(geo.locate(gsm_query(vec![tower(9360, 4082, 60)]))),
-        None
+    // The abort lands on one of the runtime's next turns. A lookup queued
+    // before it lands is never answered (its reply sits in the channel the
+    // aborted dispatcher no longer reads; shards bound it with their
+    // deadline), so each probe gets a bound of its own and the wait goes on
+    // until a probe is answered None at once.
+    let probe = || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let geo = geo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(block_on(geo.locate(gsm_query(vec![tower(9360, 4082, 60)]))));
+        });
+        rx.recv_timeout(Duration::from_secs(1))
+    };
+    wait_until(
+        "the dropped service answers None",
+        Duration::from_secs(10),
+        || probe() == Ok(None),
     );
+    for _ in 0..3 {
+        assert_eq!(probe(), Ok(None));
+    }
 }
 
 #[test]
 fn the_handle_is_awaited_from_a_glommio_executor() {
-    let server = FakeServer::start(|seen| {
-        let mut a = nominatim(seen);
-        if seen.query("lat").as_deref() == Some("10.0000") {
-            a.delay = Duration::from_secs(2);
+    // The late lookup is never answered during the test.
+    let gate = Gate::new();
+    let server = FakeServer::start({
+        let gate = gate.clone();
+        move |seen| {
+            if seen.query("lat").as_deref() == Some("10.0000") {
+                gate.wait();
+            }
+            nominatim(seen)
         }
-        a
     });
     let rt = runtime();
     let dir = TempDir::new("glommio");
@@ -550,6 +622,8 @@ fn the_handle_is_awaited_from_a_glommio_executor() {
         GeoConfig {
             cell_db: Some(dir.file("cells.csv", CELLS_CSV)),
             reverse_url: server.url("/reverse"),
+            // Far beyond the caller's deadline: only that deadline can end the wait.
+            timeout_ms: 60_000,
             ..GeoConfig::default()
         },
         &rt,
@@ -581,7 +655,12 @@ fn the_handle_is_awaited_from_a_glommio_executor() {
     assert_eq!(address.as_deref(), Some(ZH));
     assert_eq!(fix.map(|f| f.source), Some(FixSource::Cell));
     assert!(deadline_hit);
-    assert!(waited < Duration::from_millis(1000), "{waited:?}");
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
+    // Still waiting at the provider: the caller's deadline ended it, not a timeout.
+    let s = geo.stats();
+    assert_eq!((s.reverse.timeouts, s.reverse.failures), (0, 0), "{s:?}");
+    gate.open();
 }
 
 #[test]

@@ -971,7 +971,8 @@ fn every_reply_byte_for_byte_with_the_request_serial() {
 fn split_and_coalesced_frames_get_every_reply() {
     let srv = TestServer::start("split", |_| {});
 
-    // One byte at a time, with small pauses so that each byte is its own read.
+    // One byte at a time, each its own read: TCP_NODELAY sends it at once
+    // (connect sets it), and the next goes only when the server has read it.
     let mut a = srv.connect();
     let mut stream = login(imei(2), 1);
     stream.extend(heartbeat(2));
@@ -979,9 +980,18 @@ fn split_and_coalesced_frames_get_every_reply() {
     stream.extend(attendance(0xB1, AttendanceKind::ClockOut, 4));
     stream.extend(address_request(0xA7, 2, 5));
     stream.extend(heartbeat_ext(6));
-    for b in &stream {
+    let base = srv.metrics().counters.bytes_in;
+    for (i, b) in stream.iter().enumerate() {
         a.send(std::slice::from_ref(b));
-        std::thread::sleep(Duration::from_millis(1));
+        let want = base + i as u64 + 1;
+        let end = Instant::now() + DEADLINE;
+        while srv.metrics().counters.bytes_in < want {
+            assert!(
+                Instant::now() < end,
+                "byte {i} not read within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
     let mut expected_a = ack(0x01, 1);
     expected_a.extend(ack(0x13, 2));
@@ -1463,6 +1473,192 @@ fn logins_are_handed_to_the_shard_that_owns_the_imei() {
         assert!(keys.insert(key), "duplicate ingest key {key:?}");
     }
     drop(clients);
+}
+
+/// Connects and returns the client with the shard that accepted it: the
+/// kernel (SO_REUSEPORT), not the test, chooses it.
+fn connect_and_see_acceptor(srv: &TestServer) -> (Client, usize) {
+    let before: Vec<u64> = srv
+        .shards()
+        .iter()
+        .map(|m| m.counters.connections_accepted)
+        .collect();
+    let c = srv.connect();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let now: Vec<u64> = srv
+            .shards()
+            .iter()
+            .map(|m| m.counters.connections_accepted)
+            .collect();
+        let grew: Vec<usize> = (0..now.len()).filter(|&i| now[i] > before[i]).collect();
+        if grew.len() == 1 && now.iter().sum::<u64>() == before.iter().sum::<u64>() + 1 {
+            return (c, grew[0]);
+        }
+        assert!(
+            Instant::now() < end,
+            "the connection was not accepted: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The first IMEI from `imei(from)` on that `shard` of `shards` owns.
+fn imei_of_shard(shard: usize, shards: usize, from: u64) -> Imei {
+    (from..)
+        .map(imei)
+        .find(|i| owner_shard(*i, shards) == shard)
+        .unwrap()
+}
+
+#[test]
+fn frames_in_the_login_packet_are_handed_off_with_it_and_all_answered() {
+    let srv = TestServer::start("handoff-coalesced", |c| c.server.shards = 2);
+    let mut clients = Vec::new();
+    let mut devs = Vec::new();
+    let mut from = 700;
+    for n in 0..4u16 {
+        // An IMEI the accepting shard does not own: the login is handed off.
+        let (mut c, acceptor) = connect_and_see_acceptor(&srv);
+        let dev = imei_of_shard(1 - acceptor, 2, from);
+        from = dev.as_u64() / 10 - 35_341_903_000_000 + 1;
+        // Login, heartbeat, GPS (no reply) and alarm in one write, before
+        // the login is acknowledged; the last two badges also end the
+        // write inside a frame, whose rest comes after the replies.
+        let mut packet = login(dev, 1);
+        packet.extend(heartbeat(2));
+        packet.extend(gps(Generation::G2, 3));
+        packet.extend(alarm(0xA4, 4));
+        let tail = heartbeat(5);
+        let cut = if n >= 2 { tail.len() / 2 } else { tail.len() };
+        packet.extend(&tail[..cut]);
+        c.send(&packet);
+        let mut want = ack(0x01, 1);
+        want.extend(ack(0x13, 2));
+        want.extend(ack(0x26, 4));
+        if cut == tail.len() {
+            want.extend(ack(0x13, 5));
+        }
+        c.expect(&want);
+        if cut < tail.len() {
+            c.send(&tail[cut..]);
+            c.expect(&ack(0x13, 5));
+        }
+        // Answered by the owner: a heartbeat after the handoff too.
+        c.exchange(&heartbeat(6), &ack(0x13, 6));
+        clients.push(c);
+        devs.push(dev);
+    }
+
+    let per_shard = srv.shards();
+    let total = ShardMetrics::total(&per_shard);
+    assert_eq!(
+        (total.counters.handoffs_out, total.counters.handoffs_in),
+        (4, 4),
+        "{total:?}"
+    );
+    assert_eq!(total.counters.logins, 4);
+    // Each frame counted once, on the shard that handled it.
+    assert_eq!(total.frame.frames, 4 * 6, "{:?}", total.frame);
+    assert_eq!(total.frames[0x01], 4);
+    assert_eq!(total.frames[0x13], 4 * 3);
+    assert_eq!(total.frame.rejected(), 0);
+    for m in &per_shard {
+        let owned = devs
+            .iter()
+            .filter(|d| owner_shard(**d, 2) == m.shard)
+            .count() as u64;
+        assert_eq!(
+            (m.counters.sessions, m.counters.connections_open),
+            (owned, owned),
+            "shard {}",
+            m.shard
+        );
+    }
+
+    drop(clients);
+    let (_, rows) = srv.stop();
+    for d in &devs {
+        let mine = rows_of(&rows, *d);
+        expect_tables(
+            &mine,
+            &[
+                ("device_events", 2),
+                ("heartbeats", 3),
+                ("locations", 1),
+                ("alarms", 1),
+            ],
+        );
+        let owner = owner_shard(*d, 2) as u64;
+        for r in &mine {
+            assert_eq!(r["ingest_shard"].as_u64(), Some(owner), "{r}");
+        }
+    }
+}
+
+/// Device times up to a day ahead of the server and ten years (of 365
+/// days) behind are kept; outside, the server time stands in, flagged.
+#[test]
+fn device_times_outside_the_plausibility_window_are_replaced_and_flagged() {
+    const DAY: i64 = 86_400;
+    const HOUR: i64 = 3600;
+    const LIMIT: i64 = 10 * 365 * DAY;
+    let srv = TestServer::start("device-time", |_| {});
+    let mut c = srv.connect();
+    let dev = imei(720);
+    c.login(dev, 1);
+    let now = unix_now();
+    // (device time sent, kept?) by GPS serial; the badge's clock is UTC+8.
+    let cases: [(u16, Option<i64>, bool); 6] = [
+        (10, Some(now), true),
+        (11, Some(now + DAY - HOUR), true),
+        (12, Some(now + DAY + HOUR), false),
+        (13, Some(now - LIMIT + DAY), true),
+        (14, Some(now - LIMIT - DAY), false),
+        // 2025-13-01: no such date.
+        (15, None, false),
+    ];
+    for (serial, t, _) in cases {
+        let time = match t {
+            Some(t) => DeviceTime::from_unix(t, 480),
+            None => DeviceTime::new(25, 13, 1, 0, 0, 0),
+        };
+        c.send(&encode(
+            &Message::Gps(GpsReport {
+                generation: Generation::G4,
+                time,
+                fix: fix(),
+                tail: None,
+            }),
+            serial,
+        ));
+    }
+    c.exchange(&heartbeat(20), &ack(0x13, 20));
+    let (_, rows) = srv.stop();
+    let after = unix_now();
+    let locations: Vec<&Value> = rows_of(&rows, dev)
+        .into_iter()
+        .filter(|r| table(r) == "locations")
+        .collect();
+    assert_eq!(locations.len(), cases.len());
+    for (serial, t, kept) in cases {
+        let r = locations
+            .iter()
+            .find(|r| r["serial"].as_u64() == Some(u64::from(serial)))
+            .unwrap_or_else(|| panic!("no row for serial {serial}"));
+        let server_time = r["server_time"].as_i64().unwrap();
+        assert!((now..=after).contains(&server_time), "{r}");
+        let (want_time, want_valid) = if kept {
+            (t.unwrap(), 1)
+        } else {
+            (server_time, 0)
+        };
+        assert_eq!(
+            (r["device_time"].as_i64(), r["device_time_valid"].as_i64()),
+            (Some(want_time), Some(want_valid)),
+            "serial {serial}: sent {t:?}, server time {server_time}: {r}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,13 +1,26 @@
 //! `--verify-clickhouse`: did every frame of the run become the rows it should?
 //!
-//! Row counts per table for this run's IMEIs and time range are compared with
-//! what `src/record/build.rs` makes of the frames that were sent. ClickHouse
-//! is spoken to over plain HTTP/1.1 (a few lines over a TcpStream), which
-//! works with every server version from 18.16 on and needs no client library.
+//! For each table, the rows of this run's IMEIs and time window are counted
+//! by distinct ingest key `(ingest_instance, ingest_shard, ingest_seq)` and
+//! must be exactly what `src/record/build.rs` makes of the frames that were
+//! sent: one row lost is a failure even when an at-least-once duplicate of
+//! another row makes the plain row count come out right. Rows beyond one per
+//! key are reported next to it as duplicate rows; delivery is at least
+//! once, so they are not a failure.
+//!
+//! The window starts at [`start_of_window`], a whole second taken before
+//! the first badge connects: every row of an earlier run over the same IMEIs
+//! is stamped before it, so none is counted here. That needs the server to
+//! stamp `server_time` with the same clock as this host (true on loopback)
+//! and no other run over the same IMEIs at the same time.
+//!
+//! ClickHouse is spoken to over plain HTTP/1.1 (a few lines over a
+//! TcpStream), which works with every server version from 18.16 on and
+//! needs no client library.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use badge_ingest::protocol::number as n;
@@ -29,7 +42,10 @@ const MAX_RESPONSE: usize = 1 << 20;
 pub struct TableCheck {
     pub table: &'static str,
     pub expected: u64,
+    /// Distinct ingest keys: must equal `expected`.
     pub found: u64,
+    /// Rows beyond one per ingest key (retried inserts).
+    pub duplicate_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,19 +73,27 @@ impl Verification {
         if let Some(e) = &self.error {
             let _ = writeln!(o, "  ERROR: {e}");
         }
-        let _ = writeln!(o, "  {:<14} {:>12} {:>12}", "table", "expected", "found");
+        let _ = writeln!(
+            o,
+            "  {:<14} {:>12} {:>12} {:>12}",
+            "table", "expected", "found", "duplicate rows"
+        );
         for t in &self.tables {
             let verdict = match t.found.cmp(&t.expected) {
                 std::cmp::Ordering::Less => "  SHORT",
-                std::cmp::Ordering::Greater => "  more than expected",
+                std::cmp::Ordering::Greater => "  MORE than expected",
                 std::cmp::Ordering::Equal => "",
             };
             let _ = writeln!(
                 o,
-                "  {:<14} {:>12} {:>12}{verdict}",
-                t.table, t.expected, t.found
+                "  {:<14} {:>12} {:>12} {:>12}{verdict}",
+                t.table, t.expected, t.found, t.duplicate_rows
             );
         }
+        let _ = writeln!(
+            o,
+            "  (found: distinct ingest keys; duplicate rows: extra rows of a key, allowed by at-least-once delivery)"
+        );
         o
     }
 }
@@ -298,8 +322,23 @@ fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Polls ClickHouse until every table has at least the expected rows or the
-/// deadline passes.
+/// Sleeps until the next whole second of this host's clock and returns it
+/// (Unix seconds), for the start of the run's window. Rows are stamped in
+/// whole seconds when their frame is read: anything an earlier run sent,
+/// before this process even started, is stamped before the returned second,
+/// and everything this run sends after it, at or after it.
+pub fn start_of_window() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let next = Duration::from_secs(now.as_secs() + 1);
+    std::thread::sleep(next.saturating_sub(now));
+    next.as_secs() as i64
+}
+
+/// Polls ClickHouse until every table has exactly the expected distinct
+/// ingest keys, one has more (waiting cannot fix that), or `deadline` passes.
+#[allow(clippy::too_many_arguments)]
 pub async fn verify(
     url: &str,
     database: &str,
@@ -308,6 +347,7 @@ pub async fn verify(
     imei_hi: u64,
     since_unix: i64,
     snapshot: &Snapshot,
+    deadline: Duration,
 ) -> Verification {
     let started = Instant::now();
     let exp = expectations(snapshot);
@@ -323,6 +363,7 @@ pub async fn verify(
                 table: e.table,
                 expected: e.rows,
                 found: 0,
+                duplicate_rows: 0,
             })
             .collect(),
         waited_s: 0.0,
@@ -340,15 +381,22 @@ pub async fn verify(
         let mut failed = None;
         for (e, t) in exp.iter().zip(v.tables.iter_mut()) {
             let sql = format!(
-                "SELECT count() FROM {} WHERE imei BETWEEN {imei_lo} AND {imei_hi} AND {} >= toDateTime({since_unix}){} FORMAT TabSeparated",
+                "SELECT uniqExact(ingest_instance, ingest_shard, ingest_seq), count() FROM {} \
+                 WHERE imei BETWEEN {imei_lo} AND {imei_hi} AND {} >= toDateTime({since_unix}){} \
+                 FORMAT TabSeparated",
                 e.table, e.time_column, e.filter
             );
             match client.query(&sql).await.and_then(|body| {
-                body.trim()
-                    .parse::<u64>()
-                    .with_context(|| format!("count of {} is not a number: {body:?}", e.table))
+                let parsed = body.trim().split_once('\t').and_then(|(keys, rows)| {
+                    Some((keys.parse::<u64>().ok()?, rows.parse::<u64>().ok()?))
+                });
+                parsed
+                    .with_context(|| format!("counts of {} are not two numbers: {body:?}", e.table))
             }) {
-                Ok(found) => t.found = found,
+                Ok((keys, rows)) => {
+                    t.found = keys;
+                    t.duplicate_rows = rows.saturating_sub(keys);
+                }
                 Err(err) => {
                     failed = Some(format!("{err:#}"));
                     break;
@@ -356,14 +404,15 @@ pub async fn verify(
             }
         }
         v.error = failed;
-        let complete = v.error.is_none() && v.tables.iter().all(|t| t.found >= t.expected);
-        if complete || started.elapsed() + POLL > DEADLINE {
+        let exact = v.error.is_none() && v.tables.iter().all(|t| t.found == t.expected);
+        let too_many = v.tables.iter().any(|t| t.found > t.expected);
+        if exact || too_many || started.elapsed() + POLL > deadline {
             break;
         }
         tokio::time::sleep(POLL).await;
     }
     v.waited_s = started.elapsed().as_secs_f64();
-    v.ok = v.error.is_none() && v.tables.iter().all(|t| t.found >= t.expected);
+    v.ok = v.error.is_none() && v.tables.iter().all(|t| t.found == t.expected);
     v
 }
 
@@ -500,5 +549,114 @@ mod http_tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("--allow-remote"), "{e}");
+    }
+}
+
+/// `verify()` against the real ClickHouse of `scripts/test.sh`, on rows
+/// written by hand: it must count ingest keys, not rows, and only this run's.
+#[cfg(test)]
+mod against_clickhouse {
+    use super::*;
+
+    const IMEI: u64 = 868_120_300_000_001;
+
+    fn clickhouse_url() -> String {
+        match std::env::var("BADGE_TEST_CLICKHOUSE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => panic!(
+                "BADGE_TEST_CLICKHOUSE_URL is not set: run the tests with scripts/test.sh \
+                 (or set BADGE_TEST_SKIP_CLICKHOUSE=1 to have this test reported as ignored)"
+            ),
+        }
+    }
+
+    async fn fresh_database(url: &str) -> (Client, String) {
+        let db = format!("t_verify_{}", std::process::id());
+        let mut config = badge_ingest::config::Config::default();
+        config.clickhouse.url = url.to_string();
+        let admin = client(url, "default", false).await.unwrap();
+        admin
+            .query(&format!("DROP DATABASE IF EXISTS {db}"))
+            .await
+            .unwrap();
+        badge_ingest::sink::clickhouse::apply_schema(&config, &db)
+            .await
+            .expect("schema applies");
+        (client(url, &db, false).await.unwrap(), db)
+    }
+
+    /// One row of `table` at `time` with ingest key (`instance`, 0, `seq`).
+    async fn row(c: &Client, table: &str, time: i64, instance: &str, seq: u64) {
+        c.query(&format!(
+            "INSERT INTO {table} (imei, server_time, ingest_instance, ingest_shard, ingest_seq) \
+             VALUES ({IMEI}, {time}, '{instance}', 0, {seq})"
+        ))
+        .await
+        .unwrap();
+    }
+
+    fn check<'a>(v: &'a Verification, table: &str) -> &'a TableCheck {
+        v.tables.iter().find(|t| t.table == table).unwrap()
+    }
+
+    #[tokio::test]
+    #[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
+    async fn a_missing_row_fails_even_when_a_duplicate_makes_up_the_count() {
+        let url = clickhouse_url();
+        let (c, db) = fresh_database(&url).await;
+        let since = 1_700_000_000;
+        // One login (a login and a logout row) and three heartbeats sent.
+        let mut snapshot = Snapshot {
+            sent: vec![0; 256],
+            ..Snapshot::default()
+        };
+        snapshot.sent[usize::from(n::LOGIN)] = 1;
+        snapshot.sent[usize::from(n::HEARTBEAT)] = 3;
+        let run = |deadline| verify(&url, &db, false, IMEI, IMEI, since, &snapshot, deadline);
+
+        // An earlier run over the same IMEI, stamped before the window.
+        row(&c, "device_events", since - 1, "old", 1).await;
+        row(&c, "heartbeats", since - 1, "old", 2).await;
+        // This run: both device events; heartbeat 4 lost, heartbeat 3 twice.
+        row(&c, "device_events", since, "this", 1).await;
+        row(&c, "device_events", since + 5, "this", 5).await;
+        row(&c, "heartbeats", since + 1, "this", 2).await;
+        row(&c, "heartbeats", since + 2, "this", 3).await;
+        row(&c, "heartbeats", since + 2, "this", 3).await;
+
+        let v = run(Duration::from_secs(2)).await;
+        assert!(!v.ok, "{}", v.text());
+        assert_eq!(v.error, None, "{}", v.text());
+        let h = check(&v, "heartbeats");
+        assert_eq!(
+            (h.expected, h.found, h.duplicate_rows),
+            (3, 2, 1),
+            "{}",
+            v.text()
+        );
+        let d = check(&v, "device_events");
+        assert_eq!(
+            (d.expected, d.found, d.duplicate_rows),
+            (2, 2, 0),
+            "{}",
+            v.text()
+        );
+        assert!(v.text().contains("SHORT"), "{}", v.text());
+
+        // The lost one arrives: exact, with the duplicate reported, not failed.
+        row(&c, "heartbeats", since + 3, "this", 4).await;
+        let v = run(Duration::from_secs(2)).await;
+        assert!(v.ok, "{}", v.text());
+        let h = check(&v, "heartbeats");
+        assert_eq!((h.found, h.duplicate_rows), (3, 1), "{}", v.text());
+
+        // A key too many fails too, at once: waiting cannot remove it.
+        row(&c, "heartbeats", since + 4, "this", 6).await;
+        let v = run(Duration::from_secs(30)).await;
+        assert!(!v.ok, "{}", v.text());
+        assert_eq!(check(&v, "heartbeats").found, 4, "{}", v.text());
+        assert!(v.waited_s < 10.0, "{}", v.text());
+
+        c.query(&format!("DROP DATABASE {db}")).await.unwrap();
     }
 }

@@ -182,3 +182,37 @@ fn serve_one(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler) 
     );
     let _ = stream.write_all(response.as_bytes());
 }
+
+/// A handler's way to hold its answer until the test opens the gate:
+/// "the provider has not answered yet" by construction, not by a delay
+/// that a loaded machine may outlast.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<GateInner>);
+
+#[derive(Default)]
+pub struct GateInner {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks until [`Gate::open`] (or at most a minute, a backstop for a
+    /// test that failed before opening it).
+    pub fn wait(&self) {
+        let open = self.0.open.lock().unwrap();
+        let _ = self
+            .0
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(60), |open| !*open)
+            .unwrap();
+    }
+
+    pub fn open(&self) {
+        *self.0.open.lock().unwrap() = true;
+        self.0.opened.notify_all();
+    }
+}
