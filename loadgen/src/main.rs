@@ -25,6 +25,7 @@ mod expect;
 mod procs;
 mod profile;
 mod report;
+mod verification;
 mod verify;
 
 use cli::{Cli, Settings};

@@ -452,7 +452,7 @@ pub struct Report {
     pub connect_latency_us: Percentiles,
     pub login_latency_us: Percentiles,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verify: Option<crate::verify::Verification>,
+    pub verify: Option<crate::verification::Verification>,
     pub ok: bool,
 }
 
