@@ -130,7 +130,8 @@ fn main() {
     if let Ok(c) = std::env::var("BADGE_BENCH_COMPRESSION") {
         config.clickhouse.compression = c;
     }
-    config.spool.dir = std::env::temp_dir().join(format!("badge-e2e-spool-{}", std::process::id()));
+    config.log.dir = std::env::temp_dir().join(format!("badge-e2e-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config.log.dir);
     config.validate().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -152,8 +153,8 @@ fn main() {
     let bytes: usize = payloads.iter().map(Vec::len).sum();
 
     let config = Arc::new(config);
-    let (sink, workers) = badge_ingest::sink::start(&config).expect("sink");
-    let server = badge_ingest::server::start(config.clone(), sink).expect("server");
+    let (server, workers) =
+        badge_ingest::app::start_ingest(config.clone(), Default::default()).expect("server");
     let addr = server.local_addr();
 
     let started = Instant::now();
@@ -231,7 +232,7 @@ fn main() {
         e2e_rate / raw_rate
     );
     let _ = std::fs::remove_file(&dump);
-    let _ = std::fs::remove_dir_all(&config.spool.dir);
+    let _ = std::fs::remove_dir_all(&config.log.dir);
     query(&url, &format!("DROP DATABASE {db}"));
     query(&url, &format!("DROP DATABASE {raw_db}"));
 }

@@ -50,9 +50,9 @@ echo "== applying the schema to database $DATABASE"
 "$BIN" schema apply --clickhouse-url "$CH_URL" --database "$DATABASE"
 
 echo "== starting badge-ingest on $LISTEN (control $CONTROL); log in $WORK/server.log"
-rm -rf "$WORK/spool"
+rm -rf "$WORK/log"
 "$BIN" serve --listen "$LISTEN" --control "$CONTROL" --clickhouse-url "$CH_URL" --database "$DATABASE" \
-    --spool-dir "$WORK/spool" >"$WORK/server.log" 2>&1 &
+    --log-dir "$WORK/log" >"$WORK/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
     "$BIN" ctl --control "$CONTROL" stats >/dev/null 2>&1 && break

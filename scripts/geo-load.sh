@@ -39,8 +39,8 @@ summary_interval_secs = 0
 [clickhouse]
 url = "$CH"
 database = "$db"
-[spool]
-dir = "$dir/spool"
+[log]
+dir = "$dir/log"
 TOML
     if [ "$mode" = geo ]; then
         cat >>"$dir/config.toml" <<TOML

@@ -26,6 +26,8 @@ pub enum AppError {
     Events(#[from] crate::events::EventsError),
     #[error("loading the beacon registry: {0}")]
     Beacons(#[from] crate::beacons::BeaconError),
+    #[error("opening the log: {0}")]
+    Log(#[from] crate::log::RecoveryError),
     #[error("starting the sink: {0}")]
     Sink(#[from] crate::sink::SinkError),
     #[error("starting the server: {0}")]
@@ -71,16 +73,16 @@ impl App {
             )?),
             None => None,
         };
+        // Always running (one thread): a `watch` may come at any time.
+        let events = Events::start(&config.events)?;
         let services = Services {
             geo: geo.as_ref().map(GeoService::handle),
             beacons: registry,
             beacon_source: beacons.as_ref().map(BeaconRefresher::handle),
+            events: events.clone(),
         };
-        // Always running (one thread): a `watch` may come at any time.
-        let events = Events::start(&config.events)?;
-        let (sink, workers) = crate::sink::start_with(&config, events.clone())?;
-        let sink_stats = sink.stats().clone();
-        let server = crate::server::start_with(config.clone(), sink, services.clone())?;
+        let (server, workers) = start_ingest(config.clone(), services.clone())?;
+        let sink_stats = workers.stats.clone();
         let ctx = control::Context::with_services(
             server.handle(),
             sink_stats,
@@ -121,6 +123,16 @@ impl App {
         &self.events
     }
 
+    /// What the writer and the logs count.
+    pub fn sink_stats(&self) -> &std::sync::Arc<crate::sink::SinkStats> {
+        &self.workers.stats
+    }
+
+    /// Counters of every shard.
+    pub fn metrics(&self) -> Vec<ShardMetrics> {
+        self.server.metrics()
+    }
+
     /// Stops taking control commands and connections, lets the shards
     /// finish their frames (and their rows' lookups), and waits until the
     /// sink has written or spooled every row.
@@ -136,6 +148,21 @@ impl App {
             .shutdown_timeout(std::time::Duration::from_secs(5));
         flushed.map(|()| shards)
     }
+}
+
+/// The logs recovered, the writer, and the shards: ingestion without the
+/// services around it (the control socket, geo, beacons, events), for
+/// the tests and tools that want only that.
+pub fn start_ingest(
+    config: Arc<Config>,
+    services: Services,
+) -> Result<(RunningServer, SinkWorkers), AppError> {
+    let logs = (0..config.shards())
+        .map(|shard| crate::log::recover(&config.log.dir, shard))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (sink, workers) = crate::sink::start(&config, &logs)?;
+    let server = crate::server::start(config, sink, services, logs)?;
+    Ok((server, workers))
 }
 
 /// Where the beacon registry comes from, or `None` when there is none:

@@ -17,6 +17,7 @@ pub mod control;
 pub mod events;
 pub mod geo;
 pub mod ingest;
+pub mod log;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

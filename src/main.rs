@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use badge_ingest::config::{Config, SinkKind};
+use badge_ingest::config::{AckMode, Config, SinkKind};
 use badge_ingest::metrics::{Percentiles, ShardMetrics};
 use badge_ingest::protocol::{number, FrameDecoder, Message};
 
@@ -151,15 +151,27 @@ struct ServeArgs {
     /// ClickHouse database [default badges].
     #[arg(long, env = "BADGE_DATABASE")]
     database: Option<String>,
-    /// Directory of the durable spool used while ClickHouse is unavailable.
-    #[arg(long, env = "BADGE_SPOOL_DIR")]
-    spool_dir: Option<PathBuf>,
+    /// Directory of the durable log (one subdirectory per shard) [default log].
+    #[arg(long, env = "BADGE_LOG_DIR")]
+    log_dir: Option<PathBuf>,
+    /// When replies go out: `durable` (once the rows they acknowledge are
+    /// synced to the log) or `received` (at once) [default durable].
+    #[arg(long, env = "BADGE_ACK", value_parser = parse_ack)]
+    ack: Option<AckMode>,
     /// Apply schema/ to ClickHouse before accepting badges.
     #[arg(long, env = "BADGE_APPLY_SCHEMA")]
     apply_schema: bool,
     /// Log as JSON lines.
     #[arg(long, env = "BADGE_LOG_JSON")]
     log_json: bool,
+}
+
+fn parse_ack(s: &str) -> Result<AckMode, String> {
+    match s {
+        "durable" => Ok(AckMode::Durable),
+        "received" => Ok(AckMode::Received),
+        _ => Err("durable or received".into()),
+    }
 }
 
 fn parse_sink(s: &str) -> Result<SinkKind, String> {
@@ -201,14 +213,17 @@ impl ServeArgs {
         if let Some(v) = &self.database {
             c.clickhouse.database = v.clone();
         }
-        if let Some(v) = &self.spool_dir {
-            c.spool.dir = v.clone();
+        if let Some(v) = &self.log_dir {
+            c.log.dir = v.clone();
+        }
+        if let Some(v) = self.ack {
+            c.log.ack = v;
         }
         if self.apply_schema {
             c.clickhouse.apply_schema = true;
         }
         if self.log_json {
-            c.log.json = true;
+            c.logging.json = true;
         }
         c.validate()?;
         Ok(c)
@@ -361,7 +376,7 @@ fn apply_schema(config: &Config) -> anyhow::Result<usize> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    badge_ingest::logging::init(&config.log.filter, config.log.json);
+    badge_ingest::logging::init(&config.logging.filter, config.logging.json);
     if config.sink.kind == SinkKind::ClickHouse && config.clickhouse.apply_schema {
         let n = apply_schema(&config)?;
         tracing::info!(statements = n, database = %config.clickhouse.database, "schema applied");

@@ -223,8 +223,6 @@ figures! {
         => Counter, "refused", "connections_refused_total", [Errors "refused"];
     /// Records handed to the sink.
     records: Counter, "records", "records_total", [Shard "records", Records "records"];
-    /// Waits because the sink queue was full.
-    sink_full_waits: Counter, "sink_full_waits", "sink_full_waits_total", [Records "sink_full_waits"];
     /// Rows handed to the geo service.
     geo_lookups: Counter, "geo.lookups", "geo_lookups_total", [Geo "lookups"];
     /// Rows waiting for the geo service.

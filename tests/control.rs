@@ -93,6 +93,14 @@ fn config(shards: usize) -> Config {
     c.server.summary_interval_secs = 0;
     c.sink.kind = SinkKind::Count;
     c.sink.batch_age_ms = 20;
+    c.log.dir = std::env::temp_dir().join(format!(
+        "badge-control-log-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&c.log.dir);
+    c.log.max_bytes = 1 << 30;
+    c.log.segment_bytes = 8 << 20;
     c
 }
 
@@ -110,9 +118,9 @@ impl Server {
         let token = Some(config.server.control_token.clone()).filter(|t| !t.is_empty());
         let shards = config.shards();
         let config = Arc::new(config);
-        let (sink, workers) = badge_ingest::sink::start(&config).expect("sink starts");
-        let sink_stats = sink.stats().clone();
-        let server = badge_ingest::server::start(config.clone(), sink).expect("server starts");
+        let (server, workers) = badge_ingest::app::start_ingest(config.clone(), Default::default())
+            .expect("server starts");
+        let sink_stats = workers.stats.clone();
         let ctx = control::Context::new(server.handle(), sink_stats, token.clone());
         let control = control::start(&config, ctx).expect("control socket starts");
         Self {
@@ -661,7 +669,7 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     }
     assert_eq!(v["sink_queue"], 0);
     assert_eq!(
-        (v["spool_bytes"].clone(), v["spool_files"].clone()),
+        (v["rejected_rows"].clone(), v["replayed_rows"].clone()),
         (json!(0), json!(0))
     );
     let stats = ctl.ask("stats");
@@ -704,7 +712,7 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
             ("badge_rows_written_total{table=\"heartbeats\"}", 3),
             ("badge_rows_written_total{table=\"locations\"}", 1),
             ("badge_rows_queued_total{table=\"command_log\"}", 0),
-            ("badge_spool_bytes", 0),
+            ("badge_rejected_rows_total", 0),
             ("badge_insert_failures_total", 0),
             ("badge_reply_latency_seconds_count", 5),
             ("badge_e2e_latency_seconds_count", 6),

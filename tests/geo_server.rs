@@ -114,8 +114,8 @@ fn cells_and_addresses_reach_the_badge_and_the_stored_rows() {
     let url = clickhouse_url();
     let reverse = FakeServer::start(nominatim(Duration::ZERO));
     let db = fresh_database(&url, "geo");
-    let spool = temp_dir("geo");
-    let config = geo_config(config(&url, &db, &spool), &reverse, 3000);
+    let log = temp_dir("geo");
+    let config = geo_config(config(&url, &db, &log), &reverse, 3000);
     let app = App::start(Arc::new(config)).expect("starts");
     let samples = Samples::new();
     let net = MobileNetwork::new(460, 0);

@@ -72,8 +72,8 @@ fn punch(mac_last: u8) -> Message<'static> {
 fn registered_beacons_name_and_place_bluetooth_reports() {
     let url = clickhouse_url();
     let db = fresh_database(&url, "beacons");
-    let spool = temp_dir("beacons");
-    let mut c = config(&url, &db, &spool);
+    let log = temp_dir("beacons");
+    let mut c = config(&url, &db, &log);
     c.beacons.refresh_secs = 0;
     let client = badge_ingest::sink::clickhouse::client(&c);
     let rt = tokio::runtime::Builder::new_current_thread()

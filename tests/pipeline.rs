@@ -1,5 +1,5 @@
 //! The ClickHouse pipeline against a real ClickHouse: every message type to
-//! its rows, the spool surviving a restart of the server, and the schema.
+//! its rows, the durable log surviving a restart of the server, and the schema.
 
 mod pipeline_support;
 
@@ -12,8 +12,8 @@ use pipeline_support::*;
 fn every_message_type_lands_in_its_table_with_its_values() {
     let url = clickhouse_url();
     let db = fresh_database(&url, "all");
-    let spool = temp_dir("all");
-    let running = start(config(&url, &db, &spool));
+    let log = temp_dir("all");
+    let running = start(config(&url, &db, &log));
     let samples = Samples::new();
     let devices = [imei(1), imei(2), imei(3)];
     let mut badges: Vec<Badge> = devices
@@ -39,10 +39,12 @@ fn every_message_type_lands_in_its_table_with_its_values() {
     let stats = running.stop();
     assert_eq!(
         stats
-            .spooled_rows
+            .replayed_rows
             .load(std::sync::atomic::Ordering::Relaxed),
-        0
+        0,
+        "every row went in from memory"
     );
+    assert!(logs_fully_inserted(&log, 2), "every row is in ClickHouse");
 
     let n = devices.len() as u64;
     let lo = devices.iter().map(|i| i.as_u64()).min().unwrap();
@@ -150,12 +152,12 @@ fn every_message_type_lands_in_its_table_with_its_values() {
 
 #[test]
 #[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
-fn records_spooled_while_clickhouse_is_unreachable_are_replayed_after_a_restart() {
+fn rows_logged_while_clickhouse_is_unreachable_are_replayed_after_a_restart() {
     let url = clickhouse_url();
     let db = fresh_database(&url, "replay");
-    let spool = temp_dir("replay");
-    // Nothing listens on port 9: every insert fails and goes to the spool.
-    let mut unreachable = config("http://127.0.0.1:9", &db, &spool);
+    let log = temp_dir("replay");
+    // Nothing listens on port 9: every insert fails; the rows wait in the log.
+    let mut unreachable = config("http://127.0.0.1:9", &db, &log);
     unreachable.sink.batch_rows = 5;
     let running = start(unreachable);
     let samples = Samples::new();
@@ -167,26 +169,37 @@ fn records_spooled_while_clickhouse_is_unreachable_are_replayed_after_a_restart(
     }
     drop(badge);
     let stats = running.stop();
-    let spooled = stats
-        .spooled_rows
-        .load(std::sync::atomic::Ordering::Relaxed);
-    // 1 login + 40 heartbeats + 1 offline.
-    assert_eq!(spooled, 42);
-    assert!(std::fs::read_dir(&spool).unwrap().count() > 0);
+    assert_eq!(stats.written_total(), 0);
+    assert!(
+        stats
+            .insert_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the inserts were tried"
+    );
+    assert!(!logs_fully_inserted(&log, 2));
     assert_eq!(
         count(&url, &format!("SELECT count() FROM {db}.heartbeats")),
         0
     );
 
-    // The same spool, now with ClickHouse reachable: replayed without any new traffic.
-    let running = start(config(&url, &db, &spool));
+    // The same log, now with ClickHouse reachable: replayed without any new traffic.
+    let running = start(config(&url, &db, &log));
     let stats = running.workers.stats.clone();
+    // 1 login + 40 heartbeats + 1 offline.
     assert!(
-        wait_until(Duration::from_secs(30), || stats.spool_size() == (0, 0)),
-        "spool not drained: {:?}",
-        stats.spool_size()
+        wait_until(Duration::from_secs(30), || stats.written_total() == 42),
+        "replayed {} of 42 rows",
+        stats.written_total()
     );
     running.stop();
+    assert_eq!(
+        stats
+            .replayed_rows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        42
+    );
+    assert!(logs_fully_inserted(&log, 2));
     assert_eq!(
         count(&url, &format!("SELECT count() FROM {db}.heartbeats")),
         40

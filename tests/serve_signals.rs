@@ -125,7 +125,10 @@ fn config_file(dir: &Path) -> PathBuf {
     let path = dir.join("serve.toml");
     std::fs::write(
         &path,
-        "[server]\nsummary_interval_secs = 0\ninstance = \"signals\"\n\n[sink]\nbatch_age_ms = 60000\n",
+        format!(
+            "[server]\nsummary_interval_secs = 0\ninstance = \"signals\"\n\n[sink]\nbatch_age_ms = 60000\n\n[log]\ndir = {:?}\n",
+            dir.join("log")
+        ),
     )
     .unwrap();
     path
@@ -168,7 +171,7 @@ fn sigterm_flushes_every_record_to_clickhouse_and_logs_every_badge_out() {
     let url = clickhouse_url();
     let db = fresh_database(&url, "sigterm");
     let dir = temp_dir("sigterm");
-    let spool = dir.join("spool");
+    let log = dir.join("log");
     let config = config_file(&dir);
     let mut serve = Serve::start(
         &[
@@ -178,8 +181,8 @@ fn sigterm_flushes_every_record_to_clickhouse_and_logs_every_badge_out() {
             &url,
             "--database",
             &db,
-            "--spool-dir",
-            spool.to_str().unwrap(),
+            "--log-dir",
+            log.to_str().unwrap(),
         ],
         &config,
     );
@@ -221,12 +224,10 @@ fn sigterm_flushes_every_record_to_clickhouse_and_logs_every_badge_out() {
         format!("login\t\t{BADGES}\nlogout\tshutdown\t{BADGES}\n")
     );
     // Nothing was left for a later start to replay.
-    let left = std::fs::read_dir(&spool).map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .count()
-    });
-    assert_eq!(left, 0, "files left in the spool");
+    assert!(
+        logs_fully_inserted(&log, 2),
+        "rows left in the log for a later start"
+    );
     query(&url, &format!("DROP DATABASE {db}"));
 }
 

@@ -77,10 +77,15 @@ fn run_profile(profile: &str) {
     config.server.shards = 2;
     config.server.summary_interval_secs = 0;
     config.sink.kind = SinkKind::Count;
+    config.log.dir = std::env::temp_dir().join(format!(
+        "badge-loadgen-{profile}-log-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&config.log.dir);
+    config.log.max_bytes = 2 << 30;
     config.validate().unwrap();
     let config = Arc::new(config);
-    let (sink, workers) = badge_ingest::sink::start(&config).unwrap();
-    let server = badge_ingest::server::start(config, sink).unwrap();
+    let (server, workers) = badge_ingest::app::start_ingest(config, Default::default()).unwrap();
     let target = server.local_addr().to_string();
 
     let mut loadgen = Command::new(env!("CARGO_BIN_EXE_badge-loadgen"));
@@ -190,7 +195,8 @@ fn clickhouse_url() -> String {
 fn verify_clickhouse_counts_exactly_this_runs_rows() {
     let url = clickhouse_url();
     let db = format!("t_loadgen_verify_{}", std::process::id());
-    let spool = std::env::temp_dir().join(format!("badge-loadgen-verify-{}", std::process::id()));
+    let spool =
+        std::env::temp_dir().join(format!("badge-loadgen-verify-log-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&spool);
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
@@ -201,7 +207,7 @@ fn verify_clickhouse_counts_exactly_this_runs_rows() {
     config.sink.batch_age_ms = 200;
     config.clickhouse.url = url.clone();
     config.clickhouse.database = db.clone();
-    config.spool.dir = spool.clone();
+    config.log.dir = spool.clone();
     config.validate().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -210,8 +216,7 @@ fn verify_clickhouse_counts_exactly_this_runs_rows() {
     rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db))
         .expect("schema applies");
     let config = Arc::new(config);
-    let (sink, workers) = badge_ingest::sink::start(&config).unwrap();
-    let server = badge_ingest::server::start(config, sink).unwrap();
+    let (server, workers) = badge_ingest::app::start_ingest(config, Default::default()).unwrap();
     let target = server.local_addr().to_string();
 
     for run in 1..=2 {

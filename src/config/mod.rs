@@ -30,8 +30,8 @@ pub struct Config {
     pub protocol: ProtocolConfig,
     pub sink: SinkConfig,
     pub clickhouse: ClickHouseConfig,
-    pub spool: SpoolConfig,
     pub log: LogConfig,
+    pub logging: LoggingConfig,
     pub geo: GeoConfig,
     pub beacons: BeaconsConfig,
     pub events: EventsConfig,
@@ -138,17 +138,40 @@ pub struct ClickHouseConfig {
     pub compression: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SpoolConfig {
-    pub dir: PathBuf,
-    /// Over this, new batches cannot be spooled and the shards are held back.
-    pub max_bytes: u64,
+/// When an acknowledgement goes out.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// Once the rows it acknowledges are durable in the log (the default):
+    /// nothing acknowledged is lost, whatever happens to the process.
+    Durable,
+    /// As soon as the frame is read; rows are durable within one commit
+    /// interval. Lower latency, for who prefers it and says so.
+    Received,
 }
 
+/// The `[log]` section: the durable log, one per shard.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// Under it, one directory per shard (`shard-N`).
+    pub dir: PathBuf,
+    pub ack: AckMode,
+    /// At most one commit (write + fdatasync) per shard this often ...
+    pub commit_interval_us: u64,
+    /// ... or sooner, once this much is pending.
+    pub commit_bytes: u64,
+    /// A new segment file once one holds this much.
+    pub segment_bytes: u64,
+    /// What all shards' logs may hold together (what ClickHouse does not
+    /// have yet); beyond it, the shards stop reading until it drains.
+    pub max_bytes: u64,
+}
+
+/// The `[logging]` section: what the process says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
     /// A `RUST_LOG`-style filter; `RUST_LOG` overrides it.
     pub filter: String,
     /// JSON lines for log shippers instead of text.
@@ -226,16 +249,20 @@ impl Default for ClickHouseConfig {
     }
 }
 
-impl Default for SpoolConfig {
+impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("spool"),
-            max_bytes: 10 * 1024 * 1024 * 1024,
+            dir: PathBuf::from("log"),
+            ack: AckMode::Durable,
+            commit_interval_us: 1000,
+            commit_bytes: 1 << 20,
+            segment_bytes: 64 << 20,
+            max_bytes: 10 << 30,
         }
     }
 }
 
-impl Default for LogConfig {
+impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
             filter: "info".into(),
@@ -437,8 +464,24 @@ impl Config {
         if !matches!(c.compression.as_str(), "lz4" | "none") {
             return bad("clickhouse.compression", "must be \"lz4\" or \"none\"");
         }
-        if self.spool.max_bytes < 1024 * 1024 {
-            return bad("spool.max_bytes", "must be at least 1 MiB");
+        let l = &self.log;
+        if l.dir.as_os_str().is_empty() {
+            return bad("log.dir", "must name a directory");
+        }
+        if !(10..=1_000_000).contains(&l.commit_interval_us) {
+            return bad("log.commit_interval_us", "must be between 10 and 1000000");
+        }
+        if !(4096..=(64 << 20)).contains(&l.commit_bytes) {
+            return bad("log.commit_bytes", "must be between 4096 and 67108864");
+        }
+        if !((1 << 20)..=(16 << 30)).contains(&l.segment_bytes) {
+            return bad("log.segment_bytes", "must be between 1 MiB and 16 GiB");
+        }
+        if l.max_bytes < 2 * l.segment_bytes * self.shards() as u64 {
+            return bad(
+                "log.max_bytes",
+                "must hold at least two segments per shard (log.segment_bytes)",
+            );
         }
         self.geo.validate()?;
         self.beacons.validate()?;

@@ -115,10 +115,12 @@ impl Badge {
             Message::AddressRequest(_) => None,
             other => Reply::immediate(other, i64::from(now)),
         };
+        let reply_at = out.replies.len();
         if let Some(reply) = reply {
             out.reply(&reply, frame.serial);
         }
         self.rows(core, imei, frame, &message, now);
+        let lookups_before = out.lookups.len();
         // The reply an address request or alarm owes waits with its row.
         let mut owed = match &message {
             Message::AddressRequest(req) => Some(Owed::Address {
@@ -141,6 +143,16 @@ impl Badge {
             }
         }
         core.scratch = rows;
+        // An acknowledgement promises the row is kept: when the row waits
+        // for a lookup before it is logged, so does its acknowledgement.
+        if core.settings.hold_acks
+            && out.lookups.len() > lookups_before
+            && out.replies.len() > reply_at
+        {
+            let ack = out.replies.split_off(reply_at);
+            out.replied -= 1;
+            out.lookups[lookups_before].ack = ack;
+        }
     }
 
     /// The rows of one decoded message, into `core.scratch`.
@@ -249,6 +261,7 @@ impl Badge {
             language,
             owed,
             serial,
+            ack: bytes::BytesMut::new(),
         });
     }
 

@@ -6,13 +6,13 @@
 //! frames to write and the `command_log` rows (one per status change:
 //! queued, sent, replied, expired, failed) for its caller to carry out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::downlink::{DownlinkError, OnlineCommand, TextMessage};
 use crate::protocol::number as n;
@@ -24,14 +24,14 @@ use super::session::Session;
 /// Recent commands kept per badge for `commands IMEI`.
 const RECENT: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandKind {
     OnlineCommand,
     Message,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandStatus {
     Queued,
@@ -71,8 +71,9 @@ impl CommandStatus {
     }
 }
 
-/// A command as the control socket shows it.
-#[derive(Debug, Clone, Serialize)]
+/// A command as the control socket shows it (and as the log keeps it
+/// while it is queued).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandView {
     /// Also the 4-byte server flag on the wire.
     pub id: u32,
@@ -133,6 +134,8 @@ pub struct Commands {
     ids: Arc<AtomicU32>,
     max_queued: usize,
     ttl: Duration,
+    /// Badges whose queue changed since [`Commands::take_changes`].
+    changed: BTreeSet<Imei>,
 }
 
 /// Frame bytes for one command.
@@ -174,7 +177,30 @@ impl Commands {
             ids,
             max_queued,
             ttl,
+            changed: BTreeSet::new(),
         }
+    }
+
+    /// Takes back the queues kept from before a restart: what the log had.
+    pub fn restore(&mut self, imei: Imei, queued: Vec<CommandView>) {
+        if let Some(max) = queued.iter().map(|c| c.id).max() {
+            self.ids.fetch_max(max.wrapping_add(1), Ordering::Relaxed);
+        }
+        self.devices.entry(imei).or_default().queued = queued.into();
+    }
+
+    /// The badges whose queue changed, each with its queue as it now is:
+    /// `{"imei": "...", "queued": [...]}`, for the log to keep.
+    pub fn take_changes(&mut self) -> Vec<String> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|imei| {
+                let empty = VecDeque::new();
+                let queued = self.devices.get(&imei).map_or(&empty, |d| &d.queued);
+                serde_json::json!({ "imei": imei.to_string(), "queued": queued }).to_string()
+            })
+            .collect()
     }
 
     /// Accepts a command: written at once to an online badge (`session`),
@@ -223,6 +249,7 @@ impl Commands {
         let device = self.devices.entry(imei).or_default();
         if device.queued.len() < self.max_queued {
             device.queued.push_back(command.clone());
+            self.changed.insert(imei);
             return Ok((command, None));
         }
         command.status = CommandStatus::Failed;
@@ -246,9 +273,10 @@ impl Commands {
         out: &mut BytesMut,
     ) {
         let queued: Vec<CommandView> = match self.devices.get_mut(&session.imei) {
-            Some(d) => d.queued.drain(..).collect(),
-            None => return,
+            Some(d) if !d.queued.is_empty() => d.queued.drain(..).collect(),
+            _ => return,
         };
+        self.changed.insert(session.imei);
         for command in queued {
             self.deliver(session, command, now, keys, rows, out);
         }
@@ -327,6 +355,7 @@ impl Commands {
         }
         for (imei, c) in &expired {
             self.remember(*imei, c);
+            self.changed.insert(*imei);
             rows.push(log_row(*imei, c, now, keys));
         }
         // Forget badges with nothing queued and no command changed within
@@ -566,6 +595,46 @@ mod tests {
         c.expire(300, &mut keys, &mut rows);
         assert!(c.waiters.is_empty());
         assert!(c.list(imei()).is_empty());
+    }
+
+    #[test]
+    fn queues_are_kept_and_restored_across_a_restart() {
+        let mut c = commands(4);
+        let mut keys = IngestKeys::new("t", 0);
+        let mut rows = Vec::new();
+        c.submit(
+            req(CommandKind::OnlineCommand, "WHERE#", None),
+            100,
+            None,
+            &mut keys,
+            &mut rows,
+        )
+        .unwrap();
+        let changes = c.take_changes();
+        assert_eq!(changes.len(), 1);
+        assert!(c.take_changes().is_empty(), "told once");
+        let v: serde_json::Value = serde_json::from_str(&changes[0]).unwrap();
+        assert_eq!(v["imei"], imei().to_string());
+        let queued: Vec<CommandView> = serde_json::from_value(v["queued"].clone()).unwrap();
+        // A new process: the queue comes back, and new ids do not repeat.
+        let mut again = Commands::new(Arc::new(AtomicU32::new(1)), 4, Duration::from_secs(60));
+        again.restore(imei(), queued);
+        let mut s = session();
+        let mut out = BytesMut::new();
+        again.deliver_queued(&mut s, 101, &mut keys, &mut rows, &mut out);
+        assert_eq!(out[3], 0x80, "delivered after the restart");
+        let emptied: serde_json::Value = serde_json::from_str(&again.take_changes()[0]).unwrap();
+        assert_eq!(emptied["queued"], serde_json::json!([]));
+        let (next, _) = again
+            .submit(
+                req(CommandKind::Message, "hi", None),
+                102,
+                None,
+                &mut keys,
+                &mut rows,
+            )
+            .unwrap();
+        assert!(next.id > 1, "ids go on after the restored ones");
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct Settings {
     pub max_queued_commands: usize,
     pub command_ttl: Duration,
     pub deadlines: Deadlines,
+    /// Acknowledgements wait for their rows to be durable (`log.ack =
+    /// "durable"`): the reply to a frame whose row waits for a lookup then
+    /// waits with it, instead of going out at once.
+    pub hold_acks: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +98,7 @@ impl Settings {
                 login: Duration::from_secs(config.server.login_timeout_secs),
                 idle: config.idle_timeout(),
             },
+            hold_acks: config.log.ack == crate::config::AckMode::Durable,
         }
     }
 }
@@ -176,6 +181,36 @@ impl Ingest {
 
     pub fn commands(&self, imei: Imei) -> Vec<CommandView> {
         self.commands.list(imei)
+    }
+
+    /// Queues kept from before a restart, by IMEI: each a JSON list of
+    /// commands (as [`Self::take_queue_changes`] gave them). A queue that
+    /// does not read is reported and left out.
+    pub fn restore_commands<'a>(
+        &mut self,
+        queues: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) {
+        for (imei, json) in queues {
+            let parsed = imei
+                .parse::<Imei>()
+                .map_err(|e| e.to_string())
+                .and_then(|i| {
+                    serde_json::from_str::<Vec<CommandView>>(json)
+                        .map(|q| (i, q))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((imei, queued)) => self.commands.restore(imei, queued),
+                Err(error) => {
+                    tracing::error!(imei, %error, "a queued command kept from before does not read; left out")
+                }
+            }
+        }
+    }
+
+    /// The badges whose command queue changed, for the log to keep.
+    pub fn take_queue_changes(&mut self) -> Vec<String> {
+        self.commands.take_changes()
     }
 
     pub fn device(&self, imei: Imei) -> Option<DeviceView> {

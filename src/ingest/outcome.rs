@@ -104,6 +104,9 @@ pub struct Lookup {
     /// The reply that waits with it, to the frame with this serial.
     pub owed: Option<Owed>,
     pub serial: u16,
+    /// The frame's acknowledgement, when it must wait until the row is
+    /// durable (`Settings::hold_acks`): it goes out before the owed reply.
+    pub ack: BytesMut,
 }
 
 /// What a lookup found.

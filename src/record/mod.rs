@@ -12,6 +12,7 @@ use serde::Serialize;
 pub mod build;
 pub mod enrich;
 pub mod lookup;
+pub mod rowbinary;
 
 pub use build::{RecordContext, Records};
 
@@ -89,6 +90,23 @@ macro_rules! tables {
                     $(Table::$variant => <$row as clickhouse::Row>::COLUMN_NAMES,)*
                 }
             }
+
+            /// Their types, in the same order.
+            pub fn types(self) -> &'static [rowbinary::ColumnType] {
+                match self {
+                    $(Table::$variant => <$row as rowbinary::Columns>::TYPES,)*
+                }
+            }
+
+            /// A row of this table in RowBinary, read back by column.
+            pub fn view(self, bytes: &[u8]) -> rowbinary::RowView<'_> {
+                rowbinary::RowView {
+                    table: Some(self.name()),
+                    names: self.columns(),
+                    types: self.types(),
+                    bytes,
+                }
+            }
         }
 
         /// One row for one table.
@@ -133,6 +151,13 @@ macro_rules! tables {
                 }
             }
 
+            /// Appends the row in RowBinary.
+            pub fn to_rowbinary(&self, out: &mut Vec<u8>) -> Result<(), rowbinary::RowBinaryError> {
+                match self {
+                    $(Record::$variant(r) => rowbinary::serialize_into(out, r),)*
+                }
+            }
+
             pub fn visit<V: RowVisitor>(&self, visitor: V) -> V::Output {
                 match self {
                     $(Record::$variant(r) => visitor.row(Table::$variant, r),)*
@@ -157,6 +182,15 @@ macro_rules! row {
             pub ingest_instance: &'static str,
             pub ingest_shard: u16,
             pub ingest_seq: u64,
+        }
+
+        impl rowbinary::Columns for $name {
+            const TYPES: &'static [rowbinary::ColumnType] = &[
+                $(<$ty as rowbinary::Column>::TYPE,)*
+                rowbinary::ColumnType::Str,
+                rowbinary::ColumnType::U16,
+                rowbinary::ColumnType::U64,
+            ];
         }
     };
 }
@@ -471,27 +505,24 @@ impl std::fmt::Display for EventKind {
 
 /// Where ingest keys come from: `(instance, shard, sequence)`, unique per
 /// row, so that the rare duplicate of an insert retried after an unknown
-/// outcome can be found and removed.
-#[derive(Debug, Clone)]
+/// outcome can be found and removed. The sequence is the row's position in
+/// its shard's durable log, set when the row is appended there (see
+/// `log::format::push_row`): the same when it is replayed, and never
+/// repeated as the log only grows.
+#[derive(Debug, Clone, Copy)]
 pub struct IngestKeys {
     pub instance: &'static str,
     pub shard: u16,
-    seq: u64,
 }
 
 impl IngestKeys {
     pub fn new(instance: &'static str, shard: u16) -> Self {
-        Self {
-            instance,
-            shard,
-            seq: 0,
-        }
+        Self { instance, shard }
     }
 
-    /// The next sequence number.
-    pub fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+    /// A row's sequence before the log gives it its position.
+    pub fn next_seq(&self) -> u64 {
+        0
     }
 }
 

@@ -3,7 +3,6 @@
 //! replies, queue the rows, start the lookups, close replaced connections
 //! and hand the socket off. Back only for replies.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -16,7 +15,6 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::ingest::{Badge, CloseReason, End, Outcome};
-use crate::record::Envelope;
 
 use super::limits::ConnPermit;
 use super::shard::{unix_now, ConnShared, Handoff, Shard, ShardMsg};
@@ -31,8 +29,8 @@ pub(crate) struct Conn {
     partial: Vec<u8>,
     /// Replies the socket would not take at once.
     unsent: Vec<u8>,
-    /// Records the sink queue had no room for, in order.
-    unqueued: VecDeque<Envelope>,
+    /// The log position the replies in `unsent` wait for.
+    ack_lsn: u64,
     /// Replies made since the last write, for the latency histogram.
     replies: u64,
 }
@@ -58,7 +56,7 @@ impl Conn {
             permit: Some(permit),
             partial: Vec::new(),
             unsent: Vec::new(),
-            unqueued: VecDeque::new(),
+            ack_lsn: 0,
             replies: 0,
         }
     }
@@ -74,6 +72,11 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
             let received = Instant::now();
             (conn.feed(&shard, &input, received), received)
         } else {
+            // A full log (ClickHouse away too long, or a failing disk) stops
+            // reading: TCP then holds the badges back.
+            if shard.log.full() {
+                Box::pin(shard.log.room()).await;
+            }
             // Wait for bytes from the badge, or for a command to write to it.
             let event = poll_fn(|cx| {
                 if !conn.shared.downlink.borrow().is_empty() {
@@ -178,7 +181,8 @@ impl Conn {
     }
 
     /// What of an outcome needs no waiting: closes, lookups, rows into the
-    /// sink queue (or held, in order), replies into the write buffer.
+    /// log, replies into the write buffer (to go out once their rows are
+    /// durable).
     fn carry_out(&mut self, shard: &Rc<Shard>, out: &mut Outcome, received: Instant) {
         self.shared.logged_in.set(self.badge.imei().is_some());
         for conn_id in out.replaced.drain(..) {
@@ -190,27 +194,29 @@ impl Conn {
             super::geo::start(shard, self.badge.conn_id(), lookup, received);
         }
         for record in out.rows.drain(..) {
-            let envelope = Envelope { record, received };
-            if !self.unqueued.is_empty() {
-                self.unqueued.push_back(envelope);
-            } else if let Err(envelope) = shard.rows.try_send(envelope) {
-                self.unqueued.push_back(envelope);
-            }
+            self.ack_lsn = shard.store(&record, received);
+        }
+        if self.badge.imei().is_some() {
+            // A login delivers what was queued: the queue is now empty.
+            self.ack_lsn = self.ack_lsn.max(shard.keep_queues());
         }
         self.unsent.extend_from_slice(&out.replies);
         self.replies += out.replied;
         out.clear();
     }
 
-    /// Writes this read's replies and queues its records. Only here does
-    /// the connection wait: on a slow socket, or on a full sink queue, which
-    /// stops it reading (backpressure to the badge through TCP).
+    /// Writes this read's replies, once the rows they acknowledge are
+    /// durable. Only here does the connection wait: for the commit, or on a
+    /// slow socket.
     async fn flush(
         &mut self,
         shard: &Rc<Shard>,
         stream: &mut TcpStream,
         received: Instant,
     ) -> Result<(), CloseReason> {
+        if shard.durable_acks && self.ack_lsn > shard.log.durable_end() && !self.unsent.is_empty() {
+            Box::pin(shard.log.durable(self.ack_lsn)).await;
+        }
         // Most replies go out in one write without waiting.
         let mut off = 0;
         while off < self.unsent.len() {
@@ -247,9 +253,6 @@ impl Conn {
                 .record_n(us.max(1), self.replies);
             self.replies = 0;
         }
-        if !self.unqueued.is_empty() {
-            Box::pin(self.drain_records(shard)).await;
-        }
         Ok(())
     }
 
@@ -278,12 +281,6 @@ impl Conn {
             .map_err(|_| CloseReason::IoError)?;
         shard.counters().bytes_out += unsent.len() as u64;
         Ok(())
-    }
-
-    async fn drain_records(&mut self, shard: &Rc<Shard>) {
-        while let Some(envelope) = self.unqueued.pop_front() {
-            shard.rows.send(envelope).await;
-        }
     }
 
     /// Moves the socket to the shard that owns its IMEI, with the bytes
@@ -338,9 +335,6 @@ impl Conn {
                 .on_close(reason, unix_now(), &mut shard.core.borrow_mut(), &mut out);
             self.carry_out(shard, &mut out, Instant::now());
         }
-        self.drain_records(shard).await;
-        // Only now: a shutting-down shard waits for its table to empty, and
-        // must not stop while this connection still holds records.
         shard.conns.borrow_mut().remove(&self.badge.conn_id());
         shard.counters().connections_open -= 1;
         tracing::debug!(shard = shard.id, peer = %self.badge.peer(), imei = ?self.badge.imei(), reason = reason.as_str(), "connection closed");

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::config::Config;
+use crate::config::{AckMode, Config};
+use crate::events::Events;
 use crate::geo::GeoHandle;
 use crate::ingest::{CloseReason, Ingest, Liveness, Outcome};
+use crate::log::{LogStats, LogWriter, SegmentList};
 use crate::logging::LogLimit;
 use crate::metrics::{latency_histogram, ShardMetrics};
 use crate::protocol::{FrameConfig, FrameDecoder};
@@ -22,7 +24,6 @@ use crate::sink::SinkHandle;
 
 use super::connection::{self, Conn};
 use super::limits::{ConnectionLimits, Refused};
-use super::rows::RowQueue;
 use super::shard::{unix_now, Handoff, Shard, ShardMsg};
 
 /// How long a shutdown lets connections write the answers to their last
@@ -38,13 +39,41 @@ pub(crate) struct ShardStart {
     pub inbox: flume::Receiver<ShardMsg>,
     pub peers: Vec<flume::Sender<ShardMsg>>,
     pub sink: SinkHandle,
+    pub log: ShardLogStart,
+    pub events: Events,
     pub limits: Arc<ConnectionLimits>,
     pub next_conn_id: Arc<std::sync::atomic::AtomicU64>,
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
     pub geo: Option<GeoHandle>,
 }
 
+/// Where the shard's log goes on from, as recovery found it.
+pub(crate) struct ShardLogStart {
+    pub dir: std::path::PathBuf,
+    pub end: u64,
+    pub segments: SegmentList,
+    pub stats: Arc<LogStats>,
+}
+
 pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
+    let sink = start.sink.clone();
+    let log = LogWriter::open(
+        start.id,
+        &start.log.dir,
+        start.log.end,
+        &start.config.log,
+        start.log.segments.clone(),
+        start.log.stats.clone(),
+        Box::new(move |chunk| sink.send(chunk)),
+    )
+    .await;
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = start.ready.send(Err(format!("shard {}: {e}", start.id)));
+            return ShardMetrics::new(start.id);
+        }
+    };
     let listener = match TcpListener::bind(start.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -67,7 +96,9 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         outcome: RefCell::new(Outcome::default()),
         conns: RefCell::new(HashMap::new()),
         peers: start.peers,
-        rows: RowQueue::new(start.sink),
+        durable_acks: config.log.ack == AckMode::Durable,
+        log,
+        events: start.events,
         limits: start.limits,
         stopping: Cell::new(false),
         accept_log: LogLimit::per_second(),
@@ -116,10 +147,8 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     // connection still writing after the grace period (its badge stopped
     // reading) has its writing side shut too, which ends the write.
     //
-    // There is no deadline after which records are given up: a connection
-    // still here is waiting for room in the sink queue, which drains into
-    // ClickHouse or, failing that, the spool. Dropping it would lose rows
-    // the badges were already answered for.
+    // Rows need no waiting here: they are in the log (a connection still
+    // here is writing its replies, or waiting for their commit).
     // Replies owed to a geo lookup are written once it answers, which is
     // at most the deadline away.
     let grace = Instant::now()
@@ -143,7 +172,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             tracing::warn!(
                 shard = shard.id,
                 connections = shard.conns.borrow().len(),
-                "shutdown still waiting for connections to hand their records to the sink (is ClickHouse or the spool stuck?)"
+                "shutdown still waiting for connections to finish (is the log's disk stuck?)"
             );
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -156,7 +185,10 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     }
     while start.inbox.try_recv().is_ok() {}
     timer.cancel().await;
-    shard.rows.drain_backlog().await;
+    // Everything is in the log: commit it, and the shard is done.
+    shard.keep_queues();
+    shard.log.close().await;
+    drop(start.sink);
     shard.snapshot()
 }
 
@@ -272,9 +304,10 @@ async fn timer_loop(shard: Rc<Shard>) {
             .core
             .borrow_mut()
             .expire_commands(unix_now(), &mut rows);
-        for row in rows {
-            shard.rows.emit(row);
+        let now = Instant::now();
+        for row in &rows {
+            shard.store(row, now);
         }
-        shard.rows.drain_backlog().await;
+        shard.keep_queues();
     }
 }

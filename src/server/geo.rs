@@ -15,15 +15,12 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-
 use crate::ingest::{Found, Lookup};
-use crate::record::Envelope;
 
 use super::shard::Shard;
 
 /// Starts the task for one lookup of connection `conn_id`.
-pub(crate) fn start(shard: &Rc<Shard>, conn_id: u64, lookup: Lookup, received: Instant) {
+pub(crate) fn start(shard: &Rc<Shard>, conn_id: u64, mut lookup: Lookup, received: Instant) {
     let Some(geo) = shard.geo.clone() else {
         unreachable!("the core asks for lookups only with a geo service");
     };
@@ -51,26 +48,27 @@ pub(crate) fn start(shard: &Rc<Shard>, conn_id: u64, lookup: Lookup, received: I
             }
         }
         let owed = lookup.owed.is_some();
-        let mut reply = BytesMut::new();
+        // The held acknowledgement first, then the owed reply.
+        let mut reply = std::mem::take(&mut lookup.ack);
         let record = shard
             .core
             .borrow_mut()
             .finish_lookup(lookup, found, &mut reply);
-        if owed {
-            match shard.conns.borrow().get(&conn_id) {
-                Some(conn) => {
-                    if !reply.is_empty() {
-                        conn.push_downlink(&reply);
-                    }
+        let lsn = shard.store(&record, received);
+        if shard.durable_acks && !reply.is_empty() {
+            shard.log.durable(lsn).await;
+        }
+        match shard.conns.borrow().get(&conn_id) {
+            Some(conn) => {
+                if !reply.is_empty() {
+                    conn.push_downlink(&reply);
+                }
+                if owed {
                     conn.owed.set(conn.owed.get().saturating_sub(1));
                 }
-                None => shard.counters().geo_replies_orphaned += u64::from(!reply.is_empty()),
             }
+            None => shard.counters().geo_replies_orphaned += u64::from(!reply.is_empty()),
         }
-        // The row counts against `max_pending` until the sink takes it: with
-        // the sink full, rows wait here (bounded), and further rows go back to
-        // their connections, which then stop reading (backpressure).
-        shard.rows.send(Envelope { record, received }).await;
         shard.core.borrow_mut().lookup_stored();
     })
     .detach();

@@ -16,7 +16,6 @@ mod connection;
 mod executor;
 mod geo;
 pub mod limits;
-mod rows;
 mod shard;
 
 pub use crate::ingest::{CloseReason, DeviceView};
@@ -48,7 +47,7 @@ pub struct RunningServer {
 }
 
 /// What shards may ask besides the sink; all of it is optional.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Services {
     /// Positions and addresses; `None` answers address requests at once
     /// with an empty address and stores rows as they came.
@@ -59,18 +58,29 @@ pub struct Services {
     /// Reloads the registry (the control socket's `beacons reload`);
     /// `None` when there is no registry source.
     pub beacon_source: Option<crate::beacons::BeaconHandle>,
+    /// Live events: every stored row is offered (one atomic load when
+    /// nobody listens).
+    pub events: crate::events::Events,
 }
 
-/// Starts the shards without geo service: see [`start_with`].
-pub fn start(config: Arc<Config>, sink: SinkHandle) -> Result<RunningServer, ServerError> {
-    start_with(config, sink, Services::default())
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            geo: None,
+            beacons: Default::default(),
+            beacon_source: None,
+            events: crate::events::Events::disabled(),
+        }
+    }
 }
 
-/// Starts the shards and returns once every one of them listens.
-pub fn start_with(
+/// Starts the shards, each appending to its log as recovery left it, and
+/// returns once every one of them listens.
+pub fn start(
     config: Arc<Config>,
     sink: SinkHandle,
     services: Services,
+    logs: Vec<crate::log::Recovery>,
 ) -> Result<RunningServer, ServerError> {
     let memlock = limits::ensure_memlock()?;
     let (nofile, nofile_hard) = limits::raise_nofile();
@@ -106,23 +116,36 @@ pub fn start_with(
     let limits =
         limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
     let next_conn_id = Arc::new(AtomicU64::new(1));
-    // Command ids are the 4-byte server flag; starting from the clock keeps
-    // them unique across restarts unless commands outpace one a second.
+    // Command ids are the 4-byte server flag: from the clock, and past any
+    // id the logs kept, so they are unique across restarts.
     let first_command_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_secs() as u32);
+        .map_or(1, |d| d.as_secs() as u32)
+        .max(
+            logs.iter()
+                .map(|l| l.last_command_id.wrapping_add(1))
+                .max()
+                .unwrap_or(0),
+        );
     let next_command_id = Arc::new(std::sync::atomic::AtomicU32::new(first_command_id));
+    if logs.len() != n {
+        return Err(ServerError::Shard {
+            shard: logs.len(),
+            reason: format!("{} logs for {n} shards", logs.len()),
+        });
+    }
     let (peers, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::bounded(4096)).unzip();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut shards = Vec::with_capacity(n);
-    for (id, inbox) in inboxes.into_iter().enumerate() {
-        let core = crate::ingest::Ingest::new(
+    for ((id, inbox), recovery) in inboxes.into_iter().enumerate().zip(logs) {
+        let mut core = crate::ingest::Ingest::new(
             crate::ingest::Settings::new(&config, id, n),
             instance,
             next_command_id.clone(),
             beacons.clone(),
         );
+        core.restore_commands(&recovery.commands);
         let start = executor::ShardStart {
             id,
             listen,
@@ -131,6 +154,13 @@ pub fn start_with(
             inbox,
             peers: peers.clone(),
             sink: sink.clone(),
+            log: executor::ShardLogStart {
+                dir: recovery.dir,
+                end: recovery.end,
+                segments: recovery.segments,
+                stats: recovery.stats,
+            },
+            events: services.events.clone(),
             limits: limits.clone(),
             next_conn_id: next_conn_id.clone(),
             ready: ready_tx.clone(),

@@ -22,8 +22,11 @@ use crate::logging::LogLimit;
 use crate::metrics::{Counters, ShardMetrics};
 use crate::protocol::{FrameDecoder, Imei};
 
+use crate::events::Events;
+use crate::log::LogWriter;
+use crate::record::Record;
+
 use super::limits::{ConnPermit, ConnectionLimits};
-use super::rows::RowQueue;
 
 /// Messages a shard takes from other shards and from the process.
 pub enum ShardMsg {
@@ -150,7 +153,11 @@ pub(crate) struct Shard {
     pub outcome: RefCell<Outcome>,
     pub conns: RefCell<HashMap<u64, Rc<ConnShared>>>,
     pub peers: Vec<flume::Sender<ShardMsg>>,
-    pub rows: Rc<RowQueue>,
+    /// Where every accepted row goes first.
+    pub log: Rc<LogWriter>,
+    /// Replies wait until the rows they acknowledge are durable.
+    pub durable_acks: bool,
+    pub events: Events,
     pub limits: Arc<ConnectionLimits>,
     pub stopping: Cell<bool>,
     pub accept_log: LogLimit,
@@ -165,10 +172,26 @@ impl Shard {
         RefMut::map(self.core.borrow_mut(), |core| &mut core.counters)
     }
 
+    /// Keeps a row: offered as a live event, and appended to the log.
+    /// Returns the position the log must reach for the row to be durable.
+    pub fn store(&self, record: &Record, received: Instant) -> u64 {
+        self.events.publish(record);
+        self.log.append(record, received)
+    }
+
+    /// Logs the command queues that changed, so they survive a restart.
+    pub fn keep_queues(&self) -> u64 {
+        let changes = self.core.borrow_mut().take_queue_changes();
+        let mut end = self.log.appended_end();
+        for json in changes {
+            end = self.log.append_commands(json.as_bytes());
+        }
+        end
+    }
+
     pub fn snapshot(&self) -> ShardMetrics {
         let core = self.core.borrow();
-        let mut counters = core.counters();
-        counters.sink_full_waits = self.rows.full_waits.get();
+        let counters = core.counters();
         ShardMetrics {
             shard: self.id,
             counters,
@@ -202,9 +225,11 @@ impl Shard {
             .core
             .borrow_mut()
             .submit(request, unix_now(), &mut rows);
-        for row in rows {
-            self.rows.emit(row);
+        let now = Instant::now();
+        for row in &rows {
+            self.store(row, now);
         }
+        self.keep_queues();
         let (command, delivery) = result?;
         if let Some(d) = delivery {
             if let Some(conn) = self.conns.borrow().get(&d.conn_id) {

@@ -1,27 +1,33 @@
-//! Where records go after the shards: a bounded lock-free queue
-//! (`crossbeam-channel`) to writer threads, which batch them by table.
+//! Where rows go once the log holds them: the writer takes each commit's
+//! entries from memory (a bounded `crossbeam-channel`), batches them per
+//! table, and inserts them into ClickHouse (or a JSON-lines file, or just
+//! counts them); what it cannot take from memory it reads back from the log.
 //!
-//! Shards only ever `try_send`. A full queue is backpressure: the shard holds
-//! the record and stops reading sockets until there is room, so nothing is
-//! dropped and no executor thread ever blocks.
+//! Shards never wait here: a full queue drops the commit's copy in memory,
+//! and the writer, seeing the gap, reads those entries from the log.
+//! Inserting advances each table's checkpoint in each shard's log, and the
+//! segments below every checkpoint are deleted.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use hdrhistogram::Histogram;
 
-use crate::config::{Config, SinkKind};
-use crate::events::Events;
+use crate::config::Config;
+use crate::log::writer::LogStats;
+use crate::log::{Chunk, SegmentList};
 use crate::metrics::{latency_histogram, Figure, Kind, Line};
-use crate::record::{Envelope, Table};
+use crate::record::Table;
 
 pub mod clickhouse;
-mod file;
-mod rowbinary;
+mod dead_letter;
+mod destination;
+pub mod lanes;
 pub mod schema;
-pub mod spool;
+mod writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -30,53 +36,68 @@ pub enum SinkError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("writing records: {0}")]
-    Write(#[from] std::io::Error),
-    #[error(transparent)]
-    Spool(#[from] spool::SpoolError),
+    #[error("starting the writer: {0}")]
+    Start(std::io::Error),
     #[error("writer thread panicked")]
     Panicked,
 }
 
-/// Figures the writers keep, readable from any thread.
+/// Figures the writer keeps, readable from any thread.
 #[derive(Debug)]
 pub struct SinkStats {
-    /// Rows handed to the queue, per table.
+    /// Rows taken in by the writer (from memory, or read back from the log), per table.
     pub queued: [AtomicU64; Table::COUNT],
-    /// Rows safely written (file flushed, or ClickHouse insert committed), per table.
+    /// Rows inserted (ClickHouse committed them, or the file sink synced them), per table.
     pub written: [AtomicU64; Table::COUNT],
     pub batches: [AtomicU64; Table::COUNT],
-    /// From frame read to row written, µs.
+    /// Rows ClickHouse refused for good, set aside in the dead-letter file, per table.
+    pub rejected: [AtomicU64; Table::COUNT],
+    /// From frame read to row inserted, µs (rows taken from memory).
     pub end_to_end: Mutex<Histogram<u64>>,
     /// Duration of successful inserts, µs.
     pub insert_latency: Mutex<Histogram<u64>>,
     pub retries: AtomicU64,
     pub insert_failures: AtomicU64,
-    pub spooled_batches: AtomicU64,
-    pub spooled_rows: AtomicU64,
-    pub replayed_batches: AtomicU64,
-    /// Times a batch could not be spooled (spool full, disk error); ingestion waits meanwhile.
-    pub spool_errors: AtomicU64,
-    /// The spool, when the sink has one (for its size and file count).
-    pub spool: std::sync::OnceLock<Arc<spool::Spool>>,
+    /// Rows read back from the log (after a restart, an outage, or missed commits).
+    pub replayed_rows: AtomicU64,
+    /// Commits the writer had no room for in memory (read from the log instead).
+    pub chunks_missed: AtomicU64,
+    /// Damaged segments moved aside, and what their loss covered.
+    pub corrupt_segments: AtomicU64,
+    /// Bytes of torn appends cut off at start.
+    pub torn_bytes: AtomicU64,
+    pub deleted_segments: AtomicU64,
+    /// The last refusal: the table and ClickHouse's words.
+    pub last_rejection: Mutex<Option<(Table, String)>>,
+    pub dead_letters: PathBuf,
+    /// Each shard's log.
+    pub logs: Vec<Arc<LogStats>>,
 }
 
 impl SinkStats {
-    fn new() -> Self {
+    fn new(dead_letters: PathBuf, logs: Vec<Arc<LogStats>>) -> Self {
         Self {
             queued: Default::default(),
             written: Default::default(),
             batches: Default::default(),
+            rejected: Default::default(),
             end_to_end: Mutex::new(latency_histogram()),
             insert_latency: Mutex::new(latency_histogram()),
             retries: AtomicU64::new(0),
             insert_failures: AtomicU64::new(0),
-            spooled_batches: AtomicU64::new(0),
-            spooled_rows: AtomicU64::new(0),
-            replayed_batches: AtomicU64::new(0),
-            spool_errors: AtomicU64::new(0),
-            spool: std::sync::OnceLock::new(),
+            replayed_rows: AtomicU64::new(0),
+            chunks_missed: AtomicU64::new(0),
+            corrupt_segments: AtomicU64::new(0),
+            torn_bytes: AtomicU64::new(0),
+            deleted_segments: AtomicU64::new(0),
+            last_rejection: Mutex::new(None),
+            dead_letters,
+            logs,
         }
+    }
+
+    fn sum(counters: &[AtomicU64; Table::COUNT]) -> u64 {
+        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     pub fn queued(&self, table: Table) -> u64 {
@@ -87,48 +108,43 @@ impl SinkStats {
         self.written[table.index()].load(Ordering::Relaxed)
     }
 
+    pub fn rejected(&self, table: Table) -> u64 {
+        self.rejected[table.index()].load(Ordering::Relaxed)
+    }
+
     pub fn written_total(&self) -> u64 {
-        self.written.iter().map(|w| w.load(Ordering::Relaxed)).sum()
+        Self::sum(&self.written)
     }
 
     pub fn queued_total(&self) -> u64 {
-        self.queued.iter().map(|w| w.load(Ordering::Relaxed)).sum()
+        Self::sum(&self.queued)
     }
 
-    /// Called by writers once a batch of mixed tables is safe.
-    pub(crate) fn committed(&self, batch: &[Envelope]) {
-        let mut by_table = [0u64; Table::COUNT];
-        for e in batch {
-            by_table[e.record.table().index()] += 1;
-        }
-        for (i, n) in by_table.iter().enumerate() {
-            if *n > 0 {
-                self.written[i].fetch_add(*n, Ordering::Relaxed);
-                self.batches[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.record_end_to_end(batch.iter().map(|e| e.received));
+    pub fn rejected_total(&self) -> u64 {
+        Self::sum(&self.rejected)
     }
 
-    /// Called by writers once a batch of one table is committed. `received`
-    /// is empty for batches replayed from the spool (their read times are gone).
-    pub(crate) fn committed_rows(&self, table: Table, rows: u64, received: &[std::time::Instant]) {
-        self.written[table.index()].fetch_add(rows, Ordering::Relaxed);
-        self.batches[table.index()].fetch_add(1, Ordering::Relaxed);
-        if !received.is_empty() {
-            self.record_end_to_end(received.iter().copied());
-        }
+    /// Rows taken in and neither inserted nor set aside yet.
+    pub fn queue_depth(&self) -> u64 {
+        self.queued_total()
+            .saturating_sub(self.written_total() + self.rejected_total())
     }
 
-    /// From each row's frame read until now, the moment it became safe.
-    fn record_end_to_end(&self, received: impl Iterator<Item = std::time::Instant>) {
-        let now = std::time::Instant::now();
-        if let Ok(mut h) = self.end_to_end.lock() {
-            for t in received {
-                let us = now.saturating_duration_since(t).as_micros() as u64;
-                h.saturating_record(us.max(1));
-            }
-        }
+    /// Bytes the logs hold (what is not yet safely in ClickHouse, and a
+    /// little more: whole segments are deleted).
+    pub fn log_bytes(&self) -> u64 {
+        self.logs
+            .iter()
+            .map(|l| {
+                l.durable
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(l.oldest.load(Ordering::Relaxed))
+            })
+            .sum()
+    }
+
+    fn log_sum(&self, f: impl Fn(&LogStats) -> &AtomicU64) -> u64 {
+        self.logs.iter().map(|l| f(l).load(Ordering::Relaxed)).sum()
     }
 
     pub(crate) fn record_insert(&self, took: std::time::Duration) {
@@ -137,65 +153,76 @@ impl SinkStats {
         }
     }
 
-    /// Rows handed to the writers and neither written nor spooled yet.
-    pub fn queue_depth(&self) -> u64 {
-        self.queued_total()
-            .saturating_sub(self.written_total() + self.spooled_rows.load(Ordering::Relaxed))
-    }
-
-    /// (bytes, files) waiting in the spool.
-    pub fn spool_size(&self) -> (u64, u64) {
-        self.spool.get().map_or((0, 0), |s| {
-            (
-                s.bytes.load(Ordering::Relaxed),
-                s.files.load(Ordering::Relaxed),
-            )
-        })
+    /// From each row's frame read until now, the moment it was inserted.
+    pub(crate) fn record_end_to_end(&self, received: &[std::time::Instant]) {
+        let now = std::time::Instant::now();
+        if let Ok(mut h) = self.end_to_end.lock() {
+            for t in received {
+                let us = now.saturating_duration_since(*t).as_micros() as u64;
+                h.saturating_record(us.max(1));
+            }
+        }
     }
 }
 
-/// The writers' figures, for `stats` and `/metrics` (rows per table are
-/// shown by table, beside these).
+/// The writer's and the logs' figures, for `stats` and `/metrics` (rows
+/// per table are shown by table, beside these).
 pub static SINK_FIGURES: &[Figure<SinkStats>] = &[
     Figure {
         key: "sink_queue",
         prom: Some("sink_queue"),
         kind: Kind::Gauge,
-        help: "Rows handed to the writers and neither written nor spooled yet.",
+        help: "Rows the writer took in and has neither inserted nor set aside yet.",
         text: &[(Line::Records, "sink_queue")],
         get: SinkStats::queue_depth,
     },
     Figure {
-        key: "spool_bytes",
-        prom: Some("spool_bytes"),
+        key: "log_bytes",
+        prom: Some("log_bytes"),
         kind: Kind::Gauge,
-        help: "Bytes waiting in the spool.",
-        text: &[(Line::Records, "spool_bytes")],
-        get: |s| s.spool_size().0,
+        help: "Bytes the durable logs hold.",
+        text: &[(Line::Records, "log_bytes")],
+        get: SinkStats::log_bytes,
     },
     Figure {
-        key: "spool_files",
-        prom: Some("spool_files"),
-        kind: Kind::Gauge,
-        help: "Batches waiting in the spool.",
-        text: &[(Line::Records, "spool_files")],
-        get: |s| s.spool_size().1,
-    },
-    Figure {
-        key: "spooled_rows",
-        prom: Some("spooled_rows_total"),
+        key: "log_commits",
+        prom: Some("log_commits_total"),
         kind: Kind::Counter,
-        help: "Rows written to the spool.",
-        text: &[],
-        get: |s| s.spooled_rows.load(Ordering::Relaxed),
+        help: "Group commits of the durable logs (write and fdatasync).",
+        text: &[(Line::Records, "log_commits")],
+        get: |s| s.log_sum(|l| &l.commits),
     },
     Figure {
-        key: "replayed_batches",
-        prom: Some("replayed_batches_total"),
+        key: "log_errors",
+        prom: Some("log_errors_total"),
         kind: Kind::Counter,
-        help: "Spooled batches inserted after all.",
+        help: "Log writes or syncs that failed and were retried.",
+        text: &[(Line::Records, "log_errors")],
+        get: |s| s.log_sum(|l| &l.errors),
+    },
+    Figure {
+        key: "log_full",
+        prom: Some("log_full_total"),
+        kind: Kind::Counter,
+        help: "Times a shard stopped reading because its log was full.",
+        text: &[(Line::Records, "log_full")],
+        get: |s| s.log_sum(|l| &l.full),
+    },
+    Figure {
+        key: "replayed_rows",
+        prom: Some("replayed_rows_total"),
+        kind: Kind::Counter,
+        help: "Rows read back from the log to be inserted.",
+        text: &[(Line::Records, "replayed")],
+        get: |s| s.replayed_rows.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "chunks_missed",
+        prom: Some("log_chunks_missed_total"),
+        kind: Kind::Counter,
+        help: "Commits the writer had no room for in memory, read from the log instead.",
         text: &[],
-        get: |s| s.replayed_batches.load(Ordering::Relaxed),
+        get: |s| s.chunks_missed.load(Ordering::Relaxed),
     },
     Figure {
         key: "insert_retries",
@@ -214,47 +241,56 @@ pub static SINK_FIGURES: &[Figure<SinkStats>] = &[
         get: |s| s.insert_failures.load(Ordering::Relaxed),
     },
     Figure {
-        key: "spool_errors",
-        prom: Some("spool_errors_total"),
+        key: "rejected_rows",
+        prom: Some("rejected_rows_total"),
         kind: Kind::Counter,
-        help: "Batches that could not be spooled at first try.",
+        help: "Rows ClickHouse refused for good, set aside in the dead-letter file.",
+        text: &[(Line::Records, "rejected")],
+        get: SinkStats::rejected_total,
+    },
+    Figure {
+        key: "log_corrupt_segments",
+        prom: Some("log_corrupt_segments_total"),
+        kind: Kind::Counter,
+        help: "Damaged log segments moved aside.",
         text: &[],
-        get: |s| s.spool_errors.load(Ordering::Relaxed),
+        get: |s| s.corrupt_segments.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "log_torn_bytes",
+        prom: Some("log_torn_bytes_total"),
+        kind: Kind::Counter,
+        help: "Bytes of torn appends cut off the logs at start.",
+        text: &[],
+        get: |s| s.torn_bytes.load(Ordering::Relaxed),
+    },
+    Figure {
+        key: "log_segments_deleted",
+        prom: Some("log_segments_deleted_total"),
+        kind: Kind::Counter,
+        help: "Log segments deleted once everything in them was inserted.",
+        text: &[],
+        get: |s| s.deleted_segments.load(Ordering::Relaxed),
     },
 ];
 
 /// The shards' end of the queue. Cheap to clone: one per shard.
 #[derive(Clone)]
 pub struct SinkHandle {
-    tx: Sender<Envelope>,
+    tx: Sender<Chunk>,
     stats: Arc<SinkStats>,
 }
 
 impl SinkHandle {
-    /// Queues a record, or gives it back when the queue is full.
-    // Giving the record back (not an error type) is the point: the shard keeps it.
-    #[allow(clippy::result_large_err)]
-    pub fn try_send(&self, envelope: Envelope) -> Result<(), Envelope> {
-        let table = envelope.record.table();
-        match self.tx.try_send(envelope) {
-            Ok(()) => {
-                self.stats.queued[table.index()].fetch_add(1, Ordering::Relaxed);
-                Ok(())
+    /// Hands a commit's entries to the writer, never waiting: when there is
+    /// no room, the writer reads them from the log instead.
+    pub fn send(&self, chunk: Chunk) {
+        match self.tx.try_send(chunk) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.chunks_missed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
         }
-    }
-
-    pub fn queue_len(&self) -> usize {
-        self.tx.len()
-    }
-
-    /// Whether the queue has room again for a burst of records: a quarter
-    /// free, so that waiting connections do not wake for every single slot.
-    pub fn has_room(&self) -> bool {
-        self.tx
-            .capacity()
-            .is_none_or(|c| self.tx.len() <= c - c / 4)
     }
 
     pub fn stats(&self) -> &Arc<SinkStats> {
@@ -262,10 +298,26 @@ impl SinkHandle {
     }
 }
 
-/// The writer threads; [`SinkWorkers::finish`] waits until they have written
-/// everything, which happens once every [`SinkHandle`] is dropped.
+/// What the writer needs of one shard's log.
+#[derive(Debug, Clone)]
+pub struct ShardLog {
+    pub dir: PathBuf,
+    pub segments: SegmentList,
+    pub stats: Arc<LogStats>,
+    /// Where the data ends after recovery (the shard appends from here).
+    pub end: u64,
+    /// Per table, and for the commands, where reading starts.
+    pub checkpoint: ([u64; Table::COUNT], u64),
+    /// The queued commands as of `checkpoint.1`, by IMEI (JSON).
+    pub commands: std::collections::BTreeMap<String, String>,
+    pub last_command_id: u32,
+}
+
+/// The writer thread; [`SinkWorkers::finish`] waits until it has inserted
+/// what it can (bounded: the log keeps the rest), which starts once every
+/// [`SinkHandle`] is dropped.
 pub struct SinkWorkers {
-    threads: Vec<JoinHandle<Result<(), SinkError>>>,
+    threads: Vec<JoinHandle<()>>,
     pub stats: Arc<SinkStats>,
 }
 
@@ -273,73 +325,48 @@ impl SinkWorkers {
     pub fn finish(self) -> Result<(), SinkError> {
         let mut result = Ok(());
         for t in self.threads {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(_) => result = Err(SinkError::Panicked),
+            if t.join().is_err() {
+                result = Err(SinkError::Panicked);
             }
         }
         result
     }
 }
 
-/// Starts the writers the configuration asks for, without live events.
-pub fn start(config: &Config) -> Result<(SinkHandle, SinkWorkers), SinkError> {
-    start_with(config, Events::disabled())
-}
-
-/// Starts the writers; every record they take from the queue is also
-/// offered to `events` (one atomic load per record when nobody listens).
-pub fn start_with(config: &Config, events: Events) -> Result<(SinkHandle, SinkWorkers), SinkError> {
+/// Starts the writer for the logs of every shard, as recovery found them.
+pub fn start(
+    config: &Config,
+    recovered: &[crate::log::Recovery],
+) -> Result<(SinkHandle, SinkWorkers), SinkError> {
+    let logs: Vec<ShardLog> = recovered
+        .iter()
+        .map(|r| ShardLog {
+            dir: r.dir.clone(),
+            segments: r.segments.clone(),
+            stats: r.stats.clone(),
+            end: r.end,
+            checkpoint: (r.tables, r.end),
+            commands: r.commands.clone(),
+            last_command_id: r.last_command_id,
+        })
+        .collect();
     let (tx, rx) = crossbeam_channel::bounded(config.sink.queue_capacity);
-    let stats = Arc::new(SinkStats::new());
-    let input = Input { rx, events };
-    let threads = match config.sink.kind {
-        SinkKind::Count | SinkKind::File => vec![file::spawn(config, input, stats.clone())?],
-        SinkKind::ClickHouse => clickhouse::spawn(config, input, stats.clone())?,
-    };
+    let stats = Arc::new(SinkStats::new(
+        config.log.dir.join("rejected.jsonl"),
+        logs.iter().map(|l| l.stats.clone()).collect(),
+    ));
+    let torn: u64 = recovered.iter().map(|r| r.torn_bytes).sum();
+    stats.torn_bytes.store(torn, Ordering::Relaxed);
+    let destination = destination::Destination::open(config, &stats)?;
+    let thread = writer::spawn(config, logs, rx, destination, stats.clone())?;
     Ok((
         SinkHandle {
             tx,
             stats: stats.clone(),
         },
-        SinkWorkers { threads, stats },
+        SinkWorkers {
+            threads: vec![thread],
+            stats,
+        },
     ))
-}
-
-/// The writers' end of the queue. Records are published as live events
-/// the moment a writer takes them, before batching: watchers and webhooks
-/// do not wait for the insert.
-#[derive(Clone)]
-pub(crate) struct Input {
-    rx: Receiver<Envelope>,
-    events: Events,
-}
-
-impl Input {
-    /// Takes what is queued, up to `max`, waiting at most `wait` for the
-    /// first record. `None` once the queue is closed and empty.
-    pub(crate) fn recv_batch(
-        &self,
-        batch: &mut Vec<Envelope>,
-        max: usize,
-        wait: std::time::Duration,
-    ) -> Option<()> {
-        let start = batch.len();
-        match self.rx.recv_timeout(wait) {
-            Ok(e) => batch.push(e),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Some(()),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
-        }
-        while batch.len() < max {
-            match self.rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
-        for e in &batch[start..] {
-            self.events.publish(&e.record);
-        }
-        Some(())
-    }
 }

@@ -140,23 +140,28 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// A server on loopback ports the system picks (badges and control), with
-/// `shards` shards and no periodic log summary.
+/// `shards` shards, its own durable log, and no periodic log summary.
 pub fn loopback_config(shards: usize) -> Config {
     let mut c = Config::default();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.server.control = "127.0.0.1:0".into();
     c.server.shards = shards;
     c.server.summary_interval_secs = 0;
+    c.log.dir = temp_dir("log");
+    c.log.max_bytes = 1 << 30;
+    c.log.segment_bytes = 8 << 20;
     c
 }
 
-pub fn config(url: &str, db: &str, spool: &std::path::Path) -> Config {
+/// A ClickHouse sink into `db`, with its log in `log_dir` (so that a
+/// restart can go on from it).
+pub fn config(url: &str, db: &str, log_dir: &std::path::Path) -> Config {
     let mut c = loopback_config(2);
     c.sink.kind = SinkKind::ClickHouse;
     c.sink.batch_age_ms = 100;
     c.clickhouse.url = url.to_string();
     c.clickhouse.database = db.to_string();
-    c.spool.dir = spool.to_owned();
+    c.log.dir = log_dir.to_owned();
     c.validate().unwrap();
     c
 }
@@ -167,10 +172,18 @@ pub struct Running {
 }
 
 pub fn start(config: Config) -> Running {
-    let config = Arc::new(config);
-    let (sink, workers) = badge_ingest::sink::start(&config).expect("sink starts");
-    let server = badge_ingest::server::start(config, sink).expect("server starts");
+    let (server, workers) = badge_ingest::app::start_ingest(Arc::new(config), Default::default())
+        .expect("server starts");
     Running { server, workers }
+}
+
+/// Whether every row in the logs under `dir` is in ClickHouse: every
+/// table's checkpoint at the end of its shard's log.
+pub fn logs_fully_inserted(dir: &std::path::Path, shards: usize) -> bool {
+    (0..shards).all(|s| {
+        let r = badge_ingest::log::recover(dir, s).expect("the log opens");
+        r.tables.iter().all(|at| *at == r.end)
+    })
 }
 
 impl Running {
@@ -178,8 +191,8 @@ impl Running {
         self.server.local_addr()
     }
 
-    /// Stops the server and waits until the writers have inserted or
-    /// spooled everything; each step is bounded by [`STOP_LIMIT`].
+    /// Stops the server and waits until the writers have inserted what they
+    /// can (the log keeps the rest); each step is bounded by [`STOP_LIMIT`].
     pub fn stop(self) -> Arc<badge_ingest::sink::SinkStats> {
         let Running { server, workers } = self;
         bounded("RunningServer::shutdown", STOP_LIMIT, move || {
