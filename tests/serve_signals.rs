@@ -5,120 +5,15 @@
 
 mod pipeline_support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use pipeline_support::serve::{listen_addr, Serve};
 use pipeline_support::*;
 
 const BADGES: u64 = 3;
 const HEARTBEATS: u64 = 5;
-
-/// The server process, killed if the test ends without it having exited.
-struct Serve {
-    child: Child,
-    /// Its log lines (stderr), as they come.
-    log: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Serve {
-    fn start(args: &[&str], config: &Path) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_badge-ingest"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
-            .args(["--shards", "2", "--log-json"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Nothing from the caller's environment may change the server under test.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("BADGE_") && !key.starts_with("BADGE_TEST_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd.spawn().expect("badge-ingest serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            log,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The `fields` of the first log line with this message, within `within`.
-    fn wait_log(&mut self, message: &str, within: Duration) -> serde_json::Value {
-        let end = Instant::now() + within;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                        continue;
-                    };
-                    if v["fields"]["message"] == message {
-                        return v["fields"].clone();
-                    }
-                }
-                Err(_) => panic!(
-                    "no {message:?} in the server's log within {within:?}:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-    }
-
-    /// The exit code, or a failure (with the log) after `within`.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() >= end {
-                while let Ok(line) = self.log.try_recv() {
-                    self.seen.push(line);
-                }
-                panic!(
-                    "the server did not exit within {within:?} of the signal:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// A config file for what has no flag: batches that wait a minute.
 fn config_file(dir: &Path) -> PathBuf {
@@ -156,13 +51,6 @@ fn traffic(addr: SocketAddr, first: u64) -> Vec<Badge> {
             b
         })
         .collect()
-}
-
-fn listen_addr(fields: &serde_json::Value) -> SocketAddr {
-    fields["listen"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {fields}"))
 }
 
 #[test]

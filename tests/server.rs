@@ -1600,13 +1600,13 @@ fn frames_in_the_login_packet_are_handed_off_with_it_and_all_answered() {
     }
 }
 
-/// Device times up to a day ahead of the server and ten years (of 365
-/// days) behind are kept; outside, the server time stands in, flagged.
+/// Device times up to a day ahead of the server and 366 days behind are
+/// kept; outside, the server time stands in, flagged.
 #[test]
 fn device_times_outside_the_plausibility_window_are_replaced_and_flagged() {
     const DAY: i64 = 86_400;
     const HOUR: i64 = 3600;
-    const LIMIT: i64 = 10 * 365 * DAY;
+    const LIMIT: i64 = 366 * DAY;
     let srv = TestServer::start("device-time", |_| {});
     let mut c = srv.connect();
     let dev = imei(720);

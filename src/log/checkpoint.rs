@@ -68,8 +68,44 @@ pub fn load(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     }
 }
 
-/// Replaces the checkpoint of the log in `dir`, durably.
+/// Space set aside in each log directory for checkpoints. Segments are
+/// deleted only once a checkpoint says they are inserted; on a full disk,
+/// without this, no checkpoint could be written and no room ever made.
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: usize = 1 << 20;
+
+/// Sets the reserve aside again if it is gone (best effort: on a full disk
+/// it waits for the next call).
+pub fn keep_reserve(dir: &Path) {
+    let path = dir.join(RESERVE);
+    if path.exists() {
+        return;
+    }
+    let made = File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0; RESERVE_BYTES])
+            .and_then(|()| f.sync_data())
+    });
+    if made.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Replaces the checkpoint of the log in `dir`, durably. On a full disk
+/// the reserve makes room for it.
 pub fn store(dir: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    match write(dir, checkpoint) {
+        Err(CheckpointError::Io { source, .. })
+            if source.raw_os_error() == Some(libc::ENOSPC)
+                && fs::remove_file(dir.join(RESERVE)).is_ok() =>
+        {
+            tracing::warn!(dir = %dir.display(), "the log's disk is full: its reserve went to a checkpoint, so that segments can be deleted");
+            write(dir, checkpoint)
+        }
+        r => r,
+    }
+}
+
+fn write(dir: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
     let path = dir.join(FILE);
     let tmp = dir.join(format!("{FILE}.tmp"));
     let io = |source| CheckpointError::Io {

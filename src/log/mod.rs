@@ -100,6 +100,7 @@ pub fn recover(dir: &Path, shard: usize) -> Result<Recovery, RecoveryError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let found = segments::recover(&dir, now).map_err(io)?;
+    checkpoint::keep_reserve(&dir);
     let saved = checkpoint::load(&dir)?;
     let oldest = found.segments.first().copied().unwrap_or(found.end);
     let mut tables = [oldest; Table::COUNT];
@@ -118,7 +119,6 @@ pub fn recover(dir: &Path, shard: usize) -> Result<Recovery, RecoveryError> {
     }
     // Commands queued since the checkpoint are in the log after it.
     let mut reader = segments::Reader::new(&dir, commands_at);
-    let mut damaged = None;
     let read = reader.read(&found.segments, found.end, |_, _, entry| {
         if let format::Entry::Commands(json) = entry {
             apply_commands(&mut commands, json);
@@ -126,12 +126,10 @@ pub fn recover(dir: &Path, shard: usize) -> Result<Recovery, RecoveryError> {
         true
     });
     if let Err(e) = read {
-        // A damaged segment is dealt with when the tables replay it; the
-        // commands after the damage are lost with it, and said so.
-        tracing::error!(shard, error = %e, "log damaged while reading queued commands back");
-        damaged = Some(e);
+        // A damaged segment is moved aside when the tables replay it; the
+        // commands queued after the damage are lost with it, and said so.
+        tracing::error!(shard, error = %e, "log damaged while reading queued commands back: commands queued after the damage are lost");
     }
-    let _ = damaged;
     let list = SegmentList::default();
     for s in &found.segments {
         list.insert(*s);

@@ -90,7 +90,9 @@ pub fn recover(dir: &Path, empty_start: u64) -> std::io::Result<Recovered> {
         .iter()
         .rposition(|b| *b != 0)
         .map_or(0, |p| p as u64 + 1);
-    if torn > 0 {
+    // Also the zeros a segment was filled with ahead of time: nothing is
+    // ever written to it again (the start begins a new one at the end).
+    if bytes.len() > valid {
         let f = OpenOptions::new().write(true).open(&file)?;
         f.set_len(valid as u64)?;
         f.sync_all()?;
@@ -200,6 +202,7 @@ impl Reader {
                 self.buf.clear();
                 self.buf_start = 0;
             }
+            let ahead = self.buf.len() - self.buf_start;
             match format::read(&self.buf[self.buf_start..]) {
                 Ok(Some((entry, len))) => {
                     let at = self.pos;
@@ -209,8 +212,11 @@ impl Reader {
                         break;
                     }
                 }
-                Ok(None) | Err(Damage::Truncated { .. }) => {
-                    if self.fill(first, until)? {
+                found @ (Ok(None) | Err(Damage::Truncated { .. })) => {
+                    // A zero length is the end of the data: what follows is
+                    // the zeros the segment was filled with, not worth reading.
+                    let end_mark = found.is_ok() && ahead >= format::ENTRY_HEAD;
+                    if !end_mark && self.fill(first, until)? {
                         continue;
                     }
                     // The end of what this segment holds.

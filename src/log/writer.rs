@@ -10,6 +10,14 @@
 //! The last block of a commit is padded with zeros and written again, whole,
 //! by the next commit: the bytes already durable in it are the same in both
 //! versions, so even a torn write of that block loses nothing committed.
+//!
+//! Segments are zero-filled ahead of time (a spare, prepared in the
+//! background, renamed into place at rotation), so that a commit overwrites
+//! allocated blocks and `fdatasync` has no file size to journal. On ext4 an
+//! appending `fdatasync` commits the journal, which waits for every other
+//! process's dirty data on the filesystem (ClickHouse's parts, say):
+//! measured on this machine with a buffered writer running, p99 36 ms
+//! appending against 0.6 ms overwriting, and idle p50 0.20 against 0.10 ms.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -84,10 +92,39 @@ pub struct LogWriter {
     commit_task: RefCell<Option<Waker>>,
     room_waiters: RefCell<Vec<Waker>>,
     closing: Cell<bool>,
+    /// The last commit attempt failed (the disk full or failing).
+    failing: Cell<bool>,
+    /// Readers wait for room (and a task watches for it).
+    stopped: Cell<bool>,
+    spare: RefCell<Spare>,
+    /// Whether the current segment was zero-filled (the first one after a
+    /// start is not: it is replaced as soon as the spare is ready).
+    preallocated: Cell<bool>,
     pub segments: SegmentList,
     pub stats: Arc<LogStats>,
-    sink: ChunkSink,
+    /// Taken out at close: tasks still pending when the executor ends must
+    /// not keep the writers' channel open.
+    sink: RefCell<Option<ChunkSink>>,
 }
+
+/// The next segment, zero-filled ahead of time.
+enum Spare {
+    /// None ready; after a failure, not before this instant.
+    Missing {
+        retry_at: Option<Instant>,
+    },
+    Preparing,
+    Ready(DmaFile),
+}
+
+/// The spare's name while it waits: not a segment name, so never listed.
+const SPARE: &str = "spare.tmp";
+
+/// How often a stopped shard looks for room in its log.
+const ROOM_POLL: Duration = Duration::from_millis(5);
+
+/// Zeros written per request while preparing a spare.
+const ZERO_CHUNK: u64 = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -101,12 +138,15 @@ pub enum LogError {
 impl LogWriter {
     /// Starts a new segment at `start` (where recovery found the end) and
     /// the commit task on the current executor. `stats.oldest` says where
-    /// the oldest segment kept starts.
+    /// the oldest segment kept starts. The log holds at most its share of
+    /// `log.max_bytes`, split evenly over `shards`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         shard: usize,
         dir: &Path,
         start: u64,
         config: &LogConfig,
+        shards: usize,
         segments: SegmentList,
         stats: Arc<LogStats>,
         sink: ChunkSink,
@@ -137,7 +177,7 @@ impl LogWriter {
             appended: Cell::new(start),
             durable: Cell::new(start),
             max_pending: config.commit_bytes.max(1 << 20) * 64,
-            max_bytes: config.max_bytes,
+            max_bytes: config.max_bytes / shards.max(1) as u64,
             interval: Duration::from_micros(config.commit_interval_us),
             commit_bytes: config.commit_bytes,
             segment_bytes: config.segment_bytes,
@@ -146,10 +186,15 @@ impl LogWriter {
             commit_task: RefCell::new(None),
             room_waiters: RefCell::new(Vec::new()),
             closing: Cell::new(false),
+            failing: Cell::new(false),
+            stopped: Cell::new(false),
+            spare: RefCell::new(Spare::Missing { retry_at: None }),
+            preallocated: Cell::new(false),
             segments,
             stats,
-            sink,
+            sink: RefCell::new(Some(sink)),
         });
+        log.prepare_spare();
         glommio::spawn_local(commit_loop(log.clone())).detach();
         Ok(log)
     }
@@ -210,10 +255,11 @@ impl LogWriter {
         .await
     }
 
-    /// Whether the shard should stop reading: the log holds its limit, or
-    /// commits fall behind (a failing disk).
+    /// Whether the shard should stop reading: the log holds its limit,
+    /// commits fail (a full or failing disk), or fall far behind.
     pub fn full(&self) -> bool {
         self.bytes() >= self.max_bytes
+            || self.failing.get()
             || self.appended.get() - self.durable.get() >= self.max_pending
     }
 
@@ -224,12 +270,13 @@ impl LogWriter {
             .saturating_sub(self.stats.oldest.load(Ordering::Relaxed))
     }
 
-    /// Waits (counting it, once) until the log has room again.
-    pub async fn room(&self) {
+    /// Waits until the log has room again. The shard's stop is counted and
+    /// said once, however many connections wait.
+    pub async fn room(self: &Rc<Self>) {
         if !self.full() {
             return;
         }
-        self.stats.full.fetch_add(1, Ordering::Relaxed);
+        self.watch_room();
         futures_lite::future::poll_fn(|cx| {
             if !self.full() {
                 return Poll::Ready(());
@@ -240,12 +287,53 @@ impl LogWriter {
         .await
     }
 
-    /// Commits what is appended, and stops the commit task.
+    /// Room comes from the writers' thread (segments inserted and deleted),
+    /// which cannot wake a shard's tasks: while readers wait, one task looks
+    /// every few milliseconds.
+    fn watch_room(self: &Rc<Self>) {
+        if self.stopped.replace(true) {
+            return;
+        }
+        self.stats.full.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            shard = self.shard,
+            bytes = self.bytes(),
+            max_bytes = self.max_bytes,
+            failing = self.failing.get(),
+            "log full (or its disk failing): the shard stops reading sockets until there is room; nothing is dropped"
+        );
+        let log = self.clone();
+        glommio::spawn_local(async move {
+            let since = Instant::now();
+            while log.full() && !log.closing.get() {
+                glommio::timer::sleep(ROOM_POLL).await;
+            }
+            log.stopped.set(false);
+            for w in log.room_waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+            tracing::info!(
+                shard = log.shard,
+                stopped_ms = since.elapsed().as_millis() as u64,
+                "log has room again: reading goes on"
+            );
+        })
+        .detach();
+    }
+
+    /// Commits what is appended, stops the commit task, and lets the
+    /// writers' channel go.
     pub async fn close(&self) {
         self.closing.set(true);
         self.wake_commit();
         let end = self.appended.get();
         self.durable(end).await;
+        // A spare being zero-filled stops at its next write.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while matches!(*self.spare.borrow(), Spare::Preparing) && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        self.sink.borrow_mut().take();
     }
 
     fn wake_commit(&self) {
@@ -293,8 +381,12 @@ impl LogWriter {
                 Err(e) => Err(e.to_string()),
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.failing.set(false);
+                    break;
+                }
                 Err(error) => {
+                    self.failing.set(true);
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     if let Some(suppressed) = COMMIT_LOG.check() {
                         tracing::error!(shard = self.shard, %error, suppressed,
@@ -337,31 +429,102 @@ impl LogWriter {
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
-        (self.sink)(chunk);
-        self.wake_room();
-    }
-
-    /// Wakes the readers held back by a full log, when it has room.
-    pub fn wake_room(&self) {
-        if !self.full() {
-            for w in self.room_waiters.borrow_mut().drain(..) {
-                w.wake();
-            }
+        if let Some(sink) = &*self.sink.borrow() {
+            sink(chunk);
         }
     }
 
-    /// After a commit past the segment size: the next entries go to a new
-    /// segment that starts where the data ends, so positions run on.
-    async fn rotate(&self) {
+    /// Starts zero-filling the next segment in the background, unless one
+    /// is ready or on its way, or a failure is too recent.
+    fn prepare_spare(self: &Rc<Self>) {
+        if let Spare::Missing { retry_at } = &*self.spare.borrow() {
+            if retry_at.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+        } else {
+            return;
+        }
+        *self.spare.borrow_mut() = Spare::Preparing;
+        let log = self.clone();
+        glommio::spawn_local(async move {
+            let path = log.dir.join(SPARE);
+            let size = (log.segment_bytes + log.commit_bytes).div_ceil(ZERO_CHUNK) * ZERO_CHUNK;
+            let next = match zero_filled(&path, size, &log.closing).await {
+                Ok(file) => Spare::Ready(file),
+                Err(error) => {
+                    if !log.closing.get() {
+                        log.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        if let Some(suppressed) = COMMIT_LOG.check() {
+                            tracing::error!(shard = log.shard, %error, suppressed, path = %path.display(),
+                                "cannot prepare the next log segment; the current one goes on growing");
+                        }
+                    }
+                    Spare::Missing {
+                        retry_at: Some(Instant::now() + Duration::from_secs(1)),
+                    }
+                }
+            };
+            *log.spare.borrow_mut() = next;
+        })
+        .detach();
+    }
+
+    /// After a commit: the next entries go to a new segment once the
+    /// current one is past its size, or was not zero-filled and the spare
+    /// is ready. The new segment starts where the data ends, so positions
+    /// run on.
+    ///
+    /// Without a spare (the disk full, say), a full segment still ends: the
+    /// next one is a plain new file. Only the newest segment can never be
+    /// deleted, so this bounds what a full disk can keep.
+    async fn maybe_rotate(self: &Rc<Self>) {
+        let ready = matches!(*self.spare.borrow(), Spare::Ready(_));
+        if !(self.segment_full() || (ready && !self.preallocated.get())) {
+            return;
+        }
         let start = self.durable.get();
         let path = segments::path(&self.dir, start);
-        let file = match DmaFile::create(&path).await {
-            Ok(f) => f,
+        let next = if ready {
+            let Spare::Ready(file) = std::mem::replace(
+                &mut *self.spare.borrow_mut(),
+                Spare::Missing { retry_at: None },
+            ) else {
+                unreachable!("checked above")
+            };
+            file.rename(&path)
+                .await
+                .map(|()| (file, true))
+                .map_err(|e| e.to_string())
+        } else {
+            self.prepare_spare();
+            DmaFile::create(&path)
+                .await
+                .map(|file| (file, false))
+                .map_err(|e| e.to_string())
+        };
+        // The name must be durable before anything acknowledged is in it.
+        let next = match next {
+            Ok(next) => match sync_dir(&self.dir).await {
+                Ok(()) => Ok(next),
+                Err(e) => {
+                    let _ = next.0.remove().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let (file, preallocated) = match next {
+            Ok(next) => next,
             Err(error) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = COMMIT_LOG.check() {
                     tracing::error!(shard = self.shard, %error, suppressed, path = %path.display(),
                         "cannot start a new log segment; the current one goes on");
+                }
+                if ready {
+                    *self.spare.borrow_mut() = Spare::Missing {
+                        retry_at: Some(Instant::now() + Duration::from_secs(1)),
+                    };
                 }
                 return;
             }
@@ -375,7 +538,9 @@ impl LogWriter {
             s.segment = start;
             std::mem::replace(&mut s.file, Rc::new(file))
         };
+        self.preallocated.set(preallocated);
         self.segments.insert(start);
+        self.prepare_spare();
         // The old segment is whole and synced; closing it is all that is left.
         if let Ok(old) = Rc::try_unwrap(old) {
             let _ = old.close().await;
@@ -413,8 +578,161 @@ async fn commit_loop(log: Rc<LogWriter>) {
         }
         last_start = Some(Instant::now());
         log.commit().await;
-        if log.segment_full() {
-            log.rotate().await;
+        log.maybe_rotate().await;
+    }
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), String> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let synced = d.sync().await.map_err(|e| e.to_string());
+    let _ = d.close().await;
+    synced
+}
+
+/// A new file at `path` of `size` zeros, synced; given up when `closing`,
+/// and removed when it cannot be made whole (a full disk keeps no half
+/// spare).
+async fn zero_filled(path: &Path, size: u64, closing: &Cell<bool>) -> Result<DmaFile, String> {
+    let file = DmaFile::create(path).await.map_err(|e| e.to_string())?;
+    let mut pos = 0;
+    let mut failure = None;
+    while pos < size && failure.is_none() {
+        if closing.get() {
+            failure = Some("the log is closing".to_string());
+            break;
         }
+        let mut zeros = file.alloc_dma_buffer(ZERO_CHUNK as usize);
+        zeros.as_bytes_mut().fill(0);
+        match file.write_at(zeros, pos).await {
+            Ok(0) => failure = Some("the disk took no bytes".into()),
+            Ok(n) => pos += n as u64,
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    if failure.is_none() {
+        if let Err(e) = file.fdatasync().await {
+            failure = Some(e.to_string());
+        }
+    }
+    match failure {
+        None => Ok(file),
+        Some(e) => {
+            let _ = file.remove().await;
+            let _ = file.close().await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::format::Entry;
+    use crate::record::{HeartbeatRow, Record};
+
+    fn heartbeat(serial: u16) -> Record {
+        Record::Heartbeats(HeartbeatRow {
+            imei: 860_000_000_000_017,
+            server_time: 1_749_988_800,
+            protocol: 0x13,
+            serial,
+            terminal_info: 4,
+            battery: 5,
+            gsm_signal: 6,
+            language: 1,
+            extension: "x".repeat(100),
+            ingest_instance: "test",
+            ingest_shard: 0,
+            ingest_seq: 0,
+        })
+    }
+
+    /// Rows appended in bursts, waited for, across several rotations: every
+    /// commit handed on once and in order, the log on disk the same bytes,
+    /// and the segments after the first zero-filled ahead of time.
+    #[test]
+    fn commits_run_on_across_zero_filled_segments() {
+        let dir = std::env::temp_dir().join(format!("badge-logw-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            commit_interval_us: 200,
+            ..LogConfig::default()
+        };
+        let (d, c) = (dir.clone(), config.clone());
+        let (chunks, end) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(65_536)
+            .spawn(move || async move {
+                let chunks = Rc::new(RefCell::new(Vec::<Chunk>::new()));
+                let seen = chunks.clone();
+                let log = LogWriter::open(
+                    0,
+                    &d,
+                    1000,
+                    &c,
+                    1,
+                    SegmentList::default(),
+                    Arc::new(LogStats::default()),
+                    Box::new(move |chunk| seen.borrow_mut().push(chunk)),
+                )
+                .await
+                .unwrap();
+                for burst in 0..400u16 {
+                    let mut end = 0;
+                    for i in 0..100 {
+                        end = log.append(&heartbeat(burst * 100 + i), Instant::now());
+                    }
+                    log.durable(end).await;
+                    assert!(log.durable_end() >= end);
+                }
+                log.close().await;
+                let end = log.appended_end();
+                let chunks = std::mem::take(&mut *chunks.borrow_mut());
+                (chunks, end)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // The chunks tile the log.
+        assert_eq!(chunks.first().unwrap().start, 1000);
+        for pair in chunks.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        assert_eq!(chunks.last().unwrap().end, end);
+        let segments = segments::list(&dir).unwrap();
+        assert!(segments.len() >= 4, "{segments:?}");
+        let spare_size =
+            (config.segment_bytes + config.commit_bytes).div_ceil(ZERO_CHUNK) * ZERO_CHUNK;
+        for first in &segments[1..segments.len() - 1] {
+            let len = std::fs::metadata(segments::path(&dir, *first))
+                .unwrap()
+                .len();
+            assert_eq!(len, spare_size, "segment {first} was not zero-filled ahead");
+        }
+        // Read back from disk: every row, in order, with its position as key.
+        let found = segments::recover(&dir, 0).unwrap();
+        assert_eq!((found.end, found.torn_bytes), (end, 0));
+        let mut reader = segments::Reader::new(&dir, 1000);
+        let mut rows = 0u32;
+        let mut from_disk = Vec::new();
+        reader
+            .read(&found.segments, end, |lsn, len, entry| {
+                assert!(matches!(entry, Entry::Row { .. }));
+                assert!(len > 100);
+                from_disk.push(lsn);
+                rows += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(rows, 40_000);
+        let in_chunks: Vec<u64> = chunks
+            .iter()
+            .flat_map(|c| format::entries(&c.bytes).map(|e| c.start + e.unwrap().0 as u64))
+            .collect();
+        assert_eq!(in_chunks, from_disk);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,8 +17,11 @@ use super::enums::*;
 use super::*;
 
 /// Badges that replay stored data may send old timestamps; anything older
-/// than this, or more than a day ahead of the server, is not trusted.
-const MAX_DEVICE_TIME_AGE_SECS: i64 = 10 * 365 * 86_400;
+/// than this, or more than a day ahead of the server, is not trusted. A
+/// year: what a badge can hold offline, and it keeps the rows of one
+/// insert within 14 monthly partitions (ClickHouse refuses an insert that
+/// spans more than 100, and one badge with a bad clock must not cause it).
+const MAX_DEVICE_TIME_AGE_SECS: i64 = 366 * 86_400;
 
 /// What a record needs besides the message.
 #[derive(Debug, Clone, Copy)]

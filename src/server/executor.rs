@@ -62,6 +62,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         &start.log.dir,
         start.log.end,
         &start.config.log,
+        start.config.shards(),
         start.log.segments.clone(),
         start.log.stats.clone(),
         Box::new(move |chunk| sink.send(chunk)),
@@ -124,7 +125,15 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
                 let _ = reply.try_send(shard.core.borrow().device(imei));
             }
             ShardMsg::Command { request, reply } => {
-                let _ = reply.try_send(shard.submit(request));
+                let (answer, lsn) = shard.submit(request);
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    if shard.durable_acks {
+                        shard.log.durable(lsn).await;
+                    }
+                    let _ = reply.try_send(answer);
+                })
+                .detach();
             }
             ShardMsg::Commands { imei, reply } => {
                 let _ = reply.try_send(shard.core.borrow().commands(imei));

@@ -219,7 +219,10 @@ impl Shard {
 
     /// A command from the control socket: written to its badge's
     /// connection at once, or queued by the core; its log rows stored.
-    pub fn submit(&self, request: CommandRequest) -> Result<CommandView, CommandError> {
+    /// Queues or delivers a command. Returns the answer, and the position
+    /// the log must reach before it is given: a queued command is promised
+    /// to survive a restart.
+    pub fn submit(&self, request: CommandRequest) -> (Result<CommandView, CommandError>, u64) {
         let mut rows = Vec::new();
         let result = self
             .core
@@ -229,13 +232,15 @@ impl Shard {
         for row in &rows {
             self.store(row, now);
         }
-        self.keep_queues();
-        let (command, delivery) = result?;
-        if let Some(d) = delivery {
-            if let Some(conn) = self.conns.borrow().get(&d.conn_id) {
-                conn.push_downlink(&d.frame);
+        let lsn = self.keep_queues();
+        let answer = result.map(|(command, delivery)| {
+            if let Some(d) = delivery {
+                if let Some(conn) = self.conns.borrow().get(&d.conn_id) {
+                    conn.push_downlink(&d.frame);
+                }
             }
-        }
-        Ok(command)
+            command
+        });
+        (answer, lsn)
     }
 }

@@ -90,17 +90,18 @@ pub enum Failure {
     /// The network, a timeout, an overloaded or restarting server: the same
     /// rows may go in later.
     Retry(String),
-    /// ClickHouse refuses these rows as they are (schema, types, parsing,
-    /// too many partitions): sent again they fail again.
+    /// ClickHouse refuses some of these rows as they are (types, parsing,
+    /// too many partitions): sent again they fail again, but others of the
+    /// batch may go in.
     Permanent(String),
+    /// The table lacks a column the rows have: every row of the batch is
+    /// refused the same way, so splitting it would only cost inserts.
+    Schema(String),
 }
 
 /// ClickHouse error codes that reject the rows themselves.
 const PERMANENT_CODES: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
-    8,   // THERE_IS_NO_COLUMN
-    10,  // NOT_FOUND_COLUMN_IN_BLOCK
-    16,  // NO_SUCH_COLUMN_IN_TABLE
     26,  // CANNOT_PARSE_QUOTED_STRING
     27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
     32,  // ATTEMPT_TO_READ_AFTER_EOF
@@ -108,13 +109,21 @@ const PERMANENT_CODES: &[u32] = &[
     36,  // BAD_ARGUMENTS (a value outside an Enum8)
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
-    47,  // UNKNOWN_IDENTIFIER
     53,  // TYPE_MISMATCH
     62,  // SYNTAX_ERROR
     69,  // ARGUMENT_OUT_OF_BOUND
     70,  // CANNOT_CONVERT_TYPE
     117, // INCORRECT_DATA
     691, // UNKNOWN_ELEMENT_OF_ENUM
+];
+
+/// ClickHouse error codes that say the table and the rows disagree on
+/// columns.
+const SCHEMA_CODES: &[u32] = &[
+    8,  // THERE_IS_NO_COLUMN
+    10, // NOT_FOUND_COLUMN_IN_BLOCK
+    16, // NO_SUCH_COLUMN_IN_TABLE
+    47, // UNKNOWN_IDENTIFIER
 ];
 
 /// What an insert error means. A missing table or database is not the
@@ -133,6 +142,7 @@ pub fn classify(e: &clickhouse::error::Error) -> Failure {
             match code {
                 Some(252) if too_many_partitions => Failure::Permanent(text),
                 Some(c) if PERMANENT_CODES.contains(&c) => Failure::Permanent(text),
+                Some(c) if SCHEMA_CODES.contains(&c) => Failure::Schema(text),
                 _ => Failure::Retry(text),
             }
         }
@@ -171,7 +181,13 @@ mod tests {
                 Failure::Permanent(_)
             )
         };
-        assert!(permanent("Code: 16, e.displayText() = DB::Exception: No such column foo in table badges.device_info"));
+        let schema =
+            |body: &str| matches!(classify(&E::BadResponse(body.into())), Failure::Schema(_));
+        assert!(schema("Code: 16, e.displayText() = DB::Exception: No such column foo in table badges.device_info"));
+        assert!(schema("Code: 16. DB::Exception: No such column iccid in table badges.device_info. (NO_SUCH_COLUMN_IN_TABLE)"));
+        assert!(!permanent(
+            "Code: 16. DB::Exception: No such column iccid in table badges.device_info"
+        ));
         assert!(permanent(
             "Code: 27, e.displayText() = DB::Exception: Cannot parse input"
         ));

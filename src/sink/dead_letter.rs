@@ -38,30 +38,35 @@ impl DeadLetters {
         &self.path
     }
 
-    /// Appends one row (RowBinary of `table`) with its error, synced: a row
-    /// is set aside only once it is safely in the file.
-    pub fn write(
+    /// Appends rows of `table` (each: shard, log position, RowBinary) with
+    /// their error, then syncs once: a row is set aside only once it is
+    /// safely in the file.
+    pub fn write<'a>(
         &mut self,
         table: Table,
-        shard: u16,
-        lsn: u64,
-        rowbinary: &[u8],
+        rows: impl IntoIterator<Item = (u16, u64, &'a [u8])>,
         error: &str,
-    ) -> std::io::Result<()> {
-        let mut view = table.view(rowbinary);
-        view.table = None;
-        let line = Line {
-            table: table.name(),
-            shard,
-            lsn,
-            rejected_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            error,
-            row: view,
-        };
-        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
+    ) -> std::io::Result<u64> {
+        let rejected_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut bytes = Vec::new();
+        let mut n = 0;
+        for (shard, lsn, rowbinary) in rows {
+            let mut view = table.view(rowbinary);
+            view.table = None;
+            let line = Line {
+                table: table.name(),
+                shard,
+                lsn,
+                rejected_at,
+                error,
+                row: view,
+            };
+            serde_json::to_writer(&mut bytes, &line).map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
+            n += 1;
+        }
         if self.file.is_none() {
             self.file = Some(
                 OpenOptions::new()
@@ -72,6 +77,7 @@ impl DeadLetters {
         }
         let file = self.file.as_mut().expect("opened");
         file.write_all(&bytes)?;
-        file.sync_data()
+        file.sync_data()?;
+        Ok(n)
     }
 }

@@ -25,6 +25,8 @@ pub struct Done {
     pub result: Result<Duration, Failure>,
 }
 
+// One per writer thread: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Destination {
     ClickHouse {
         client: ::clickhouse::Client,

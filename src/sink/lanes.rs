@@ -211,7 +211,7 @@ impl Lanes {
                 b.rows.len() >= 4 * self.limits.rows || b.payload.len() >= 4 * self.limits.bytes
             });
             if over {
-                self.to_log(table);
+                self.read_from_log(table);
             }
         }
         effects
@@ -220,7 +220,7 @@ impl Lanes {
     /// Drops what a table gathered in memory (not what it has in flight):
     /// its rows come from the log, each shard's from the first it dropped,
     /// or from the announced end.
-    fn to_log(&mut self, table: Table) {
+    fn read_from_log(&mut self, table: Table) {
         let i = table.index();
         for shard in 0..self.shards.len() {
             let open_first = self.tables[i].open.as_ref().and_then(|b| b.first_of(shard));
@@ -287,13 +287,18 @@ impl Lanes {
     /// after `retry`, and the table reads its further rows from the log.
     pub fn failed(&mut self, table: Table, now: Instant, retry: Duration) {
         self.tables[table.index()].paused_until = Some(now + retry);
-        self.to_log(table);
+        self.read_from_log(table);
     }
 
     /// Whether the batch in flight of `table` may be tried again.
     pub fn retry_due(&self, table: Table, now: Instant) -> bool {
         let t = &self.tables[table.index()];
         t.in_flight.is_some() && t.paused_until.is_some_and(|p| now >= p)
+    }
+
+    /// When the first table paused after a failure may try again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.tables.iter().filter_map(|t| t.paused_until).min()
     }
 
     pub fn clear_pause(&mut self, table: Table) {

@@ -72,6 +72,8 @@ struct Writer {
     jobs: Vec<Option<Job>>,
     dead: DeadLetters,
     last_checkpoint: Instant,
+    /// Inserts sent and not yet answered.
+    outstanding: usize,
 }
 
 pub(super) fn spawn(
@@ -108,6 +110,7 @@ pub(super) fn spawn(
         jobs: (0..Table::COUNT).map(|_| None).collect(),
         dead,
         last_checkpoint: Instant::now(),
+        outstanding: 0,
     };
     std::thread::Builder::new()
         .name("sink-writer".into())
@@ -145,7 +148,15 @@ impl Writer {
             self.replay(now);
             self.publish();
             let idle = self.jobs.iter().all(Option::is_none) && self.lanes.idle();
-            let over = closing.is_some_and(|deadline| now >= deadline);
+            // Closing, with nothing out and nothing to send before the
+            // deadline (retries wait out a backoff beyond it): waiting
+            // longer is no use, and the log keeps the rows for the next start.
+            let over = closing.is_some_and(|deadline| {
+                let stuck = self.outstanding == 0
+                    && self.lanes.due(now, true).is_empty()
+                    && self.lanes.next_retry().is_none_or(|at| at >= deadline);
+                now >= deadline || stuck
+            });
             self.checkpoints(now, closing.is_some() && (idle || over));
             if closing.is_some() && (idle || over) {
                 if !idle {
@@ -193,7 +204,7 @@ impl Writer {
             };
             let n = batch.rows.len();
             self.jobs[table.index()] = Some(Job {
-                ranges: VecDeque::from([0..n]),
+                ranges: std::iter::once(0..n).collect(),
                 backoff: BACKOFF_FIRST,
                 rejected: 0,
             });
@@ -220,10 +231,12 @@ impl Writer {
             return;
         };
         let payload = batch.slice(range);
+        self.outstanding += 1;
         self.destination.insert(table, payload, &self.done_tx);
     }
 
     fn done(&mut self, done: Done) {
+        self.outstanding -= 1;
         let table = done.table;
         let now = Instant::now();
         match done.result {
@@ -269,50 +282,82 @@ impl Writer {
                     self.send(table);
                     return;
                 }
-                self.reject(table, range.start, &error);
-                if self.jobs[table.index()]
-                    .as_ref()
-                    .is_some_and(|j| j.ranges.is_empty())
-                {
-                    self.finish(table);
-                } else {
-                    self.send(table);
+                if self.reject(table, range, &error) {
+                    self.next_range(table);
+                }
+            }
+            Err(Failure::Schema(error)) => {
+                self.stats.insert_failures.fetch_add(1, Ordering::Relaxed);
+                let range = {
+                    let job = self.jobs[table.index()].as_mut().expect("a job in flight");
+                    job.ranges.pop_front().expect("a range in flight")
+                };
+                if self.reject(table, range, &error) {
+                    self.next_range(table);
                 }
             }
         }
     }
 
-    /// Sets one refused row aside. If even that fails (the disk), the row
-    /// is tried again later: it is never dropped.
-    fn reject(&mut self, table: Table, row: usize, error: &str) {
+    /// After a range was set aside: the next one, or the batch is done.
+    fn next_range(&mut self, table: Table) {
+        if self.jobs[table.index()]
+            .as_ref()
+            .is_some_and(|j| j.ranges.is_empty())
+        {
+            self.finish(table);
+        } else {
+            self.send(table);
+        }
+    }
+
+    /// Sets refused rows aside; `false` if even that failed (the disk): they
+    /// are tried again later, never dropped.
+    fn reject(&mut self, table: Table, range: Range<usize>, error: &str) -> bool {
         let batch = self.lanes.in_flight(table).expect("a batch in flight");
-        let mark = batch.rows[row];
-        let bytes = batch.slice(row..row + 1);
-        match self.dead.write(table, mark.shard, mark.lsn, &bytes, error) {
-            Ok(()) => {
-                self.stats.rejected[table.index()].fetch_add(1, Ordering::Relaxed);
+        let rows: Vec<(u16, u64, bytes::Bytes)> = range
+            .clone()
+            .map(|i| {
+                (
+                    batch.rows[i].shard,
+                    batch.rows[i].lsn,
+                    batch.slice(i..i + 1),
+                )
+            })
+            .collect();
+        let written = self.dead.write(
+            table,
+            rows.iter()
+                .map(|(shard, lsn, row)| (*shard, *lsn, &row[..])),
+            error,
+        );
+        match written {
+            Ok(n) => {
+                self.stats.rejected[table.index()].fetch_add(n, Ordering::Relaxed);
                 *self
                     .stats
                     .last_rejection
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some((table, error.to_string()));
                 if let Some(job) = self.jobs[table.index()].as_mut() {
-                    job.rejected += 1;
+                    job.rejected += n;
                 }
                 if let Some(suppressed) = REJECT_LOG.check() {
-                    tracing::error!(table = table.name(), shard = mark.shard, lsn = mark.lsn, error,
+                    tracing::error!(table = table.name(), rows = n, shard = rows[0].0, lsn = rows[0].1, error,
                         file = %self.dead.path().display(), suppressed,
-                        "ClickHouse refused a row for good; set aside in the dead-letter file");
+                        "ClickHouse refused rows for good; set aside in the dead-letter file");
                 }
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, file = %self.dead.path().display(),
-                    "cannot write the dead-letter file; the row is tried again later");
+                    "cannot write the dead-letter file; the rows are tried again later");
                 let job = self.jobs[table.index()].as_mut().expect("a job");
-                job.ranges.push_front(row..row + 1);
+                job.ranges.push_front(range);
                 let backoff = job.backoff;
                 job.backoff = (backoff * 2).min(BACKOFF_MAX);
                 self.lanes.failed(table, Instant::now(), backoff);
+                false
             }
         }
     }
@@ -414,6 +459,7 @@ impl Writer {
             let low = cp.low_water().unwrap_or(0);
             state.last_written = Some(cp);
             self.delete_below(shard, low);
+            checkpoint::keep_reserve(&self.logs[shard].info.dir);
         }
     }
 

@@ -2,6 +2,10 @@
 //! `scripts/test.sh`), a real server, and badges speaking real TCP.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod proxy;
+pub mod serve;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -248,19 +252,57 @@ impl Badge {
 
     /// Reads the next reply frame: (protocol, serial, content).
     pub fn reply_frame(&mut self) -> (u8, u16, Vec<u8>) {
+        self.try_reply_frame().expect("reply arrives")
+    }
+
+    /// [`Self::reply_frame`], with a closed or failed connection as an error.
+    pub fn try_reply_frame(&mut self) -> std::io::Result<(u8, u16, Vec<u8>)> {
         loop {
             let mut decoder = FrameDecoder::default();
             let mut pos = 0;
             if let Some(f) = decoder.next_frame(&self.buf, &mut pos) {
                 let got = (f.protocol, f.serial, f.content.to_vec());
                 self.buf.drain(..pos);
-                return got;
+                return Ok(got);
             }
             let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).expect("reply arrives");
-            assert!(n > 0, "server closed the connection");
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
+            }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// The serial of the last frame sent.
+    pub fn serial(&self) -> u16 {
+        self.serial
+    }
+
+    /// The next frame goes out with serial `last + 1`.
+    pub fn set_serial(&mut self, last: u16) {
+        self.serial = last;
+    }
+
+    /// Sends `message`, which must get a reply, and waits for it: the serial
+    /// it acknowledged, or `None` once the server is gone. A reply of the
+    /// wrong type or serial is a failure of the server, and panics.
+    pub fn try_exchange(&mut self, message: &Message<'_>) -> Option<u16> {
+        let expected = expected_reply(message).expect("a message that gets a reply");
+        self.serial = self.serial.wrapping_add(1);
+        let mut out = BytesMut::new();
+        message.encode(self.serial, &mut out).unwrap();
+        self.stream.write_all(&out).ok()?;
+        let (protocol, serial, _) = self.try_reply_frame().ok()?;
+        assert_eq!(
+            (protocol, serial),
+            (expected, self.serial),
+            "reply to {message:?}"
+        );
+        Some(serial)
     }
 
     /// Bounds how long [`Self::reply`] waits.
@@ -282,17 +324,21 @@ impl Badge {
     /// bytes sent.
     pub fn exchange(&mut self, message: &Message<'_>) -> Vec<u8> {
         let (serial, sent) = self.send_frame(message);
-        if let Some(reply) = badge_ingest::protocol::Reply::immediate(message, 0)
-            .map(|r| r.protocol())
-            .or(match message {
-                Message::AddressRequest(r) => Some(if r.wants_english() { 0x97 } else { 0x17 }),
-                _ => None,
-            })
-        {
+        if let Some(reply) = expected_reply(message) {
             assert_eq!(self.reply(), (reply, serial));
         }
         sent
     }
+}
+
+/// The protocol of the reply `message` gets, if any.
+pub fn expected_reply(message: &Message<'_>) -> Option<u8> {
+    badge_ingest::protocol::Reply::immediate(message, 0)
+        .map(|r| r.protocol())
+        .or(match message {
+            Message::AddressRequest(r) => Some(if r.wants_english() { 0x97 } else { 0x17 }),
+            _ => None,
+        })
 }
 
 pub fn imei(n: u64) -> Imei {
@@ -305,7 +351,7 @@ pub const DEVICE_OFFSET_MINUTES: i32 = 480;
 /// Unix seconds of the device time the sample messages carry: an hour
 /// before the first call, the same for the whole test binary. Relative to
 /// now, so that it stays inside the server's plausibility window (a day
-/// ahead, ten years back) whatever the host clock says.
+/// ahead, 366 days back) whatever the host clock says.
 pub fn time_unix() -> i64 {
     static T: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     *T.get_or_init(|| {

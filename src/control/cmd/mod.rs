@@ -11,6 +11,7 @@ mod geo;
 pub mod help;
 mod latency;
 mod metrics;
+mod rejected;
 mod send;
 mod stats;
 pub mod watch;
@@ -37,6 +38,7 @@ pub async fn execute(ctx: &Context, line: &str) -> Answer {
         "geo" => geo::run(ctx, &args).await,
         "beacons" => beacons::run(ctx, &args).await,
         "metrics" => metrics::run(ctx, &args).await,
+        "rejected" => rejected::run(ctx, &args).await,
         "" => answer::err("empty command"),
         _ => answer::err(format!("unknown command `{verb}`; try `help`")),
     }
