@@ -738,7 +738,7 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
 
     // latency: 5 replies so far; the sink wrote 6 rows; no ClickHouse inserts.
     let all = ctl.ask("latency");
-    for name in ["reply", "insert", "e2e"] {
+    for name in ["reply", "insert", "e2e", "commit"] {
         assert!(
             all.lines()
                 .any(|l| l.starts_with(&format!("{name} since start: "))),
@@ -755,7 +755,11 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     assert_eq!(v["insert"]["since_start"]["count"], 0, "{v}");
     assert_eq!(v["e2e"]["since_start"]["count"], 6, "{v}");
     assert!(v["reply"]["since_start"]["max"].as_u64().unwrap() > 0);
-    for name in ["reply", "insert", "e2e"] {
+    // Every row was committed to the log before its reply: at least one
+    // commit, and no more than one per frame.
+    let commits = v["commit"]["since_start"]["count"].as_u64().unwrap();
+    assert!((1..=6).contains(&commits), "{v}");
+    for name in ["reply", "insert", "e2e", "commit"] {
         let one = ctl.ask(&format!("latency {name}"));
         assert!(one.starts_with(&format!("{name} since start: ")), "{one}");
         assert_eq!(one.lines().count(), 2, "{one}");
@@ -770,7 +774,7 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     }
     assert_eq!(ctl.ask("latency reset"), "latency histograms reset");
     let v = ctl.ask_json("latency");
-    for name in ["reply", "insert", "e2e"] {
+    for name in ["reply", "insert", "e2e", "commit"] {
         assert_eq!(
             v[name]["since_start"]["count"], 0,
             "{name} after reset: {v}"
@@ -1002,11 +1006,11 @@ fn bad_commands_and_arguments_get_one_error_line_and_the_connection_stays_usable
         ("metrics please".into(), "metrics takes no arguments".into()),
         (
             "latency median".into(),
-            "usage: latency [reply|insert|e2e] | latency reset".into(),
+            "usage: latency [reply|insert|e2e|commit] | latency reset".into(),
         ),
         (
             "latency reply insert".into(),
-            "usage: latency [reply|insert|e2e] | latency reset".into(),
+            "usage: latency [reply|insert|e2e|commit] | latency reset".into(),
         ),
         (
             "devices --limit".into(),

@@ -109,11 +109,10 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     /// For `kind = "file"`.
     pub file: PathBuf,
-    /// Records in flight between the shards and the writer threads. When it
-    /// is full, shards stop reading sockets.
+    /// Commits handed from the shards' logs to the writer and not yet taken
+    /// (about a millisecond of data each). When it is full the writer reads
+    /// the commits it missed back from the log: nothing waits, nothing is lost.
     pub queue_capacity: usize,
-    /// Writer threads.
-    pub writers: usize,
     /// A batch is flushed at this many rows ...
     pub batch_rows: usize,
     /// ... or this many bytes ...
@@ -226,8 +225,7 @@ impl Default for SinkConfig {
         Self {
             kind: SinkKind::ClickHouse,
             file: PathBuf::from("records.jsonl"),
-            queue_capacity: 65_536,
-            writers: 1,
+            queue_capacity: 1024,
             batch_rows: 50_000,
             batch_bytes: 16 * 1024 * 1024,
             batch_age_ms: 1000,
@@ -426,11 +424,8 @@ impl Config {
             );
         }
         let k = &self.sink;
-        if k.queue_capacity < 1024 {
-            return bad("sink.queue_capacity", "must be at least 1024");
-        }
-        if !(1..=64).contains(&k.writers) {
-            return bad("sink.writers", "must be between 1 and 64");
+        if k.queue_capacity < 16 {
+            return bad("sink.queue_capacity", "must be at least 16");
         }
         if k.batch_rows == 0 {
             return bad("sink.batch_rows", "must be at least 1");

@@ -51,10 +51,13 @@ pub struct Context {
     windows: Mutex<Windows>,
 }
 
+/// The latencies kept: reply, insert, e2e, log commit.
+pub const LATENCIES: usize = 4;
+
 #[derive(Default)]
 struct Windows {
-    older: Option<(Instant, [Histogram<u64>; 3])>,
-    newer: Option<(Instant, [Histogram<u64>; 3])>,
+    older: Option<(Instant, [Histogram<u64>; LATENCIES])>,
+    newer: Option<(Instant, [Histogram<u64>; LATENCIES])>,
 }
 
 impl Context {

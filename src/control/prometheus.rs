@@ -138,7 +138,7 @@ pub async fn render(ctx: &Context) -> String {
             );
         }
     }
-    let [reply, insert, e2e] = histograms(ctx).await;
+    let [reply, insert, e2e, commit] = histograms(ctx).await;
     summary(
         &mut out,
         "reply_latency_seconds",
@@ -156,6 +156,12 @@ pub async fn render(ctx: &Context) -> String {
         "e2e_latency_seconds",
         "From frame read to row committed.",
         &e2e,
+    );
+    summary(
+        &mut out,
+        "log_commit_seconds",
+        "Durable-log group commit duration (write and sync).",
+        &commit,
     );
     out
 }

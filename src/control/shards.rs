@@ -43,7 +43,7 @@ pub async fn shard_metrics(ctx: &Context) -> Vec<ShardMetrics> {
 }
 
 /// Reply, insert and end-to-end histograms, merged over shards.
-pub async fn histograms(ctx: &Context) -> [Histogram<u64>; 3] {
+pub async fn histograms(ctx: &Context) -> [Histogram<u64>; super::LATENCIES] {
     let reply = ShardMetrics::total(&shard_metrics(ctx).await).reply_latency;
     let copy = |h: &std::sync::Mutex<Histogram<u64>>| {
         h.lock()
@@ -54,6 +54,7 @@ pub async fn histograms(ctx: &Context) -> [Histogram<u64>; 3] {
         reply,
         copy(&ctx.sink.insert_latency),
         copy(&ctx.sink.end_to_end),
+        ctx.sink.commit_latency(),
     ]
 }
 

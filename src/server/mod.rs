@@ -175,12 +175,6 @@ pub fn start(
             .name(&format!("shard-{id}"))
             .ring_depth(config.server.ring_depth)
             .io_memory(config.server.io_memory)
-            // glommio reaps I/O completions and fires timers between task
-            // runs, and at the latest every preempt period (100 ms by
-            // default): on a busy shard, a log commit would wait that long.
-            .preempt_timer(Duration::from_micros(
-                config.log.commit_interval_us.max(100),
-            ))
             .spawn(move || executor::run(start))
             .map_err(|e| ServerError::Shard {
                 shard: id,

@@ -96,6 +96,17 @@ impl SinkStats {
         }
     }
 
+    /// The logs' commit durations, all shards together, µs.
+    pub fn commit_latency(&self) -> Histogram<u64> {
+        let mut all = latency_histogram();
+        for l in &self.logs {
+            if let Ok(h) = l.commit_latency.lock() {
+                let _ = all.add(&*h);
+            }
+        }
+        all
+    }
+
     fn sum(counters: &[AtomicU64; Table::COUNT]) -> u64 {
         counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }

@@ -1,5 +1,5 @@
-//! `latency [reply|insert|e2e]` and `latency reset`: percentiles since start
-//! and over the last interval (10–20 s).
+//! `latency [reply|insert|e2e|commit]` and `latency reset`: percentiles
+//! since start and over the last interval (10–20 s).
 
 use std::fmt;
 
@@ -12,15 +12,15 @@ use super::super::answer::{self, Answer, Done};
 use super::super::shards::histograms;
 use super::super::{Context, Windows};
 
-const USAGE: &str = "usage: latency [reply|insert|e2e] | latency reset";
-const NAMES: [&str; 3] = ["reply", "insert", "e2e"];
+const USAGE: &str = "usage: latency [reply|insert|e2e|commit] | latency reset";
+const NAMES: [&str; super::super::LATENCIES] = ["reply", "insert", "e2e", "commit"];
 
 pub async fn run(ctx: &Context, args: &[&str]) -> Answer {
     if args == ["reset"] {
         return reset(ctx);
     }
     let wanted: Vec<usize> = match args {
-        [] => vec![0, 1, 2],
+        [] => (0..NAMES.len()).collect(),
         [one] => match NAMES.iter().position(|n| n == one) {
             Some(i) => vec![i],
             None => return answer::err(USAGE),
@@ -59,7 +59,10 @@ fn reset(ctx: &Context) -> Answer {
     for shard in 0..ctx.server.shards() {
         ctx.server.send(shard, ShardMsg::ResetLatency);
     }
-    for h in [&ctx.sink.insert_latency, &ctx.sink.end_to_end] {
+    for h in [&ctx.sink.insert_latency, &ctx.sink.end_to_end]
+        .into_iter()
+        .chain(ctx.sink.logs.iter().map(|l| &l.commit_latency))
+    {
         if let Ok(mut h) = h.lock() {
             h.reset();
         }
