@@ -6,6 +6,8 @@
 -- position_source says where lat/lon came from: the GPS fix, a cell or WiFi geolocation
 -- (geo service), or a registered beacon. source = 'beacon' rows are written for a 0xB3
 -- Bluetooth report whose strongest known beacon has a position (accuracy_m = 0).
+-- position_source = 'invalid': the fix's coordinates are impossible (latitude
+-- beyond 90 degrees, say, from a variant layout); has_position = 0 and lat = lon = 0.
 
 CREATE TABLE IF NOT EXISTS {db}.locations
 (
@@ -22,7 +24,7 @@ CREATE TABLE IF NOT EXISTS {db}.locations
     has_position      UInt8,
     lat               Float64,
     lon               Float64,
-    position_source   Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4),
+    position_source   Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5),
     accuracy_m        Float32,
     speed_kmh         UInt16,
     course            UInt16,

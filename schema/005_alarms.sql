@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS {db}.alarms
     has_position      UInt8,
     lat               Float64,
     lon               Float64,
-    position_source   Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4),
+    position_source   Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5),
     accuracy_m        Float32,
     speed_kmh         UInt16,
     course            UInt16,

@@ -1,4 +1,5 @@
 -- Brings tables created before geo enrichment to the types of 004-006:
+-- (position_source gained 'invalid' = 5 for impossible coordinates later; same file)
 -- position_source names its cell-tower value 'cell' (it was 'lbs'; no row had
 -- that value then, nothing wrote it), and locations.source gets 'beacon' for
 -- the rows made from a Bluetooth report's best-known beacon.
@@ -10,10 +11,10 @@ ALTER TABLE {db}.locations
     MODIFY COLUMN source Enum8('gps' = 1, 'gps_4g' = 2, 'lbs' = 3, 'lbs_4g' = 4, 'wifi' = 5, 'wifi_4g' = 6,
                                'lbs_address_req' = 7, 'address_query' = 8, 'lbs_4g_address_req' = 9,
                                'beacon' = 10),
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.alarms
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.attendance
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);

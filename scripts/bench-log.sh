@@ -129,11 +129,12 @@ replay_part() {
     # The outage: nothing listens on port 9.
     serve "$OUT/replay.down.log" --sink clickhouse --clickhouse-url http://127.0.0.1:9 --database "$db" \
         --log-dir "$OUT/replay-log"
-    "$LOAD" --target "$LISTEN" --conns 1000 --saturate --inflight 16 --gps-ratio 0.5 --duration 100000 \
-        --quiet --json >/dev/null 2>&1 &
+    "$LOAD" --target "$LISTEN" --conns 1000 --saturate --inflight 16 --gps-ratio 0.5 --duration 3600 \
+        --quiet --json >/dev/null 2>"$OUT/replay.down.load.log" &
     local load=$! t0=$SECONDS frames=0
     while [ "${frames:-0}" -lt "$BACKLOG" ]; do
         sleep 2
+        kill -0 "$load" 2>/dev/null || { echo "load generator stopped:" >&2; cat "$OUT/replay.down.load.log" >&2; exit 1; }
         frames=$(stat .total.frames)
     done
     kill -TERM "$load" 2>/dev/null; wait "$load" 2>/dev/null || true
@@ -145,8 +146,8 @@ replay_part() {
     # ClickHouse back; badges arrive meanwhile.
     local t1; t1=$(date +%s.%N)
     serve "$OUT/replay.up.log" --sink clickhouse --clickhouse-url "$url" --database "$db" --log-dir "$OUT/replay-log"
-    "$LOAD" --target "$LISTEN" --conns 10000 --rate 1 --duration 100000 --imei-base 5000000 --quiet --json \
-        >/dev/null 2>&1 &
+    "$LOAD" --target "$LISTEN" --conns 10000 --rate 1 --duration 3600 --imei-base 5000000 --quiet --json \
+        >/dev/null 2>"$OUT/replay.up.load.log" &
     load=$!
     local replayed=0 last=-1 last_at=$t1 arrived0 arrived1
     arrived0=$(stat .total.frames)

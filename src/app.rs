@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::allowlist::AllowlistRefresher;
 use crate::beacons::{BeaconRefresher, BeaconRegistry, BeaconSource};
 use crate::config::Config;
 use crate::config::SinkKind;
@@ -13,6 +14,7 @@ use crate::control::{self, ControlServer};
 use crate::events::Events;
 use crate::geo::GeoService;
 use crate::metrics::ShardMetrics;
+use crate::record::lookup::ImeiAllowlist;
 use crate::server::{RunningServer, ServerHandle, Services};
 use crate::sink::SinkWorkers;
 
@@ -24,6 +26,8 @@ pub enum AppError {
     Geo(#[from] crate::geo::GeoError),
     #[error("starting live events: {0}")]
     Events(#[from] crate::events::EventsError),
+    #[error("loading the allowlist: {0}")]
+    Allowlist(#[from] crate::allowlist::AllowlistError),
     #[error("loading the beacon registry: {0}")]
     Beacons(#[from] crate::beacons::BeaconError),
     #[error("opening the log: {0}")]
@@ -45,6 +49,10 @@ pub struct App {
     geo: Option<GeoService>,
     beacons: Option<BeaconRefresher>,
     events: Events,
+    /// Keeps `limits.allowlist` fresh; `None` when every IMEI may log in.
+    allowlist: Option<AllowlistRefresher>,
+    /// What the shards ask at login (the same list as `allowlist`).
+    imei_allowlist: Option<Arc<dyn ImeiAllowlist>>,
     /// Runs the geo service's lookups: HTTP and the cell database stay off
     /// the shards' threads.
     runtime: tokio::runtime::Runtime,
@@ -52,6 +60,11 @@ pub struct App {
 
 impl App {
     pub fn start(config: Arc<Config>) -> Result<App, AppError> {
+        // First: a control socket path that is taken, or a list that
+        // cannot be loaded, fails the start before anything else runs.
+        control::preflight(&config)?;
+        let allowlist = AllowlistRefresher::start(&config)?;
+        let imei_allowlist = allowlist.as_ref().map(AllowlistRefresher::shared);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("services")
@@ -80,6 +93,7 @@ impl App {
             beacons: registry,
             beacon_source: beacons.as_ref().map(BeaconRefresher::handle),
             events: events.clone(),
+            allowlist: imei_allowlist.clone(),
         };
         let (server, workers) = start_ingest(config.clone(), services.clone())?;
         let sink_stats = workers.stats.clone();
@@ -89,6 +103,7 @@ impl App {
             Some(config.server.control_token.clone()),
             services,
             events.clone(),
+            allowlist.as_ref().map(|a| a.allowlist().clone()),
         );
         let control = control::start(&config, ctx)?;
         Ok(App {
@@ -99,6 +114,8 @@ impl App {
             geo,
             beacons,
             events,
+            allowlist,
+            imei_allowlist,
             runtime,
         })
     }
@@ -123,6 +140,16 @@ impl App {
         &self.events
     }
 
+    /// Which IMEIs may log in, as the shards ask it; `None`: all may.
+    pub fn imei_allowlist(&self) -> Option<&Arc<dyn ImeiAllowlist>> {
+        self.imei_allowlist.as_ref()
+    }
+
+    /// The allowlist with its figures and `reload`; `None`: none configured.
+    pub fn allowlist(&self) -> Option<&crate::allowlist::Allowlist> {
+        self.allowlist.as_ref().map(AllowlistRefresher::allowlist)
+    }
+
     /// What the writer and the logs count.
     pub fn sink_stats(&self) -> &std::sync::Arc<crate::sink::SinkStats> {
         &self.workers.stats
@@ -144,6 +171,7 @@ impl App {
         self.events.shutdown();
         drop(self.geo.take());
         drop(self.beacons.take());
+        drop(self.allowlist.take());
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(5));
         flushed.map(|()| shards)

@@ -10,6 +10,7 @@
 //! no I/O and no clock (time is passed in), so every part of them can be
 //! tested and fuzzed without sockets.
 
+pub mod allowlist;
 pub mod app;
 pub mod beacons;
 pub mod config;

@@ -6,6 +6,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// A panic anywhere ends the process. A shard whose executor died would
+/// leave its part of the fleet unable to log in while the process looks
+/// healthy, and a dead writer would leave the logs filling up: half-alive
+/// is worse than gone. Everything acknowledged is in the durable log, so a
+/// supervisor that restarts the process loses nothing.
+pub fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("?"), panic = %info, "panic: aborting the process (nothing acknowledged is lost: it is in the log)");
+        std::process::abort();
+    }));
+}
+
 /// Text or JSON lines on stderr, filtered by `RUST_LOG` or else `filter`.
 pub fn init(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -377,6 +377,7 @@ fn apply_schema(config: &Config) -> anyhow::Result<usize> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     badge_ingest::logging::init(&config.logging.filter, config.logging.json);
+    badge_ingest::logging::abort_on_panic();
     if config.sink.kind == SinkKind::ClickHouse && config.clickhouse.apply_schema {
         let n = apply_schema(&config)?;
         tracing::info!(statements = n, database = %config.clickhouse.database, "schema applied");

@@ -45,6 +45,8 @@ pub enum Line {
     Total,
     /// `errors: ...`
     Errors,
+    /// `limits: ...`: what the bounds on badge connections did.
+    Limits,
     /// `geo: ...`
     Geo,
     /// The line of rows and queues (`records N ...`).
@@ -209,7 +211,23 @@ figures! {
     /// Connections closed after silence.
     idle_timeouts: Counter, "idle_timeouts", "idle_timeouts_total", [Errors "idle_timeouts"];
     /// Connections closed because their badge stopped reading its replies.
-    output_overflows: Counter, "output_overflows", "output_overflows_total", [];
+    output_overflows: Counter, "output_overflows", "output_overflows_total", [Limits "output_overflows"];
+    /// Connections closed because their replies were not taken in time.
+    write_timeouts: Counter, "write_timeouts", "write_timeouts_total", [Limits "write_timeouts"];
+    /// Connections closed with a frame begun and never finished.
+    partial_timeouts: Counter, "partial_timeouts", "partial_frame_timeouts_total", [Limits "partial_timeouts"];
+    /// Connections closed for too many frames or bytes before login.
+    prelogin_budget_closes: Counter, "prelogin_budget_closes", "prelogin_budget_closes_total", [Limits "prelogin_budget"];
+    /// Times a connection's reads paused at `limits.max_frames_per_sec`.
+    rate_limited: Counter, "rate_limited", "rate_limited_total", [Limits "rate_limited"];
+    /// Logins refused because the IMEI is not in the allowlist.
+    logins_not_allowed: Counter, "logins_not_allowed", "logins_not_allowed_total", [Limits "not_allowed"];
+    /// Sessions replaced by a login from another address.
+    clone_replacements: Counter, "clone_replacements", "replacements_other_address_total", [Limits "replaced_other_address"];
+    /// Such logins refused by `limits.replace_min_interval_secs`.
+    replacements_refused: Counter, "replacements_refused", "replacements_refused_total", [Limits "replacements_refused"];
+    /// Logins with another IMEI on a logged-in connection (rebound).
+    rebinds: Counter, "rebinds", "rebinds_total", [Limits "rebinds"];
     /// Accepts that failed for lack of file descriptors.
     emfile: Counter, "emfile", "emfile_total", [Errors "emfile"];
     /// Accepts that failed for another reason.
@@ -218,8 +236,13 @@ figures! {
     connections_refused_limit: Counter, "refused_limit", -, [];
     /// Connections refused by `server.max_connections_per_ip`.
     connections_refused_per_ip: Counter, "refused_per_ip", -, [];
+    /// Connections refused by `limits.max_prelogin`.
+    connections_refused_prelogin: Counter, "refused_prelogin", -, [];
+    /// Connections refused by `limits.max_prelogin_per_ip`.
+    connections_refused_prelogin_per_ip: Counter, "refused_prelogin_per_ip", -, [];
     /// Connections refused by a limit.
     refused = |m| m.counters.connections_refused_limit + m.counters.connections_refused_per_ip
+        + m.counters.connections_refused_prelogin + m.counters.connections_refused_prelogin_per_ip
         => Counter, "refused", "connections_refused_total", [Errors "refused"];
     /// Records handed to the sink.
     records: Counter, "records", "records_total", [Shard "records", Records "records"];

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use badge_ingest::config::{Config, ControlAddr, SinkKind};
 use badge_ingest::control::client::{Client, ClientError};
 use badge_ingest::control::{self, ControlServer};
-use badge_ingest::ingest::owner_shard;
+use badge_ingest::ingest::ShardMap;
 use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
 use badge_ingest::protocol::message::{
     CommandReply, GpsReport, Heartbeat, HeartbeatStatus, Login, TzLanguage,
@@ -41,6 +41,13 @@ use wire::{ack, crc_x25, reply_frame as server_frame, to_hex};
 
 /// How long any single condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(10);
+
+const TEST_SHARD_KEY: [u8; 16] = [7; 16];
+
+/// The shard that owns `imei` in a server started by this file.
+fn owner_shard(imei: Imei, shards: usize) -> usize {
+    ShardMap::new(TEST_SHARD_KEY, shards).owner(imei)
+}
 
 // ---------------------------------------------------------------------------
 // Independent frame building (the expected side)
@@ -99,6 +106,10 @@ fn config(shards: usize) -> Config {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&c.log.dir);
+    // The shard hash is keyed by a file in the log directory: a known key
+    // lets the test know which shard owns an IMEI.
+    std::fs::create_dir_all(&c.log.dir).unwrap();
+    std::fs::write(c.log.dir.join("shard-key"), TEST_SHARD_KEY).unwrap();
     c.log.max_bytes = 1 << 30;
     c.log.segment_bytes = 8 << 20;
     c
@@ -555,7 +566,8 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
     let help = ctl.ask("help");
     for cmd in [
         "stats",
-        "latency [reply|insert|e2e]",
+        "latency [reply|insert|e2e|commit]",
+        "clones",
         "latency reset",
         "devices [--limit N]",
         "device IMEI",
@@ -604,6 +616,7 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
         format!("shard 0: connections 2 sessions 2 logins 2 frames 6 bytes_in {bytes_in} bytes_out {bytes_out} crc_errors 0 resyncs 0 records 6"),
         format!("total: connections 2 sessions 2 accepted 2 logins 2 reconnects 0 frames 6 bytes_in {bytes_in} bytes_out {bytes_out}"),
         "errors: crc 0 resyncs 0 garbage_bytes 0 bad_stop 0 bad_length 0 oversized 0 decode 0 prelogin_drops 0 login_timeouts 0 idle_timeouts 0 emfile 0 refused 0".to_string(),
+        "limits: output_overflows 0 write_timeouts 0 partial_timeouts 0 prelogin_budget 0 rate_limited 0 not_allowed 0 replaced_other_address 0 replacements_refused 0 rebinds 0".to_string(),
         "frames by type: login=2 heartbeat=3 gps_4g=1".to_string(),
     ];
     for e in &expect {

@@ -225,8 +225,9 @@ fn the_schema_applies_twice_to_a_fresh_database() {
     let again = rt
         .block_on(badge_ingest::sink::clickhouse::apply_schema(&config, &db))
         .expect("second apply succeeds");
-    // 001 creates the database, 002-013 twenty tables and views, 014 three ALTERs.
-    assert_eq!(again, 24, "statements applied the second time");
+    // 001 creates the database, 002-013 twenty tables and views, 014 three
+    // ALTERs, 015 the devices table.
+    assert_eq!(again, 25, "statements applied the second time");
     assert_eq!(
         again,
         statements_on_disk(),
@@ -256,6 +257,7 @@ fn the_schema_applies_twice_to_a_fresh_database() {
         ("command_log", "MergeTree"),
         ("device_events", "MergeTree"),
         ("device_info", "MergeTree"),
+        ("devices", "ReplacingMergeTree"),
         ("heartbeats", "MergeTree"),
         ("locations", "MergeTree"),
         ("raw_frames", "MergeTree"),

@@ -1,15 +1,25 @@
-//! Writes a seed corpus for the `decode` fuzz target: frames of every
-//! message type the server knows, encoded by the crate's own encoders.
+//! Writes the seed corpora of both fuzz targets: frames of every message
+//! type the server knows, encoded by the crate's own encoders.
 //!
-//! Run from `fuzz/`: `cargo run --example seed_corpus -- corpus/decode`
+//! Run from `fuzz/`: `cargo run --example seed_corpus -- corpus/decode corpus/ingest`
+//! (the second directory defaults to `ingest` next to the first).
 //!
-//! Each file is: one configuration byte (bit 0: accept bad CRCs), then a
-//! stream. Most streams hold one frame; some hold several, with garbage,
-//! a bad CRC or a truncated tail. A second set of files holds bare
+//! `decode`: each file is one configuration byte (bit 0: accept bad CRCs),
+//! then a stream. Most streams hold one frame; some hold several, with
+//! garbage, a bad CRC or a truncated tail. A second set of files holds bare
 //! contents, with the protocol number as byte 0, for the target's direct
 //! `Message::decode_content` pass.
+//!
+//! `ingest`: each file is the target's 11-byte option prefix (see
+//! `Options::parse` in `fuzz_targets/ingest.rs`), then a badge's stream: a
+//! login followed by frames of every message type, under several
+//! configurations (geo lookups, held acknowledgements, commands, several
+//! shards, an allowlist, limits, bad CRCs), and streams of two connections:
+//! the same IMEI logging in again (replacement, or refused from another
+//! address), a handoff to the owner shard, another IMEI on the same
+//! connection (rebind).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use badge_ingest::protocol::imei::Imei;
 use badge_ingest::protocol::layout::{
@@ -22,6 +32,7 @@ use badge_ingest::protocol::message::{
     HeartbeatStatus, Iccid, Imsi, LbsReport, Login, PunchBody, TimeSyncRequest, TzLanguage,
     WifiReport,
 };
+use badge_ingest::ingest::ShardMap;
 use badge_ingest::protocol::Message;
 use bytes::BytesMut;
 
@@ -34,6 +45,10 @@ fn main() {
         std::env::args()
             .nth(1)
             .unwrap_or_else(|| "corpus/decode".into()),
+    );
+    let ingest_dir = std::env::args().nth(2).map_or_else(
+        || dir.parent().unwrap_or(Path::new(".")).join("ingest"),
+        PathBuf::from,
     );
     std::fs::create_dir_all(&dir).expect("corpus dir");
 
@@ -395,6 +410,350 @@ fn main() {
     write("session-bad-crc-accepted".into(), &accept);
     let truncated = &session[..session.len() - 7];
     write("session-truncated".into(), truncated);
+
+    eprintln!("wrote {written} seeds to {}", dir.display());
+
+    write_ingest_seeds(&ingest_dir, &messages);
+}
+
+/// Options of the `ingest` target, byte by byte (see its `Options::parse`).
+const ACCEPT_BAD_CRC: u8 = 1 << 0;
+const GEO: u8 = 1 << 1;
+const HOLD_ACKS: u8 = 1 << 2;
+const RAW_FRAMES: u8 = 1 << 3;
+const QUEUE_OFFLINE: u8 = 1 << 4;
+const COMMAND_ON_LOGIN: u8 = 1 << 5;
+const EXPIRE: u8 = 1 << 6;
+const GEO_ADDRESSES: u8 = 1 << 7;
+const FOUND_FIX: u8 = 1 << 0;
+const FOUND_ADDRESS: u8 = 1 << 1;
+const FOUND_HUGE_ADDRESS: u8 = 1 << 2;
+const FOUND_MISSED: u8 = 1 << 3;
+
+/// The target's `SHARD_KEY`.
+const SHARD_KEY: [u8; 16] = [7; 16];
+const ALLOWLIST: u8 = 1 << 0;
+const SAME_IP: u8 = 1 << 1;
+
+/// The first 7 bytes of an `ingest` input; the slot mask follows.
+#[derive(Clone, Copy, Default)]
+struct IngestOptions {
+    flags: u8,
+    /// `shards - 1` in bits 0-1, this shard in bits 2-3, `geo.max_pending`
+    /// in bits 4-7.
+    shards: u8,
+    /// `sqrt` of the seconds per frame.
+    step: u8,
+    /// What lookups find, and (bits 4-7) how many stay pending.
+    found: u8,
+    /// `unknown_beacons_max` in bits 0-3, command ttl / 600 s in bits 4-7.
+    limits: u8,
+    /// `ALLOWLIST`, `SAME_IP`, and (bits 2-7) the minimum time before a
+    /// session is replaced from another address, in minutes.
+    identity: u8,
+    /// Frames allowed before login.
+    prelogin: u8,
+}
+
+/// The `ingest` seeds: the 11-byte prefix, then the frames of both
+/// connection slots interleaved, the slot mask saying whose each is.
+fn write_ingest_seeds(dir: &Path, messages: &[Message<'_>]) {
+    std::fs::create_dir_all(dir).expect("corpus dir");
+    let enc = |msg: &Message<'_>, serial: u16| {
+        let mut b = BytesMut::new();
+        msg.encode(serial, &mut b).expect("encode");
+        b.to_vec()
+    };
+    let login_a = &messages[0];
+    let login_b = &messages[1];
+    assert!(matches!(login_a, Message::Login(l) if l.imei.as_u64() == 353_419_032_981_448));
+    let others: Vec<&Message<'_>> = messages
+        .iter()
+        .filter(|m| !matches!(m, Message::Login(_)))
+        .collect();
+    let find = |p: u8| {
+        *others
+            .iter()
+            .find(|m| m.protocol() == p)
+            .unwrap_or_else(|| panic!("no seed message for {p:02X}"))
+    };
+    let heartbeat = find(0x13);
+    let gps = find(0x22);
+    let time_sync = find(0x1F);
+    let alarm = find(0xA3);
+    let address = find(0x1A);
+    let bt_location = find(0xB3);
+    let bt_punch = find(0xB2);
+    let attendance = find(0xB0);
+    // Replies to the commands the target submits: ids 100 and 101 are
+    // queued before the stream, 103 is the first one sent at a login.
+    let command_replies: Vec<Message<'_>> = [100u32, 101, 103]
+        .into_iter()
+        .map(|flag| {
+            Message::CommandReply(CommandReply {
+                length: 11,
+                server_flag: flag,
+                text: b"OK!",
+                language: Some(1),
+            })
+        })
+        .collect();
+
+    // A login, then every other message type.
+    let full_session = |login: &Message<'_>| {
+        let mut frames = vec![(0usize, enc(login, 1))];
+        for (i, m) in others.iter().enumerate() {
+            frames.push((0, enc(m, i as u16 + 2)));
+        }
+        frames
+    };
+    let one = |msgs: &[&Message<'_>]| -> Vec<(usize, Vec<u8>)> {
+        msgs.iter()
+            .enumerate()
+            .map(|(i, m)| (0, enc(m, i as u16 + 1)))
+            .collect()
+    };
+
+    let mut written = 0;
+    let mut write = |name: &str, o: IngestOptions, frames: &[(usize, Vec<u8>)]| {
+        let mut mask = 0u32;
+        let mut file = vec![
+            o.flags, o.shards, o.step, o.found, o.limits, o.identity, o.prelogin, 0, 0, 0, 0,
+        ];
+        for (i, (slot, bytes)) in frames.iter().enumerate() {
+            if *slot == 1 {
+                assert!(i < 32, "{name}: the slot mask covers 32 frames");
+                mask |= 1 << i;
+            }
+            file.extend_from_slice(bytes);
+        }
+        file[7..11].copy_from_slice(&mask.to_le_bytes());
+        std::fs::write(dir.join(format!("ingest-{name}")), &file).expect("write seed");
+        written += 1;
+    };
+    let plain = IngestOptions {
+        step: 5,
+        limits: 0x1F,
+        prelogin: 16,
+        ..Default::default()
+    };
+
+    write("session", plain, &full_session(login_a));
+    write("session-other-imei", plain, &full_session(login_b));
+    write(
+        "session-raw-frames",
+        IngestOptions {
+            flags: RAW_FRAMES,
+            limits: 0x02,
+            ..plain
+        },
+        &full_session(login_a),
+    );
+    // Lookups: found at once, some left pending, acknowledgements held.
+    write(
+        "geo-held-acks",
+        IngestOptions {
+            flags: GEO | GEO_ADDRESSES | HOLD_ACKS,
+            shards: 2 << 4,
+            step: 3,
+            found: FOUND_FIX | FOUND_ADDRESS | (1 << 4),
+            limits: 0x13,
+            ..plain
+        },
+        &full_session(login_a),
+    );
+    // No room to wait: every row stored at once, owed replies empty.
+    write(
+        "geo-full",
+        IngestOptions {
+            flags: GEO,
+            found: FOUND_ADDRESS,
+            ..plain
+        },
+        &full_session(login_a),
+    );
+    // Lookups that miss, and an address too long for a reply.
+    write(
+        "geo-huge-address",
+        IngestOptions {
+            flags: GEO | HOLD_ACKS,
+            shards: 15 << 4,
+            found: FOUND_ADDRESS | FOUND_HUGE_ADDRESS | FOUND_MISSED | (15 << 4),
+            ..plain
+        },
+        &one(&[login_a, alarm, address, gps, attendance, alarm]),
+    );
+    // Commands: queued before the login, delivered after its ack, one more
+    // sent at the login, and their replies matched.
+    let commands = {
+        let mut f = one(&[login_a, heartbeat]);
+        for (i, r) in command_replies.iter().enumerate() {
+            f.push((0, enc(r, 10 + i as u16)));
+        }
+        f.push((0, enc(heartbeat, 20)));
+        f
+    };
+    write(
+        "commands",
+        IngestOptions {
+            flags: QUEUE_OFFLINE | COMMAND_ON_LOGIN | EXPIRE,
+            step: 30,
+            limits: 0x10,
+            ..plain
+        },
+        &commands,
+    );
+    // Queued commands that expire before the badge logs in.
+    write(
+        "commands-expired",
+        IngestOptions {
+            flags: QUEUE_OFFLINE | EXPIRE,
+            step: 200,
+            limits: 0x10,
+            ..plain
+        },
+        &one(&[heartbeat, time_sync, login_a, heartbeat]),
+    );
+    // Before login: only time requests are answered; past the budget of
+    // frames before login, the connection closes.
+    let prelogin = one(&[heartbeat, time_sync, gps, alarm, login_a, heartbeat]);
+    write("prelogin", plain, &prelogin);
+    write(
+        "prelogin-budget",
+        IngestOptions {
+            prelogin: 2,
+            ..plain
+        },
+        &prelogin,
+    );
+    // Another IMEI on a logged-in connection rebinds it: the old session
+    // ends (logout), the new one begins.
+    let rebind = one(&[login_a, heartbeat, login_b, heartbeat, login_a, gps]);
+    write("rebind", plain, &rebind);
+    // The allowlist refuses login_b's IMEI: the connection closes.
+    write(
+        "rebind-not-allowed",
+        IngestOptions {
+            identity: ALLOWLIST,
+            ..plain
+        },
+        &rebind,
+    );
+    // Two connections: the same IMEI logs in again on the second
+    // (replacing the first, which closes), then the first slot reconnects
+    // with another IMEI, which the second slot then takes over too.
+    let replace = vec![
+        (0, enc(login_a, 1)),
+        (0, enc(heartbeat, 2)),
+        (1, enc(login_a, 1)),
+        (1, enc(gps, 2)),
+        (0, enc(login_b, 1)),
+        (0, enc(alarm, 2)),
+        (1, enc(login_b, 3)),
+        (1, enc(heartbeat, 4)),
+        (0, enc(heartbeat, 3)),
+    ];
+    write("replace", plain, &replace);
+    // From another address, too soon after the login: refused (the slots
+    // connect from 10.0.0.1 and 10.0.0.2); from the same address, replaced.
+    write(
+        "replace-refused",
+        IngestOptions {
+            identity: 10 << 2,
+            ..plain
+        },
+        &replace,
+    );
+    write(
+        "replace-same-ip",
+        IngestOptions {
+            identity: SAME_IP | (10 << 2),
+            ..plain
+        },
+        &replace,
+    );
+    write(
+        "replace-geo",
+        IngestOptions {
+            flags: GEO | HOLD_ACKS | COMMAND_ON_LOGIN,
+            shards: 3 << 4,
+            found: FOUND_ADDRESS | (2 << 4),
+            ..plain
+        },
+        &replace,
+    );
+    // Several shards: logins for other shards hand off, and the owner
+    // adopts the connection; a rebind to an IMEI of another shard moves it.
+    for (shards, shard) in [(2u8, 0u8), (2, 1), (4, 0), (4, 3)] {
+        write(
+            &format!("handoff-{shards}-{shard}"),
+            IngestOptions {
+                flags: QUEUE_OFFLINE | COMMAND_ON_LOGIN,
+                shards: (shards - 1) | (shard << 2),
+                ..plain
+            },
+            &replace,
+        );
+        // An IMEI that another shard than login_a's owns.
+        let map = ShardMap::new(SHARD_KEY, usize::from(shards));
+        let Message::Login(a) = login_a else {
+            unreachable!()
+        };
+        let other = (1..)
+            .map(|i| Imei::with_check_digit(35_341_903_100_000 + i).unwrap())
+            .find(|&i| map.owner(i) != map.owner(a.imei))
+            .unwrap();
+        let login_other = Message::Login(Login {
+            imei: other,
+            ..*a
+        });
+        write(
+            &format!("handoff-rebind-{shards}-{shard}"),
+            IngestOptions {
+                shards: (shards - 1) | (shard << 2),
+                ..plain
+            },
+            &one(&[login_a, heartbeat, &login_other, heartbeat, login_a, gps]),
+        );
+    }
+    // Beacons: known (with and without a position or an address) and unknown,
+    // more unknown ones than are kept.
+    write(
+        "beacons",
+        IngestOptions {
+            flags: GEO | GEO_ADDRESSES,
+            shards: 4 << 4,
+            found: FOUND_FIX,
+            limits: 0x01,
+            ..plain
+        },
+        &one(&[login_a, bt_location, bt_punch, bt_location]),
+    );
+    // Bad CRCs handed on, garbage between frames, a truncated last frame.
+    let mut bad = full_session(login_a);
+    for (i, (_, f)) in bad.iter_mut().enumerate() {
+        if i % 3 == 1 {
+            let at = f.len() - 4;
+            f[at] ^= 0x5A;
+        }
+        if i % 5 == 2 {
+            let mut g = b"\x00junk".to_vec();
+            g.extend_from_slice(f);
+            *f = g;
+        }
+    }
+    if let Some((_, last)) = bad.last_mut() {
+        last.truncate(last.len() - 3);
+    }
+    write(
+        "bad-crc-accepted",
+        IngestOptions {
+            flags: ACCEPT_BAD_CRC | RAW_FRAMES,
+            ..plain
+        },
+        &bad,
+    );
+    write("bad-crc", plain, &bad);
 
     eprintln!("wrote {written} seeds to {}", dir.display());
 }

@@ -7,12 +7,15 @@ use anyhow::{bail, Context};
 use badge_ingest::protocol::Imei;
 use clap::{Parser, ValueEnum};
 
+use crate::attack::AttackPlan;
 use crate::profile::Profile;
 
 /// Hard caps: every run is bounded in size and time.
 pub const MAX_DEVICES: u64 = 200_000;
 pub const MAX_DURATION_SECS: u64 = 3600;
 pub const MAX_PROCS: u32 = 64;
+/// --rate: frames per second per badge, at most.
+pub const MAX_RATE: f64 = 1000.0;
 /// The first 14 digits (TAC + serial) of the first badge's IMEI: a TAC no
 /// real badge model uses, so test rows are easy to tell apart.
 pub const DEFAULT_IMEI_BASE: u64 = 86_999_900_000_000;
@@ -39,6 +42,10 @@ pub struct Cli {
     /// Heartbeat interval in seconds (jittered ±20 %).
     #[arg(long, default_value_t = 30)]
     pub heartbeat: u64,
+    /// realistic: frames per second per badge, heartbeats included (about a fifth of
+    /// the mix needs a reply) [default: 1].
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// burst: reply-expecting frames in flight per connection.
     #[arg(long, default_value_t = 8)]
     pub inflight: usize,
@@ -74,6 +81,19 @@ pub struct Cli {
     /// Seconds a reply may take before it counts as missing.
     #[arg(long, default_value_t = 5.0)]
     pub reply_timeout: f64,
+    /// Hostile connections beside the badges, N per kind: slowloris, trickle,
+    /// prelogin-flood, no-read, clone (N even: pairs sharing an IMEI), garbage. Each
+    /// reconnects when closed, until the end of the run; loopback targets only, at most
+    /// 20000 in all; reported apart, never counted as honest failures.
+    #[arg(long, value_name = "KIND=N[,KIND=N...]")]
+    pub attack: Option<String>,
+    /// Seconds into the run the attack begins (0: with the first badges) [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub attack_start: Option<f64>,
+    /// Source addresses of the attackers, as --source (loopback only), so that they
+    /// do not share the badges' addresses [default: the badges' sources].
+    #[arg(long, value_name = "ADDRS")]
+    pub attack_source: Option<String>,
 
     /// Worker process: index of its first badge in the whole run.
     #[arg(long, hide = true)]
@@ -135,6 +155,15 @@ pub struct Settings {
     pub verify_clickhouse: Option<String>,
     pub database: String,
     pub reply_timeout: Duration,
+    /// Realistic: frames per second per badge.
+    pub rate: f64,
+    /// Hostile connections (empty without --attack).
+    pub attack: AttackPlan,
+    /// When the attack begins, from the start of the run.
+    pub attack_start: Duration,
+    /// The attackers' own source addresses (empty: the badges' sources).
+    pub attack_sources: Vec<IpAddr>,
+    pub attack_source_arg: Option<String>,
     /// Set in worker processes.
     pub worker: Option<(Slice, u64)>,
 }
@@ -143,6 +172,23 @@ impl Settings {
     pub fn imei(&self, index: u64) -> Imei {
         Imei::with_check_digit(self.imei_base + index)
             .expect("validated: base + devices has 14 digits")
+    }
+
+    /// The first 14 IMEI digits of the attack's first connection: right
+    /// after the whole run's badges.
+    pub fn attack_imei_base(&self) -> u64 {
+        self.imei_base + self.slice().total
+    }
+
+    pub fn attack_imei(&self, index: u64) -> Imei {
+        Imei::with_check_digit(self.attack_imei_base() + index)
+            .expect("validated: the attack's IMEIs have 14 digits")
+    }
+
+    /// Whether this process runs the attackers: the only process, or the
+    /// first worker.
+    pub fn runs_attack(&self) -> bool {
+        !self.attack.is_empty() && self.slice().first == 0
     }
 
     /// This process's badges.
@@ -205,12 +251,49 @@ impl Cli {
                 self.reply_timeout
             );
         }
+        let profile: Profile = self.profile.into();
+        let rate = match self.rate {
+            None => 1.0,
+            Some(_) if profile != Profile::Realistic => {
+                bail!("--rate is for the realistic profile")
+            }
+            Some(r) if !(r.is_finite() && r * self.heartbeat as f64 >= 1.0 && r <= MAX_RATE) => {
+                bail!(
+                    "--rate {r} is outside [1/heartbeat, {MAX_RATE}]: the heartbeats alone are one \
+                     frame per --heartbeat ({} s)",
+                    self.heartbeat
+                )
+            }
+            Some(r) => r,
+        };
+        let attack = match &self.attack {
+            Some(a) => AttackPlan::parse(a)?,
+            None => AttackPlan::default(),
+        };
+        if !attack.is_empty() && !target.ip().is_loopback() {
+            bail!(
+                "--attack {}: hostile clients only go to a loopback target (127.0.0.0/8, ::1), \
+                 --allow-remote or not",
+                attack.to_arg()
+            );
+        }
+        let attack_start = match self.attack_start {
+            None => Duration::ZERO,
+            Some(_) if attack.is_empty() => bail!("--attack-start needs --attack"),
+            Some(t) if !(t >= 0.0 && t < self.duration as f64) => {
+                bail!("--attack-start {t} must be at least 0 and less than the duration")
+            }
+            Some(t) => Duration::from_secs_f64(t),
+        };
         let total = self.worker_total.unwrap_or(self.devices);
-        let last_body = self.imei_base.checked_add(total - 1);
+        let last_body = self
+            .imei_base
+            .checked_add(total - 1)
+            .and_then(|b| b.checked_add(attack.total()));
         if self.imei_base < 10_000_000_000_000 || last_body.is_none_or(|b| b >= 100_000_000_000_000)
         {
             bail!(
-                "--imei-base {} must have 14 digits, and so must base + devices - 1",
+                "--imei-base {} must have 14 digits, and so must base + devices + attack connections - 1",
                 self.imei_base
             );
         }
@@ -239,8 +322,21 @@ impl Cli {
             if s.is_ipv4() != target.is_ipv4() {
                 bail!("--source {s} and --target {target} are not the same address family");
             }
-            if !self.allow_remote && !s.is_loopback() {
+            if (!self.allow_remote || !attack.is_empty()) && !s.is_loopback() {
                 bail!("--source {s} is not a loopback address");
+            }
+        }
+        let attack_sources = match &self.attack_source {
+            None => Vec::new(),
+            Some(_) if attack.is_empty() => bail!("--attack-source needs --attack"),
+            Some(a) => parse_addresses("--attack-source", a)?,
+        };
+        for s in &attack_sources {
+            if s.is_ipv4() != target.is_ipv4() {
+                bail!("--attack-source {s} and --target {target} are not the same address family");
+            }
+            if !s.is_loopback() {
+                bail!("--attack-source {s} is not a loopback address");
             }
         }
         if let Some(url) = &self.verify_clickhouse {
@@ -275,7 +371,7 @@ impl Cli {
             devices: self.devices,
             duration,
             ramp,
-            profile: self.profile.into(),
+            profile,
             heartbeat: Duration::from_secs(self.heartbeat),
             inflight: self.inflight,
             reconnect_rate,
@@ -287,6 +383,11 @@ impl Cli {
             verify_clickhouse: self.verify_clickhouse.clone(),
             database: self.database.clone(),
             reply_timeout: Duration::from_secs_f64(self.reply_timeout),
+            rate,
+            attack,
+            attack_start,
+            attack_sources,
+            attack_source_arg: self.attack_source.clone(),
             worker,
         })
     }
@@ -294,6 +395,11 @@ impl Cli {
 
 /// `127.0.0.2-127.0.0.9`, `127.0.0.2,127.0.0.3`, `::1` or `127.0.0.2`.
 pub fn parse_sources(s: &str) -> anyhow::Result<Vec<IpAddr>> {
+    parse_addresses("--source", s)
+}
+
+/// The addresses of `flag` (`--source`, `--attack-source`).
+fn parse_addresses(flag: &str, s: &str) -> anyhow::Result<Vec<IpAddr>> {
     const MAX_SOURCES: u32 = 4096;
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -301,28 +407,28 @@ pub fn parse_sources(s: &str) -> anyhow::Result<Vec<IpAddr>> {
             let a: Ipv4Addr = a
                 .trim()
                 .parse()
-                .with_context(|| format!("--source {part}: {a} is not an IPv4 address"))?;
+                .with_context(|| format!("{flag} {part}: {a} is not an IPv4 address"))?;
             let b: Ipv4Addr = b
                 .trim()
                 .parse()
-                .with_context(|| format!("--source {part}: {b} is not an IPv4 address"))?;
+                .with_context(|| format!("{flag} {part}: {b} is not an IPv4 address"))?;
             let (lo, hi) = (u32::from(a), u32::from(b));
             if hi < lo {
-                bail!("--source {part}: the range runs backwards");
+                bail!("{flag} {part}: the range runs backwards");
             }
             if hi - lo >= MAX_SOURCES {
-                bail!("--source {part}: more than {MAX_SOURCES} addresses");
+                bail!("{flag} {part}: more than {MAX_SOURCES} addresses");
             }
             out.extend((lo..=hi).map(|v| IpAddr::V4(Ipv4Addr::from(v))));
         } else {
             out.push(
                 part.parse()
-                    .with_context(|| format!("--source {part}: not an IP address"))?,
+                    .with_context(|| format!("{flag} {part}: not an IP address"))?,
             );
         }
     }
     if out.is_empty() {
-        bail!("--source {s}: no addresses");
+        bail!("{flag} {s}: no addresses");
     }
     Ok(out)
 }
@@ -367,6 +473,121 @@ mod tests {
         assert!(e.to_string().contains("loopback"), "{e}");
         assert!(cli(&["--target", "192.0.2.1:18850", "--allow-remote"]).is_ok());
         assert!(cli(&["--target", "127.0.0.1:1", "--source", "192.0.2.1"]).is_err());
+    }
+
+    #[test]
+    fn attack_options() {
+        let t = ["--target", "127.0.0.1:1"];
+        let with = |extra: &[&str]| {
+            let mut a = t.to_vec();
+            a.extend_from_slice(extra);
+            cli(&a)
+        };
+        let s = with(&["--devices", "2000"]).unwrap();
+        assert!(s.attack.is_empty() && !s.runs_attack());
+        assert_eq!(s.attack_start, Duration::ZERO);
+
+        let s = with(&[
+            "--devices",
+            "2000",
+            "--attack",
+            "slowloris=300,trickle=100,prelogin-flood=2,no-read=20,clone=2,garbage=10",
+            "--attack-start",
+            "5.5",
+            "--duration",
+            "40",
+        ])
+        .unwrap();
+        assert_eq!(s.attack.total(), 434);
+        assert_eq!(s.attack_start, Duration::from_millis(5500));
+        assert!(s.runs_attack());
+        // Attackers' IMEIs follow the honest ones: never the same.
+        assert_eq!(s.attack_imei_base(), DEFAULT_IMEI_BASE + 2000);
+        assert_eq!(
+            s.attack_imei(0),
+            Imei::with_check_digit(DEFAULT_IMEI_BASE + 2000).unwrap()
+        );
+        assert!(s.attack_imei(0).as_u64() > s.imei(1999).as_u64());
+
+        assert!(
+            with(&["--attack", "slowloris=1", "--attack-start", "10"]).is_err(),
+            "start = duration"
+        );
+        assert!(with(&["--attack", "slowloris=1", "--attack-start", "-1"]).is_err());
+        assert!(
+            with(&["--attack-start", "1"]).is_err(),
+            "start without an attack"
+        );
+        assert!(with(&["--attack", "tarpit=1"]).is_err());
+        assert!(with(&["--attack", "clone=3"]).is_err());
+        assert!(with(&["--attack", "garbage=20001"]).is_err());
+        // The IMEI range must hold the attackers too.
+        assert!(with(&["--imei-base", "99999999999000", "--devices", "1000"]).is_ok());
+        assert!(with(&[
+            "--imei-base",
+            "99999999999000",
+            "--devices",
+            "1000",
+            "--attack",
+            "garbage=1"
+        ])
+        .is_err());
+        // Loopback only, even with --allow-remote.
+        let e = cli(&[
+            "--target",
+            "192.0.2.1:1",
+            "--allow-remote",
+            "--attack",
+            "garbage=1",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(cli(&[
+            "--target",
+            "127.0.0.1:1",
+            "--allow-remote",
+            "--source",
+            "192.0.2.1",
+            "--attack",
+            "garbage=1"
+        ])
+        .is_err());
+        assert!(cli(&["--target", "[::1]:1", "--attack", "garbage=1"]).is_ok());
+        // Attackers from addresses of their own.
+        let s = with(&[
+            "--attack",
+            "garbage=1",
+            "--attack-source",
+            "127.0.0.2-127.0.0.3",
+        ])
+        .unwrap();
+        assert_eq!(s.attack_sources.len(), 2);
+        assert!(
+            with(&["--attack-source", "127.0.0.2"]).is_err(),
+            "without an attack"
+        );
+        assert!(with(&["--attack", "garbage=1", "--attack-source", "192.0.2.1"]).is_err());
+        assert!(with(&["--attack", "garbage=1", "--attack-source", "::1"]).is_err());
+    }
+
+    #[test]
+    fn rate_is_for_the_realistic_profile() {
+        let t = ["--target", "127.0.0.1:1"];
+        let with = |extra: &[&str]| {
+            let mut a = t.to_vec();
+            a.extend_from_slice(extra);
+            cli(&a)
+        };
+        assert_eq!(with(&[]).unwrap().rate, 1.0);
+        assert_eq!(with(&["--rate", "2.5"]).unwrap().rate, 2.5);
+        assert!(with(&["--rate", "1", "--profile", "burst"]).is_err());
+        assert!(
+            with(&["--rate", "0.01"]).is_err(),
+            "below one heartbeat per 30 s"
+        );
+        assert!(with(&["--rate", "0.1", "--heartbeat", "10"]).is_ok());
+        assert!(with(&["--rate", "1001"]).is_err());
+        assert!(with(&["--rate", "NaN"]).is_err());
     }
 
     #[test]

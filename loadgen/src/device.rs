@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,15 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use badge_ingest::protocol::number as n;
 use badge_ingest::protocol::{FrameConfig, FrameDecoder, FrameStats, Imei};
 use bytes::{Buf, BytesMut};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use crate::expect::{
     parse_online_command, parse_text_message, Failure, Mismatch, Outstanding, Pending, Verdict,
 };
+use crate::net::connect;
 use crate::profile::{Action, Badge, Kind, Outgoing, Plan, Planner, Profile};
 use crate::report::Stats;
 
@@ -174,47 +173,6 @@ async fn pause(backoff: &mut Duration, end: Instant, stop: &mut watch::Receiver<
     }
 }
 
-/// Connects, from `source` when given. IP_BIND_ADDRESS_NO_PORT lets the
-/// kernel pick the port at connect time, per (source, destination) pair, so
-/// each source address has its own ~28 000 ephemeral ports instead of
-/// sharing one pool through bind().
-async fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let stream = match source {
-        None => TcpStream::connect(target).await?,
-        Some(src) => {
-            let socket = Socket::new(
-                Domain::for_address(target),
-                Type::STREAM,
-                Some(Protocol::TCP),
-            )?;
-            socket.set_nonblocking(true)?;
-            if src.is_ipv4() {
-                let one: libc::c_int = 1;
-                // SAFETY: a valid socket fd and a c_int option value of the right size.
-                let rc = unsafe {
-                    libc::setsockopt(
-                        socket.as_raw_fd(),
-                        libc::IPPROTO_IP,
-                        libc::IP_BIND_ADDRESS_NO_PORT,
-                        (&one as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                if rc != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            socket.bind(&SocketAddr::new(src, 0).into())?;
-            let std_stream: std::net::TcpStream = socket.into();
-            TcpSocket::from_std_stream(std_stream)
-                .connect(target)
-                .await?
-        }
-    };
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
 /// One TCP connection of a badge.
 struct Conn<'a> {
     stream: TcpStream,
@@ -341,7 +299,7 @@ impl<'a> Conn<'a> {
                     self.stats.c.bytes_received.fetch_add(len as u64, Relaxed);
                     if let Some(ok) = self.process(badge).login_ok {
                         if ok {
-                            self.stats.login_latency(micros(sent_at.elapsed()));
+                            self.stats.login_latency(micros(sent_at.elapsed()), sent_at);
                             self.stats.c.logins.fetch_add(1, Relaxed);
                         }
                         let _ = self.flush().await;
@@ -623,7 +581,11 @@ fn record_reply(
     raw: &[u8],
 ) {
     stats.received[usize::from(p.request)].fetch_add(1, Relaxed);
-    stats.reply_latency(device, micros(now.saturating_duration_since(p.sent_at)));
+    stats.reply_latency(
+        device,
+        micros(now.saturating_duration_since(p.sent_at)),
+        p.sent_at,
+    );
     if let Some(f) = failure {
         let detail = format!("{} (request serial {})", f.detail, p.serial);
         stats.mismatch(f.kind, Some(p.request), imei, &detail, raw);

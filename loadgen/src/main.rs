@@ -4,6 +4,7 @@
 //! - `cli`: options, caps and validation
 //! - `profile`: what a badge sends and when
 //! - `device`: one badge's connection loop
+//! - `attack`: hostile clients beside the badges
 //! - `expect`: what each request must get back
 //! - `report`: counters, histograms, the report
 //! - `procs`: descriptor limits and worker processes
@@ -19,9 +20,12 @@ use clap::Parser;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod attack;
 mod cli;
 mod device;
 mod expect;
+mod hist;
+mod net;
 mod procs;
 mod profile;
 mod report;
@@ -87,6 +91,13 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
             imei_first: s.imei(0).to_string(),
             imei_last: s.imei(s.devices - 1).to_string(),
             duration_s: s.duration.as_secs_f64(),
+            attack: (!s.attack.is_empty()).then(|| {
+                (
+                    s.attack_start.as_secs_f64(),
+                    s.attack_imei(0).to_string(),
+                    s.attack_imei(s.attack.total() - 1).to_string(),
+                )
+            }),
         },
         &snapshot,
     );
@@ -153,7 +164,8 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
     let slice = s.slice();
     let t0 = Instant::now() + Duration::from_millis(epoch_ms.saturating_sub(procs::unix_ms()));
     let end = t0 + s.duration;
-    let stats = Arc::new(Stats::new());
+    let attack_from = (!s.attack.is_empty()).then(|| t0 + s.attack_start);
+    let stats = Arc::new(Stats::with_attack_from(attack_from));
     let shared = Arc::new(Shared {
         target: s.target,
         sources: s.sources.clone(),
@@ -164,6 +176,7 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
             end,
             duration: s.duration,
             reconnect_mean_secs: slice.total as f64 / s.reconnect_rate,
+            rate: s.rate,
         },
         reply_timeout: s.reply_timeout,
         inflight: s.inflight,
@@ -181,6 +194,41 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
             let _ = interrupt.send(true);
         }
     });
+
+    // Only the process that runs the attackers reports on them.
+    let no_attack = attack::AttackPlan::default();
+    let attack_stats = Arc::new(attack::AttackStats::new(if s.runs_attack() {
+        &s.attack
+    } else {
+        &no_attack
+    }));
+    let attack_thread = if s.runs_attack() {
+        let setup = attack::AttackSetup {
+            plan: s.attack.clone(),
+            target: s.target,
+            // Their own addresses, or the badges' after the last badge.
+            sources: if s.attack_sources.is_empty() {
+                s.sources.clone()
+            } else {
+                s.attack_sources.clone()
+            },
+            source_offset: if s.attack_sources.is_empty() {
+                slice.total
+            } else {
+                0
+            },
+            imei_base: s.attack_imei_base(),
+            start: t0 + s.attack_start,
+            end,
+            seed: s.seed,
+        };
+        Some(
+            attack::spawn(setup, attack_stats.clone(), stop_rx.clone())
+                .context("starting the attack thread")?,
+        )
+    } else {
+        None
+    };
 
     let mut tasks = JoinSet::new();
     for j in 0..slice.count {
@@ -217,9 +265,11 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
                 stopped_at = Some(Instant::now().min(end));
             }
             _ = tick.tick() => {
+                let mut now = stats.progress();
+                now.attack = attack_stats.progress();
                 match output {
-                    Output::Stderr => eprintln!("{}", progress.line(&stats.progress(), slice.count)),
-                    Output::JsonLines => print_line(&procs::WorkerLine::Progress(stats.progress()))?,
+                    Output::Stderr => eprintln!("{}", progress.line(&now, slice.count)),
+                    Output::JsonLines => print_line(&procs::WorkerLine::Progress(now))?,
                 }
                 if Instant::now() > hard_stop && !abandoned {
                     abandoned = true;
@@ -230,8 +280,14 @@ async fn run_devices(s: &Settings, epoch_ms: u64, output: Output) -> anyhow::Res
             }
         }
     }
+    if let Some(t) = attack_thread {
+        // Attackers stop at the end of traffic (or on the interrupt), long
+        // before the badges' drain is over; joining off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     drop(stop_tx);
     let mut snapshot = stats.snapshot();
+    snapshot.attack = attack_stats.snapshot();
     let traffic_end = if *stopped.borrow_and_update() {
         stopped_at.unwrap_or(end)
     } else {

@@ -64,15 +64,26 @@ pub fn check_limits(s: &Settings, nofile: u64) -> anyhow::Result<()> {
     } else {
         u64::from(s.procs)
     };
-    let per_proc = slice.count.div_ceil(procs);
+    // The attackers run in the first (or only) process, beside its badges.
+    let attackers = if s.worker.is_none() || s.runs_attack() {
+        s.attack.total()
+    } else {
+        0
+    };
+    let per_proc = slice.count.div_ceil(procs) + attackers;
     let usable = nofile.saturating_sub(FD_RESERVE);
     if per_proc > usable {
         let needed_procs = s.devices.div_ceil(usable.max(1));
         bail!(
-            "the open-file limit stops this run: ulimit -n is {nofile} per process, and {} devices in {procs} \
+            "the open-file limit stops this run: ulimit -n is {nofile} per process, and {} devices{} in {procs} \
              process{} need {} descriptors each ({per_proc} sockets + {FD_RESERVE} reserved). \
              Use --procs {needed_procs} or more (at most {}), or raise the limit.",
             s.devices,
+            if attackers > 0 {
+                format!(" and {attackers} attack connections (all in the first process)")
+            } else {
+                String::new()
+            },
             if procs == 1 { "" } else { "es" },
             per_proc + FD_RESERVE,
             crate::cli::MAX_PROCS
@@ -80,14 +91,27 @@ pub fn check_limits(s: &Settings, nofile: u64) -> anyhow::Result<()> {
     }
     let ports = ephemeral_ports();
     let addresses = s.sources.len().max(1) as u64;
-    if s.worker.is_none() && s.devices > ports * addresses {
+    // Attackers from addresses of their own have those addresses' ports.
+    let attack_ports = s.attack_sources.len() as u64 * ports;
+    if s.worker.is_none() && s.attack.total() > attack_ports && attack_ports > 0 {
         bail!(
-            "{} devices need more than the {ports} ephemeral ports of {addresses} source address{}: \
+            "{} attack connections need more than the {attack_ports} ephemeral ports of --attack-source",
+            s.attack.total()
+        );
+    }
+    let connections = s.devices
+        + if attack_ports > 0 {
+            0
+        } else {
+            s.attack.total()
+        };
+    if s.worker.is_none() && connections > ports * addresses {
+        bail!(
+            "{connections} connections need more than the {ports} ephemeral ports of {addresses} source address{}: \
              give --source a range of at least {} addresses (e.g. --source 127.0.0.2-127.0.0.{})",
-            s.devices,
             if addresses == 1 { "" } else { "es" },
-            s.devices.div_ceil(ports),
-            1 + s.devices.div_ceil(ports)
+            connections.div_ceil(ports),
+            1 + connections.div_ceil(ports)
         );
     }
     Ok(())
@@ -150,6 +174,22 @@ fn worker_args(s: &Settings, slice: Slice, epoch_ms: u64) -> Vec<String> {
     }
     if s.allow_remote {
         a.push("--allow-remote".into());
+    }
+    if s.profile == Profile::Realistic {
+        a.push("--rate".into());
+        a.push(s.rate.to_string());
+    }
+    if !s.attack.is_empty() {
+        // Every worker knows when the attack begins (for its badges'
+        // latencies); only the first runs the attackers.
+        a.push("--attack".into());
+        a.push(s.attack.to_arg());
+        a.push("--attack-start".into());
+        a.push(s.attack_start.as_secs_f64().to_string());
+        if let Some(src) = &s.attack_source_arg {
+            a.push("--attack-source".into());
+            a.push(src.clone());
+        }
     }
     a
 }

@@ -987,11 +987,17 @@ pub struct Plan {
     pub duration: Duration,
     /// Mean seconds between one badge's reconnects (reconnect-storm).
     pub reconnect_mean_secs: f64,
+    /// Realistic: frames per second per badge, heartbeats included.
+    pub rate: f64,
 }
 
-/// Non-heartbeat frames per second of a realistic badge: with the default
-/// 30 s heartbeat the total is one frame per second.
-const REALISTIC_OTHER_RATE: f64 = 1.0 - 1.0 / 30.0;
+impl Plan {
+    /// Realistic: frames per second between the heartbeats, so that the
+    /// total is `rate` (0 when the heartbeats alone make it).
+    fn realistic_other_rate(&self) -> f64 {
+        (self.rate - 1.0 / self.heartbeat.as_secs_f64()).max(0.0)
+    }
+}
 /// The reconnect-storm's light traffic: one report every few seconds.
 const STORM_OTHER_RATE: f64 = 0.2;
 
@@ -1043,7 +1049,8 @@ impl Planner {
                 });
                 self.queue.push_back(Kind::GeneralInfo);
                 self.next_heartbeat = Some(now + secs(rng.range(0.0, hb)));
-                self.next_other = Some(now + secs(rng.exp(1.0 / REALISTIC_OTHER_RATE)));
+                let other = self.plan.realistic_other_rate();
+                self.next_other = (other > 0.0).then(|| now + secs(rng.exp(1.0 / other)));
                 if first {
                     // Clock in near the start and out near the end, within
                     // the first and last twentieth of the run.
@@ -1114,7 +1121,7 @@ impl Planner {
         if take_if_due(&mut self.next_other, now) {
             let (rate, mix) = match self.plan.profile {
                 Profile::ReconnectStorm => (STORM_OTHER_RATE, STORM_MIX),
-                _ => (REALISTIC_OTHER_RATE, REALISTIC_MIX),
+                _ => (self.plan.realistic_other_rate(), REALISTIC_MIX),
             };
             self.next_other = Some(now + secs(rng.exp(1.0 / rate)));
             return Some(Action::Send(pick(rng, mix)));
@@ -1249,16 +1256,17 @@ mod tests {
         assert_eq!(hemispheres, [true; 4]);
     }
 
-    #[test]
-    fn realistic_rate_is_about_one_frame_per_second() {
+    /// Frames per second one realistic badge sends over an hour, and their kinds.
+    fn realistic_rate(rate: f64, heartbeat_secs: u64) -> (f64, std::collections::HashSet<Kind>) {
         let t0 = Instant::now();
         let duration = Duration::from_secs(3600);
         let plan = Plan {
             profile: Profile::Realistic,
-            heartbeat: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(heartbeat_secs),
             end: t0 + duration,
             duration,
             reconnect_mean_secs: 0.0,
+            rate,
         };
         let imei = Imei::with_check_digit(35_341_900_000_003).unwrap();
         let mut badge = Badge::new(7, 3, imei, t0);
@@ -1278,9 +1286,26 @@ mod tests {
                 kinds.insert(k);
             }
         }
-        let rate = f64::from(frames) / duration.as_secs_f64();
+        (f64::from(frames) / duration.as_secs_f64(), kinds)
+    }
+
+    #[test]
+    fn realistic_rate_is_about_one_frame_per_second() {
+        let (rate, kinds) = realistic_rate(1.0, 30);
         assert!((0.9..1.1).contains(&rate), "{rate} frames/s");
         assert!(kinds.contains(&Kind::ClockIn) && kinds.contains(&Kind::ClockOut));
         assert!(kinds.contains(&Kind::Heartbeat) && kinds.contains(&Kind::ManyBeacons));
+    }
+
+    #[test]
+    fn realistic_rate_follows_the_rate_whatever_the_heartbeat() {
+        let (rate, _) = realistic_rate(1.0, 10);
+        assert!((0.9..1.1).contains(&rate), "{rate} frames/s");
+        let (rate, _) = realistic_rate(3.0, 30);
+        assert!((2.8..3.2).contains(&rate), "{rate} frames/s");
+        // Below one heartbeat per interval: heartbeats (and clocking) only.
+        let (rate, kinds) = realistic_rate(0.01, 10);
+        assert!((0.08..0.12).contains(&rate), "{rate} frames/s");
+        assert!(!kinds.contains(&Kind::Gps) && !kinds.contains(&Kind::Beacons));
     }
 }

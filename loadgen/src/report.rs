@@ -9,12 +9,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use badge_ingest::protocol::number as n;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{AttackReport, KindSnapshot, Phase};
 use crate::expect::{hex, Mismatch};
+pub use crate::hist::{latency_histogram, Hist};
 
 /// How many mismatches are printed in full.
 pub const EXAMPLES: usize = 10;
@@ -22,11 +25,6 @@ pub const EXAMPLES: usize = 10;
 /// Histogram shards: device tasks run on two threads, and a mutex per
 /// shard keeps them from queueing on one lock.
 const HIST_SHARDS: usize = 16;
-
-pub fn latency_histogram() -> Histogram<u64> {
-    // 1 µs to 10 minutes at 3 significant digits.
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid")
-}
 
 fn per_protocol() -> Vec<AtomicU64> {
     (0..256).map(|_| AtomicU64::new(0)).collect()
@@ -48,6 +46,11 @@ pub struct Stats {
     reply_latency: Vec<Mutex<Histogram<u64>>>,
     connect_latency: Mutex<Histogram<u64>>,
     login_latency: Mutex<Histogram<u64>>,
+    /// When an attack begins: latencies of requests sent from then on are
+    /// also kept apart.
+    attack_from: Option<Instant>,
+    reply_latency_attack: Vec<Mutex<Histogram<u64>>>,
+    login_latency_attack: Mutex<Histogram<u64>>,
 }
 
 /// Scalar counters, as atomics while running and as numbers in a snapshot.
@@ -126,6 +129,11 @@ impl Counters<u64> {
 
 impl Stats {
     pub fn new() -> Self {
+        Self::with_attack_from(None)
+    }
+
+    /// Stats of a run whose attack begins at `attack_from`.
+    pub fn with_attack_from(attack_from: Option<Instant>) -> Self {
         Self {
             sent: per_protocol(),
             expected: per_protocol(),
@@ -142,7 +150,16 @@ impl Stats {
                 .collect(),
             connect_latency: Mutex::new(latency_histogram()),
             login_latency: Mutex::new(latency_histogram()),
+            attack_from,
+            reply_latency_attack: (0..HIST_SHARDS)
+                .map(|_| Mutex::new(latency_histogram()))
+                .collect(),
+            login_latency_attack: Mutex::new(latency_histogram()),
         }
+    }
+
+    fn during_attack(&self, sent_at: Instant) -> bool {
+        self.attack_from.is_some_and(|t| sent_at >= t)
     }
 
     /// Counts a mismatch against `request` (the request's protocol, when
@@ -191,12 +208,19 @@ impl Stats {
         }
     }
 
-    pub fn reply_latency(&self, device: u64, micros: u64) {
-        let shard = &self.reply_latency[device as usize % HIST_SHARDS];
-        let _ = shard
+    /// The reply to a request sent at `sent_at` took `micros`.
+    pub fn reply_latency(&self, device: u64, micros: u64, sent_at: Instant) {
+        let shard = device as usize % HIST_SHARDS;
+        let _ = self.reply_latency[shard]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(micros.max(1));
+        if self.during_attack(sent_at) {
+            let _ = self.reply_latency_attack[shard]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(micros.max(1));
+        }
     }
 
     pub fn connect_latency(&self, micros: u64) {
@@ -207,12 +231,19 @@ impl Stats {
             .record(micros.max(1));
     }
 
-    pub fn login_latency(&self, micros: u64) {
+    pub fn login_latency(&self, micros: u64, sent_at: Instant) {
         let _ = self
             .login_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(micros.max(1));
+        if self.during_attack(sent_at) {
+            let _ = self
+                .login_latency_attack
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(micros.max(1));
+        }
     }
 
     /// Counters only (cheap; for the progress line).
@@ -251,6 +282,17 @@ impl Stats {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         s.login_latency = Hist::of(&self.login_latency.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut reply = latency_histogram();
+        for h in &self.reply_latency_attack {
+            let _ = reply.add(&*h.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        s.reply_latency_attack = Hist::of(&reply);
+        s.login_latency_attack = Hist::of(
+            &self
+                .login_latency_attack
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         s
     }
 }
@@ -263,30 +305,6 @@ impl Default for Stats {
 
 fn load(v: &[AtomicU64]) -> Vec<u64> {
     v.iter().map(|a| a.load(Relaxed)).collect()
-}
-
-/// A histogram as (value, count) pairs: what a worker sends its parent.
-/// Each value is the highest equivalent value of its bucket, so recording
-/// it again lands in the same bucket.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct Hist(pub Vec<(u64, u64)>);
-
-impl Hist {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        Hist(
-            h.iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect(),
-        )
-    }
-
-    pub fn to_histogram(&self) -> Histogram<u64> {
-        let mut h = latency_histogram();
-        for &(v, c) in &self.0 {
-            let _ = h.record_n(v, c);
-        }
-        h
-    }
 }
 
 /// Plain counters and histograms of a run or of part of it.
@@ -311,6 +329,15 @@ pub struct Snapshot {
     /// Seconds from the start of the run to the end of traffic (shorter
     /// than the duration when interrupted).
     pub traffic_s: f64,
+    /// The part of `reply_latency` and `login_latency` for requests sent
+    /// once the attack had begun.
+    #[serde(default)]
+    pub reply_latency_attack: Hist,
+    #[serde(default)]
+    pub login_latency_attack: Hist,
+    /// The attackers' counters, per kind (empty without --attack).
+    #[serde(default)]
+    pub attack: Vec<KindSnapshot>,
 }
 
 fn add_vec(a: &mut Vec<u64>, b: &[u64]) {
@@ -343,10 +370,13 @@ impl Snapshot {
                 self.notes.push(e.clone());
             }
         }
+        crate::attack::merge(&mut self.attack, &o.attack);
         for (mine, theirs) in [
             (&mut self.reply_latency, &o.reply_latency),
             (&mut self.connect_latency, &o.connect_latency),
             (&mut self.login_latency, &o.login_latency),
+            (&mut self.reply_latency_attack, &o.reply_latency_attack),
+            (&mut self.login_latency_attack, &o.login_latency_attack),
         ] {
             let mut h = mine.to_histogram();
             let _ = h.add(theirs.to_histogram());
@@ -402,7 +432,7 @@ impl Snapshot {
 }
 
 /// Latency percentiles in µs: the server's own type, so both report alike.
-pub use badge_ingest::metrics::Percentiles;
+pub use crate::hist::Percentiles;
 
 /// One aligned report line of percentiles.
 fn aligned(p: &Percentiles) -> String {
@@ -451,6 +481,10 @@ pub struct Report {
     pub reply_latency_us: Percentiles,
     pub connect_latency_us: Percentiles,
     pub login_latency_us: Percentiles,
+    /// Hostile clients beside the honest badges (--attack); never part of
+    /// the figures above or of `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<crate::verification::Verification>,
     pub ok: bool,
@@ -465,6 +499,32 @@ pub struct RunInfo {
     pub imei_first: String,
     pub imei_last: String,
     pub duration_s: f64,
+    /// With --attack: when it began (s into the run) and its IMEI range.
+    pub attack: Option<(f64, String, String)>,
+}
+
+/// Honest latencies before and from an attack's start: `during` is kept
+/// apart, `before` is the rest.
+fn phases(s: &Snapshot) -> (Phase, Phase) {
+    let all_reply = s.reply_latency.to_histogram();
+    let all_login = s.login_latency.to_histogram();
+    let during_reply = s.reply_latency_attack.to_histogram();
+    let during_login = s.login_latency_attack.to_histogram();
+    let mut before_reply = all_reply.clone();
+    let mut before_login = all_login.clone();
+    // Every value of `during` was recorded in the whole too, in the same bucket.
+    let _ = before_reply.subtract(&during_reply);
+    let _ = before_login.subtract(&during_login);
+    (
+        Phase {
+            reply_latency_us: Percentiles::of(&before_reply),
+            login_latency_us: Percentiles::of(&before_login),
+        },
+        Phase {
+            reply_latency_us: Percentiles::of(&during_reply),
+            login_latency_us: Percentiles::of(&during_login),
+        },
+    )
 }
 
 impl Report {
@@ -497,6 +557,10 @@ impl Report {
         };
         let secs = traffic_s.max(1e-3);
         let ok = s.errors() == 0;
+        let attack = info.attack.map(|(start_s, first, last)| {
+            let (before, during) = phases(s);
+            AttackReport::new(start_s, first, last, &s.attack, before, during)
+        });
         Report {
             target: info.target,
             profile: info.profile,
@@ -521,6 +585,7 @@ impl Report {
             reply_latency_us: Percentiles::of(&s.reply_latency.to_histogram()),
             connect_latency_us: Percentiles::of(&s.connect_latency.to_histogram()),
             login_latency_us: Percentiles::of(&s.login_latency.to_histogram()),
+            attack,
             verify: None,
             ok,
         }
@@ -622,6 +687,10 @@ impl Report {
                 let _ = writeln!(o, "  {e}");
             }
         }
+        if let Some(a) = &self.attack {
+            let _ = writeln!(o);
+            o.push_str(&a.text());
+        }
         if let Some(v) = &self.verify {
             let _ = writeln!(o);
             o.push_str(&v.text());
@@ -653,7 +722,7 @@ impl Progress {
             ),
             None => (now.sent_total(), now.received_total()),
         };
-        let line = format!(
+        let mut line = format!(
             "[{:>5.0}s] connected {:>6}/{devices}  sent {:>7}/s  replies {:>7}/s  errors {} (mismatch {}, missing {}, connection {})",
             self.start.elapsed().as_secs_f64(),
             now.connected,
@@ -664,6 +733,11 @@ impl Progress {
             now.missing_replies(),
             now.connection_errors()
         );
+        if !now.attack.is_empty() {
+            let open: u64 = now.attack.iter().map(|k| k.open).sum();
+            let closed: u64 = now.attack.iter().map(|k| k.server_closed).sum();
+            let _ = write!(line, "  attack: {open} open, {closed} closed by the server");
+        }
         self.last = Some(now.clone());
         line
     }
@@ -683,7 +757,7 @@ mod tests {
     fn histograms_survive_the_trip_through_a_snapshot() {
         let stats = Stats::new();
         for v in [1u64, 10, 100, 1_000, 10_000, 123_456] {
-            stats.reply_latency(v, v);
+            stats.reply_latency(v, v, Instant::now());
         }
         stats.mismatch(Mismatch::Timeout, Some(n::HEARTBEAT), 1, "late", &[]);
         let a = stats.snapshot();
@@ -697,5 +771,39 @@ mod tests {
         assert_eq!(merged.missing_replies(), 2);
         assert_eq!(merged.missing[usize::from(n::HEARTBEAT)], 2);
         assert_eq!(merged.examples.len(), 2);
+    }
+
+    #[test]
+    fn latencies_are_split_at_the_attack_start() {
+        let start = Instant::now();
+        let before = start - std::time::Duration::from_secs(1);
+        let stats = Stats::with_attack_from(Some(start));
+        for v in [100u64, 200, 300] {
+            stats.reply_latency(v, v, before);
+        }
+        for v in [10_000u64, 20_000] {
+            stats.reply_latency(v, v, start);
+        }
+        stats.login_latency(500, before);
+        stats.login_latency(50_000, start + std::time::Duration::from_secs(1));
+        // Through a worker's JSON and a merge, as with --procs.
+        let a = stats.snapshot();
+        let b: Snapshot = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let mut merged = Snapshot::default();
+        merged.merge(&b);
+        let (pre, during) = phases(&merged);
+        assert_eq!(pre.reply_latency_us.count, 3);
+        assert!(pre.reply_latency_us.max < 400);
+        assert_eq!(during.reply_latency_us.count, 2);
+        assert!(during.reply_latency_us.p50 >= 9_990);
+        assert_eq!(
+            (pre.login_latency_us.count, during.login_latency_us.count),
+            (1, 1)
+        );
+        assert_eq!(merged.reply_latency.to_histogram().len(), 5);
+        // Without an attack nothing is kept apart.
+        let plain = Stats::new();
+        plain.reply_latency(1, 100, before);
+        assert_eq!(phases(&plain.snapshot()).1.reply_latency_us.count, 0);
     }
 }

@@ -15,22 +15,22 @@ ALTER TABLE {db}.locations_local ON CLUSTER '{cluster}'
     MODIFY COLUMN source Enum8('gps' = 1, 'gps_4g' = 2, 'lbs' = 3, 'lbs_4g' = 4, 'wifi' = 5, 'wifi_4g' = 6,
                                'lbs_address_req' = 7, 'address_query' = 8, 'lbs_4g_address_req' = 9,
                                'beacon' = 10),
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.locations
     MODIFY COLUMN source Enum8('gps' = 1, 'gps_4g' = 2, 'lbs' = 3, 'lbs_4g' = 4, 'wifi' = 5, 'wifi_4g' = 6,
                                'lbs_address_req' = 7, 'address_query' = 8, 'lbs_4g_address_req' = 9,
                                'beacon' = 10),
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.alarms_local ON CLUSTER '{cluster}'
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.alarms
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.attendance_local ON CLUSTER '{cluster}'
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);
 
 ALTER TABLE {db}.attendance
-    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4);
+    MODIFY COLUMN position_source Enum8('none' = 0, 'gps' = 1, 'cell' = 2, 'wifi' = 3, 'beacon' = 4, 'invalid' = 5);

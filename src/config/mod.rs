@@ -35,6 +35,8 @@ pub struct Config {
     pub geo: GeoConfig,
     pub beacons: BeaconsConfig,
     pub events: EventsConfig,
+    pub limits: LimitsConfig,
+    pub control: ControlConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +169,106 @@ pub struct LogConfig {
     pub max_bytes: u64,
 }
 
+/// The `[limits]` section: what a badge connection may cost, above all
+/// before it has logged in. Every bound is counted when it acts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections not logged in yet, in the whole process; more are
+    /// refused at accept.
+    pub max_prelogin: usize,
+    /// The same per peer IP; 0 turns it off.
+    pub max_prelogin_per_ip: usize,
+    /// Frames a connection may send before it logs in (time syncs, dropped
+    /// frames); one more closes it.
+    pub prelogin_frames: u32,
+    /// Bytes a connection may send before it logs in; more close it.
+    pub prelogin_bytes: usize,
+    /// A frame begun and not finished within this closes the connection.
+    pub partial_frame_timeout_secs: u64,
+    /// Replies the badge does not take within this close the connection.
+    pub write_timeout_secs: u64,
+    /// The kernel's send buffer of a badge socket (`SO_SNDBUF`; 0: the
+    /// kernel's own, which grows to megabytes). Replies are small: a small
+    /// buffer keeps memory per badge low and lets a badge that stops
+    /// reading reach the write deadline in seconds, not minutes.
+    pub send_buffer: usize,
+    /// Frames per second one connection may send, with a burst of one
+    /// second's worth; beyond it the connection's reads pause. 0: no cap.
+    pub max_frames_per_sec: u32,
+    /// A live session is not replaced by a login from another address
+    /// within this many seconds of its own login (that login is refused
+    /// and counted). 0: a newer login always wins, as in the reference.
+    pub replace_min_interval_secs: u64,
+    /// An IMEI replaced from another address this many times ...
+    pub clone_replacements: u32,
+    /// ... within this many seconds is listed as cloned (`clones`).
+    pub clone_window_secs: u64,
+    /// Which IMEIs may log in: empty for all; a file of IMEIs (one per
+    /// line, `#` comments); or `clickhouse` for the `devices` table.
+    pub allowlist: String,
+    /// How often the allowlist is read again; 0: at start and on
+    /// `allowlist reload` only.
+    pub allowlist_refresh_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_prelogin: 4096,
+            max_prelogin_per_ip: 256,
+            prelogin_frames: 16,
+            prelogin_bytes: 16 * 1024,
+            partial_frame_timeout_secs: 10,
+            write_timeout_secs: 5,
+            send_buffer: 16 * 1024,
+            max_frames_per_sec: 2000,
+            replace_min_interval_secs: 0,
+            clone_replacements: 3,
+            clone_window_secs: 600,
+            allowlist: String::new(),
+            allowlist_refresh_secs: 60,
+        }
+    }
+}
+
+/// The `[control]` section: bounds on the control socket's clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Control connections at once; more are refused.
+    pub max_connections: usize,
+    /// A connection that sends no command for this long is closed
+    /// (`watch` streams are exempt while they stream).
+    pub idle_timeout_secs: u64,
+    /// With a token set: a connection that has not authenticated within
+    /// this is closed.
+    pub auth_timeout_secs: u64,
+    /// Permissions of a Unix control socket, octal.
+    pub socket_mode: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 32,
+            idle_timeout_secs: 600,
+            auth_timeout_secs: 10,
+            socket_mode: "0600".into(),
+        }
+    }
+}
+
+impl ControlConfig {
+    /// `socket_mode` as permission bits.
+    pub fn mode(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("`{}` is not an octal mode like 0600", self.socket_mode))
+    }
+}
+
 /// The `[logging]` section: what the process says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -185,7 +287,7 @@ impl Default for ServerConfig {
             shards: 0,
             max_connections: 0,
             max_connections_per_ip: 0,
-            login_timeout_secs: 60,
+            login_timeout_secs: 15,
             heartbeat_interval_secs: 180,
             idle_timeout_secs: 0,
             timer_interval_ms: 1000,
@@ -394,6 +496,35 @@ impl Config {
         }
         if s.command_ttl_secs == 0 {
             return bad("server.command_ttl_secs", "must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_prelogin == 0 {
+            return bad("limits.max_prelogin", "must be at least 1");
+        }
+        if l.partial_frame_timeout_secs == 0 {
+            return bad("limits.partial_frame_timeout_secs", "must be at least 1");
+        }
+        if l.write_timeout_secs == 0 {
+            return bad("limits.write_timeout_secs", "must be at least 1");
+        }
+        if l.clone_replacements == 0 || l.clone_window_secs == 0 {
+            return bad(
+                "limits.clone_replacements",
+                "it and limits.clone_window_secs must be at least 1",
+            );
+        }
+        let c = &self.control;
+        if c.max_connections == 0 {
+            return bad("control.max_connections", "must be at least 1");
+        }
+        if c.idle_timeout_secs == 0 || c.auth_timeout_secs == 0 {
+            return bad(
+                "control.idle_timeout_secs",
+                "it and control.auth_timeout_secs must be at least 1",
+            );
+        }
+        if let Err(reason) = c.mode() {
+            return bad("control.socket_mode", reason);
         }
         let control = match self.control_addr() {
             Ok(c) => c,

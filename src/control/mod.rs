@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use crate::allowlist::Allowlist;
 use crate::config::{Config, ControlAddr};
 use crate::server::ServerHandle;
 use crate::sink::SinkStats;
@@ -20,8 +21,14 @@ use crate::sink::SinkStats;
 mod answer;
 pub mod client;
 mod cmd;
+pub(crate) mod figures;
+mod guard;
 mod prometheus;
 mod shards;
+mod unix;
+
+pub use guard::{ControlStats, CONTROL_FIGURES};
+use guard::{Limits, Slot, Token};
 
 /// The longest command line accepted; longer ones are answered with an error.
 const MAX_LINE: usize = 64 * 1024;
@@ -33,6 +40,13 @@ pub enum ControlError {
         addr: String,
         source: std::io::Error,
     },
+    /// The Unix socket path is taken by something that is not a stale
+    /// socket, or the socket could not be made safely there.
+    #[error("control socket {}: {reason}", path.display())]
+    SocketPath {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("control runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -42,11 +56,18 @@ pub struct Context {
     pub server: ServerHandle,
     pub sink: Arc<SinkStats>,
     pub started: Instant,
-    pub token: Option<String>,
+    /// The token's digest, when one is set.
+    token: Option<Token>,
     /// Geo service and beacon registry, for their commands.
     pub services: crate::server::Services,
     /// Live events, for `watch`.
     pub events: crate::events::Events,
+    /// Which IMEIs may log in, for `allowlist`; `None`: all may.
+    pub allowlist: Option<Allowlist>,
+    /// The control socket's own counters.
+    pub control_stats: ControlStats,
+    /// Refused connections still being told so.
+    refusing: std::sync::atomic::AtomicU64,
     /// Snapshots for the "last interval" latency figures, rotated every 10 s.
     windows: Mutex<Windows>,
 }
@@ -68,6 +89,7 @@ impl Context {
             token,
             Default::default(),
             crate::events::Events::disabled(),
+            None,
         )
     }
 
@@ -77,14 +99,18 @@ impl Context {
         token: Option<String>,
         services: crate::server::Services,
         events: crate::events::Events,
+        allowlist: Option<Allowlist>,
     ) -> Arc<Self> {
         Arc::new(Self {
             server,
             sink,
             started: Instant::now(),
-            token: token.filter(|t| !t.is_empty()),
+            token: token.filter(|t| !t.is_empty()).map(|t| Token::new(&t)),
             services,
             events,
+            allowlist,
+            control_stats: ControlStats::default(),
+            refusing: Default::default(),
             windows: Mutex::new(Windows::default()),
         })
     }
@@ -93,6 +119,8 @@ impl Context {
 /// A running control socket.
 pub struct ControlServer {
     pub addr: ControlAddr,
+    /// The Unix socket file as made, so that only it is removed at the end.
+    made: Option<unix::Identity>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -105,8 +133,8 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let ControlAddr::Unix(path) = &self.addr {
-            let _ = std::fs::remove_file(path);
+        if let (ControlAddr::Unix(path), Some(made)) = (&self.addr, self.made) {
+            unix::remove(path, made);
         }
     }
 }
@@ -114,6 +142,16 @@ impl Drop for ControlServer {
 enum Listener {
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener),
+}
+
+/// Refuses, before anything else starts, a control address that [`start`]
+/// would refuse for what is at its path (a Unix socket path taken by a
+/// regular file, a directory, a live socket, ...). Touches nothing.
+pub fn preflight(config: &Config) -> Result<(), ControlError> {
+    match config.control_addr() {
+        Ok(ControlAddr::Unix(path)) => unix::check(&path),
+        _ => Ok(()),
+    }
 }
 
 /// Binds the control socket (so that errors come back at once) and serves it.
@@ -126,33 +164,45 @@ pub fn start(config: &Config, ctx: Arc<Context>) -> Result<ControlServer, Contro
         addr: addr.to_string(),
         source,
     };
-    let (listener, bound) = match &addr {
+    let limits = Limits::new(&config.control);
+    let (listener, bound, made) = match &addr {
         ControlAddr::Tcp(a) => {
             let l = std::net::TcpListener::bind(a).map_err(bind_err)?;
             let local = l.local_addr().map_err(bind_err)?;
-            (Listener::Tcp(l), ControlAddr::Tcp(local))
+            (Listener::Tcp(l), ControlAddr::Tcp(local), None)
         }
         ControlAddr::Unix(path) => {
-            // A socket file left by a crashed run would make bind fail.
-            if std::os::unix::net::UnixStream::connect(path).is_err() {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = std::os::unix::net::UnixListener::bind(path).map_err(bind_err)?;
-            (Listener::Unix(l), addr.clone())
+            let mode = config
+                .control
+                .mode()
+                .map_err(|reason| ControlError::SocketPath {
+                    path: path.clone(),
+                    reason: format!("control.socket_mode: {reason}"),
+                })?;
+            let (l, made) = unix::bind(path, mode)?;
+            (Listener::Unix(l), addr.clone(), Some(made))
         }
+    };
+    // From here on a failure must not leave our socket file behind.
+    let cleanup = |e: std::io::Error| {
+        if let (ControlAddr::Unix(path), Some(made)) = (&addr, made) {
+            unix::remove(path, made);
+        }
+        ControlError::Runtime(e)
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(ControlError::Runtime)?;
+        .map_err(cleanup)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || rt.block_on(serve(listener, ctx, stop_rx)))
-        .map_err(ControlError::Runtime)?;
-    tracing::info!(control = %bound, "control socket listening");
+        .spawn(move || rt.block_on(serve(listener, ctx, limits, stop_rx)))
+        .map_err(cleanup)?;
+    tracing::info!(control = %bound, max_connections = limits.max_connections, "control socket listening");
     Ok(ControlServer {
         addr: bound,
+        made,
         stop: Some(stop_tx),
         thread: Some(thread),
     })
@@ -161,6 +211,7 @@ pub fn start(config: &Config, ctx: Arc<Context>) -> Result<ControlServer, Contro
 async fn serve(
     listener: Listener,
     ctx: Arc<Context>,
+    limits: Limits,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let rotate = tokio::spawn({
@@ -186,7 +237,7 @@ async fn serve(
                 tokio::select! {
                     _ = &mut stop => break,
                     accepted = l.accept() => if let Ok((s, _)) = accepted {
-                        tokio::spawn(session(s, ctx.clone()));
+                        admit(s, &ctx, limits);
                     },
                 }
             }
@@ -200,7 +251,7 @@ async fn serve(
                 tokio::select! {
                     _ = &mut stop => break,
                     accepted = l.accept() => if let Ok((s, _)) = accepted {
-                        tokio::spawn(session(s, ctx.clone()));
+                        admit(s, &ctx, limits);
                     },
                 }
             }
@@ -209,22 +260,117 @@ async fn serve(
     rotate.abort();
 }
 
-/// One control client: lines in, answers out, until it disconnects.
-async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>) {
+/// Refused connections being told so at once; beyond this many they are
+/// dropped without a word, so that a flood costs no more than the cap.
+const MAX_REFUSING: u64 = 64;
+
+/// Starts a session for a new connection, or refuses it when
+/// `control.max_connections` are open: one line, then close.
+fn admit<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    ctx: &Arc<Context>,
+    limits: Limits,
+) {
+    let stats = &ctx.control_stats;
+    ControlStats::add(&stats.accepted);
+    if let Some(slot) = Slot::take(ctx, limits.max_connections) {
+        tokio::spawn(session(stream, ctx.clone(), limits, slot));
+        return;
+    }
+    ControlStats::add(&stats.refused);
+    if let Some(held_back) = guard::REFUSED_LOG.check() {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            held_back,
+            "control connection refused: too many control connections"
+        );
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    if ctx.refusing.fetch_add(1, Relaxed) >= MAX_REFUSING {
+        ctx.refusing.fetch_sub(1, Relaxed);
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let (mut read, mut write) = tokio::io::split(stream);
+        farewell(&mut write, "error: too many control connections\n\n").await;
+        // Take what the client sent before it saw the refusal, briefly:
+        // closing with unread bytes would reset the connection, and the
+        // client could lose the line before reading it.
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, async {
+            let mut sink = [0u8; 4096];
+            let mut total = 0;
+            while total < MAX_LINE {
+                match read.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+        ctx.refusing.fetch_sub(1, Relaxed);
+    });
+}
+
+/// Why a session was closed by the server rather than by its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    Idle,
+    AuthTimeout,
+}
+
+/// How long the server's own last words to a client may take to go out.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells the client why it is being closed, if it is still listening.
+async fn farewell<W: AsyncWrite + Unpin>(write: &mut W, text: &str) {
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, async {
+        write.write_all(text.as_bytes()).await?;
+        write.shutdown().await
+    })
+    .await;
+}
+
+/// One control client: lines in, answers out, until it disconnects, falls
+/// silent for `control.idle_timeout_secs`, or (with a token) has not
+/// authenticated within `control.auth_timeout_secs`.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    ctx: Arc<Context>,
+    limits: Limits,
+    _slot: Slot,
+) {
     let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     let mut authed = ctx.token.is_none();
+    // The auth timeout counts the client's time only: the delays imposed on
+    // wrong tokens push it back by as much.
+    let mut auth_deadline = tokio::time::Instant::now() + limits.auth;
+    let mut wrong_tokens = 0u32;
     let mut first = true;
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = match (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let idle_deadline = tokio::time::Instant::now() + limits.idle;
+        let (deadline, why) = if !authed && auth_deadline < idle_deadline {
+            (auth_deadline, Closed::AuthTimeout)
+        } else {
+            (idle_deadline, Closed::Idle)
+        };
+        let read = tokio::time::timeout_at(
+            deadline,
+            (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line),
+        )
+        .await;
+        let n = match read {
+            Err(_) => {
+                close_for(&ctx, why, &mut write).await;
+                return;
+            }
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => n,
         };
         if n > MAX_LINE {
             let _ = write.write_all(b"error: line too long\n\n").await;
@@ -234,19 +380,27 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
         let text = text.trim();
         if first && text.starts_with("GET ") {
             // Prometheus scrape: drain the request headers, answer, close.
-            // Bounded like command lines: at most 100 headers of MAX_LINE bytes.
-            let mut header = Vec::new();
-            for _ in 0..100 {
-                header.clear();
-                match (&mut reader)
-                    .take(MAX_LINE as u64)
-                    .read_until(b'\n', &mut header)
-                    .await
-                {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if header.trim_ascii().is_empty() => break,
-                    Ok(_) => {}
+            // Bounded like command lines: at most 100 headers of MAX_LINE
+            // bytes, all within the idle timeout.
+            let drained = tokio::time::timeout(limits.idle, async {
+                let mut header = Vec::new();
+                for _ in 0..100 {
+                    header.clear();
+                    match (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut header)
+                        .await
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if header.trim_ascii().is_empty() => break,
+                        Ok(_) => {}
+                    }
                 }
+            })
+            .await;
+            if drained.is_err() {
+                ControlStats::add(&ctx.control_stats.idle_closes);
+                return;
             }
             let response = if !authed {
                 http(
@@ -275,15 +429,44 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
             Some(rest) => (true, rest.trim()),
             None => (false, text),
         };
-        let answer = if let Some(token) = command.strip_prefix("auth ") {
-            let answer = cmd::auth::run(ctx.token.as_deref(), token);
-            authed |= answer.is_ok();
+        let answer = if let Some(given) = command.strip_prefix("auth ") {
+            let answer = cmd::auth::run(ctx.token.as_ref(), given);
+            if answer.is_ok() {
+                authed = true;
+            } else {
+                wrong_tokens += 1;
+                let stats = &ctx.control_stats;
+                ControlStats::add(&stats.wrong_tokens);
+                if let Some(held_back) = guard::WRONG_TOKEN_LOG.check() {
+                    tracing::warn!(
+                        attempt = wrong_tokens,
+                        held_back,
+                        total = stats
+                            .wrong_tokens
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        "wrong control token"
+                    );
+                }
+                let delay = guard::backoff(wrong_tokens);
+                tokio::time::sleep(delay).await;
+                auth_deadline += delay;
+                if wrong_tokens >= guard::MAX_WRONG_TOKENS {
+                    ControlStats::add(&stats.wrong_token_closes);
+                    let last = answer::err(format!(
+                        "bad token; {wrong_tokens} wrong tokens, closing the connection"
+                    ));
+                    farewell(&mut write, &answer::render(&last, json)).await;
+                    return;
+                }
+            }
             answer
         } else if !authed {
             answer::err("auth required: send `auth TOKEN` first")
         } else if command == "quit" || command == "exit" {
             return;
         } else if command == "watch" || command.starts_with("watch ") {
+            // Exempt from the idle timeout while it streams: it ends when
+            // the client goes, and the session with it.
             let args: Vec<&str> = command.split_whitespace().skip(1).collect();
             match cmd::watch::kinds(&args).and_then(|k| cmd::watch::admit(&ctx).map(|()| k)) {
                 Ok(kinds) => {
@@ -303,6 +486,28 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, ctx: Arc<Context>
             return;
         }
     }
+}
+
+/// Counts and explains a close for silence or for not authenticating.
+async fn close_for<W: AsyncWrite + Unpin>(ctx: &Context, why: Closed, write: &mut W) {
+    let stats = &ctx.control_stats;
+    let text = match why {
+        Closed::Idle => {
+            ControlStats::add(&stats.idle_closes);
+            "error: idle timeout (control.idle_timeout_secs), closing the connection\n\n"
+        }
+        Closed::AuthTimeout => {
+            ControlStats::add(&stats.auth_timeouts);
+            if let Some(held_back) = guard::AUTH_TIMEOUT_LOG.check() {
+                tracing::warn!(
+                    held_back,
+                    "control connection closed: no valid `auth` in time"
+                );
+            }
+            "error: auth timeout (control.auth_timeout_secs), closing the connection\n\n"
+        }
+    };
+    farewell(write, text).await;
 }
 
 fn http(status: u16, content_type: &str, body: &str) -> String {

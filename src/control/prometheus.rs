@@ -1,12 +1,14 @@
 //! `/metrics` in Prometheus text format, rendered from the same figure
 //! tables as `stats`: the shards' ([`crate::metrics::FIGURES`]), the
-//! writers', the event bus's, each webhook's and each geo provider's, then
+//! writers', the event bus's, each webhook's, the control socket's, the
+//! allowlist's and each geo provider's, then
 //! rows per table and the latency summaries.
 
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::allowlist::ALLOWLIST_FIGURES;
 use crate::events::{EVENT_FIGURES, WEBHOOK_FIGURES};
 use crate::geo::PROVIDER_FIGURES;
 use crate::metrics::{Figure, Kind, ShardMetrics, FIGURES};
@@ -15,7 +17,7 @@ use crate::record::Table;
 use crate::sink::SINK_FIGURES;
 
 use super::shards::{histograms, shard_metrics};
-use super::Context;
+use super::{Context, CONTROL_FIGURES};
 
 fn family(out: &mut String, name: &str, kind: Kind, help: &str) {
     let _ = writeln!(
@@ -108,6 +110,20 @@ pub async fn render(ctx: &Context) -> String {
         .map(|w| (escape(&w.url), w))
         .collect();
     families(&mut out, WEBHOOK_FIGURES, "url", &hooks);
+    families(
+        &mut out,
+        CONTROL_FIGURES,
+        "",
+        &[(String::new(), &ctx.control_stats)],
+    );
+    if let Some(list) = &ctx.allowlist {
+        families(
+            &mut out,
+            ALLOWLIST_FIGURES,
+            "",
+            &[(String::new(), list.counters())],
+        );
+    }
     family(
         &mut out,
         "uptime_seconds",

@@ -9,11 +9,13 @@ use crate::protocol::{Frame, Imei, Message, Reply};
 use crate::record::{enrich, enums, Record, RecordContext, Records, Table};
 
 use super::outcome::{CloseReason, End, Lookup, Outcome, Owed};
-use super::session::{owner_shard, Session};
+use super::session::Session;
 use super::Ingest;
 
 /// Undecodable frames are logged at most once a second per process.
 static DECODE_LOG: LogLimit = LogLimit::per_second();
+/// So are refused logins, rebinds and suspected clones.
+static IDENTITY_LOG: LogLimit = LogLimit::per_second();
 
 /// The state of one badge connection.
 #[derive(Debug)]
@@ -22,8 +24,10 @@ pub struct Badge {
     peer: SocketAddr,
     /// Set once logged in.
     imei: Option<Imei>,
-    /// Handed over by another shard: never handed off again.
+    /// Handed over by another shard: its first login is not handed off again.
     adopted: bool,
+    /// Frames before login, against `Settings::prelogin_frames`.
+    prelogin_frames: u32,
 }
 
 impl Badge {
@@ -33,6 +37,7 @@ impl Badge {
             peer,
             imei: None,
             adopted,
+            prelogin_frames: 0,
         }
     }
 
@@ -53,12 +58,20 @@ impl Badge {
     /// `out.end` is set, no further frame of this connection is fed.
     pub fn on_frame(&mut self, frame: &Frame<'_>, now: u32, core: &mut Ingest, out: &mut Outcome) {
         let message = Message::decode(frame);
-        if let (None, Ok(Message::Login(login))) = (self.imei, &message) {
-            let owner = owner_shard(login.imei, core.settings.shards);
-            if owner != core.settings.shard && !self.adopted {
-                // The owner decodes the login again and counts it there.
-                out.end = Some(End::Handoff { owner });
-                return;
+        if let Ok(Message::Login(login)) = &message {
+            if self.imei != Some(login.imei) {
+                let owner = core.settings.map.owner(login.imei);
+                // A re-login with another IMEI moves even an adopted
+                // connection: the owner of the new IMEI is another shard.
+                let rebind = self.imei.is_some();
+                if owner != core.settings.shard && (rebind || !self.adopted) {
+                    if rebind {
+                        self.rebind(core, login.imei, now, out);
+                    }
+                    // The owner decodes the login again and counts it there.
+                    out.end = Some(End::Handoff { owner });
+                    return;
+                }
             }
         }
         core.frames[usize::from(frame.protocol)] += 1;
@@ -79,6 +92,14 @@ impl Badge {
         };
 
         let Some(imei) = self.imei else {
+            if !matches!(message, Message::Login(_)) {
+                self.prelogin_frames += 1;
+                if self.prelogin_frames > core.settings.prelogin_frames {
+                    core.counters.prelogin_budget_closes += 1;
+                    out.end = Some(End::Close(CloseReason::PreloginBudget));
+                    return;
+                }
+            }
             match message {
                 Message::Login(login) => self.login(core, login, frame.serial, now, out),
                 // The reference answers time requests from anyone.
@@ -94,10 +115,10 @@ impl Badge {
 
         if let Message::Login(login) = message {
             if login.imei != imei {
-                out.end = Some(End::Close(CloseReason::ImeiChanged));
-                return;
+                self.rebind(core, login.imei, now, out);
             }
-            // A repeated login on the same connection: acknowledged and recorded again.
+            // A repeated login on the same connection is acknowledged and
+            // recorded again; one with another IMEI binds the connection to it.
             self.login(core, login, frame.serial, now, out);
             return;
         }
@@ -292,9 +313,33 @@ impl Badge {
     /// the badge was away follow its acknowledgement.
     fn login(&mut self, core: &mut Ingest, login: Login, serial: u16, now: u32, out: &mut Outcome) {
         let imei = login.imei;
+        if core.allowlist.as_ref().is_some_and(|l| !l.allows(imei)) {
+            core.counters.logins_not_allowed += 1;
+            if let Some(suppressed) = IDENTITY_LOG.check() {
+                tracing::warn!(shard = core.settings.shard, peer = %self.peer, %imei, suppressed, "login refused: IMEI not in the allowlist");
+            }
+            out.end = Some(End::Close(CloseReason::NotAllowed));
+            return;
+        }
         let mut event = enums::EVENT_LOGIN;
         if let Some(old) = core.sessions.get(&imei) {
             if old.conn_id != self.conn_id {
+                let (old_ip, new_ip) = (old.peer.ip(), self.peer.ip());
+                if old_ip != new_ip {
+                    core.counters.clone_replacements += 1;
+                    let listed = core.clones.replaced(imei, old_ip, new_ip, now);
+                    if listed {
+                        if let Some(suppressed) = IDENTITY_LOG.check() {
+                            tracing::warn!(shard = core.settings.shard, %imei, old = %old_ip, new = %new_ip, suppressed, "IMEI keeps replacing itself from different addresses: cloned badge or takeover (see `clones`)");
+                        }
+                    }
+                    let min = core.settings.replace_min_interval_secs;
+                    if min > 0 && now.saturating_sub(old.logged_in_at) < min {
+                        core.counters.replacements_refused += 1;
+                        out.end = Some(End::Close(CloseReason::ReplaceRefused));
+                        return;
+                    }
+                }
                 out.replaced.push(old.conn_id);
                 event = enums::EVENT_RECONNECT;
                 core.counters.reconnects += 1;
@@ -325,6 +370,17 @@ impl Badge {
         core.counters.records += (out.rows.len() - before) as u64;
     }
 
+    /// A login with another IMEI on a logged-in connection: the session of
+    /// the old IMEI ends here (the reference rebinds the connection).
+    fn rebind(&mut self, core: &mut Ingest, new: Imei, now: u32, out: &mut Outcome) {
+        core.counters.rebinds += 1;
+        if let Some(suppressed) = IDENTITY_LOG.check() {
+            tracing::info!(shard = core.settings.shard, peer = %self.peer, old = ?self.imei, %new, suppressed, "connection logged in again with another IMEI: rebound");
+        }
+        self.end_session(CloseReason::ImeiChanged, now, core, out);
+        self.imei = None;
+    }
+
     /// The connection ended: records how, unless a newer login of its
     /// IMEI replaced it (the badge is not offline then).
     pub fn on_close(
@@ -334,6 +390,10 @@ impl Badge {
         core: &mut Ingest,
         out: &mut Outcome,
     ) {
+        self.end_session(reason, now, core, out);
+    }
+
+    fn end_session(&self, reason: CloseReason, now: u32, core: &mut Ingest, out: &mut Outcome) {
         let Some(imei) = self.imei else { return };
         if core
             .sessions

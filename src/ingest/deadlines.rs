@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use super::CloseReason;
 
-/// How long a connection may take to log in, and stay silent after.
+/// How long a connection may take to log in, to finish a frame it began,
+/// and stay silent after.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     pub login: Duration,
     pub idle: Duration,
+    pub partial_frame: Duration,
 }
 
 /// What the timer knows of a connection.
@@ -20,11 +22,16 @@ pub struct Liveness {
     pub age: Duration,
     /// Since its last bytes.
     pub silent: Duration,
+    /// Since the start of a frame still unfinished, if one is.
+    pub partial: Option<Duration>,
 }
 
 impl Deadlines {
     /// Why the connection should close now, if it should.
     pub fn check(&self, conn: Liveness) -> Option<CloseReason> {
+        if conn.partial.is_some_and(|p| p >= self.partial_frame) {
+            return Some(CloseReason::PartialFrameTimeout);
+        }
         if !conn.logged_in {
             (conn.age >= self.login).then_some(CloseReason::LoginTimeout)
         } else {
@@ -42,11 +49,13 @@ mod tests {
         let d = Deadlines {
             login: Duration::from_secs(60),
             idle: Duration::from_secs(600),
+            partial_frame: Duration::from_secs(10),
         };
         let conn = |logged_in, age, silent| Liveness {
             logged_in,
             age: Duration::from_secs(age),
             silent: Duration::from_secs(silent),
+            partial: None,
         };
         assert_eq!(d.check(conn(false, 59, 59)), None);
         assert_eq!(d.check(conn(false, 60, 0)), Some(CloseReason::LoginTimeout));
@@ -55,6 +64,20 @@ mod tests {
         assert_eq!(
             d.check(conn(true, 6000, 600)),
             Some(CloseReason::IdleTimeout)
+        );
+        // A frame begun and never finished, logged in or not.
+        let partial = |logged_in, secs| Liveness {
+            partial: Some(Duration::from_secs(secs)),
+            ..conn(logged_in, 1, 1)
+        };
+        assert_eq!(d.check(partial(true, 9)), None);
+        assert_eq!(
+            d.check(partial(true, 10)),
+            Some(CloseReason::PartialFrameTimeout)
+        );
+        assert_eq!(
+            d.check(partial(false, 10)),
+            Some(CloseReason::PartialFrameTimeout)
         );
     }
 }

@@ -18,6 +18,7 @@
 //! outcome, and hands sockets to the shard that owns their IMEI.
 
 mod badge;
+mod clones;
 mod commands;
 mod deadlines;
 mod outcome;
@@ -35,16 +36,17 @@ use crate::config::Config;
 use crate::metrics::Counters;
 use crate::protocol::Imei;
 use crate::record::enrich;
-use crate::record::lookup::{BeaconDirectory, Language};
+use crate::record::lookup::{BeaconDirectory, ImeiAllowlist, Language};
 use crate::record::{IngestKeys, Record};
 
 pub use badge::Badge;
+pub use clones::{CloneView, Clones};
 pub use commands::{
     CommandError, CommandKind, CommandRequest, CommandStatus, CommandView, Commands, Delivery,
 };
 pub use deadlines::{Deadlines, Liveness};
 pub use outcome::{CloseReason, End, Found, Lookup, Outcome, Owed};
-pub use session::{owner_shard, DeviceView, Session};
+pub use session::{DeviceView, Session, ShardMap};
 pub use unknown_beacons::{UnknownBeacon, UnknownBeacons};
 
 /// What the core of one shard needs to know, built once from the
@@ -52,7 +54,8 @@ pub use unknown_beacons::{UnknownBeacon, UnknownBeacons};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub shard: usize,
-    pub shards: usize,
+    /// Which shard owns which IMEI.
+    pub map: ShardMap,
     /// The zone badges' clocks are in, minutes east of UTC.
     pub device_offset_minutes: i32,
     /// Also keep every decoded frame in `raw_frames`.
@@ -67,6 +70,13 @@ pub struct Settings {
     /// "durable"`): the reply to a frame whose row waits for a lookup then
     /// waits with it, instead of going out at once.
     pub hold_acks: bool,
+    /// Frames a connection may send before it logs in.
+    pub prelogin_frames: u32,
+    /// A live session is not replaced from another address sooner than
+    /// this after its login (0: always replaced).
+    pub replace_min_interval_secs: u32,
+    pub clone_replacements: u32,
+    pub clone_window_secs: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,10 +90,10 @@ pub struct GeoSettings {
 }
 
 impl Settings {
-    pub fn new(config: &Config, shard: usize, shards: usize) -> Self {
+    pub fn new(config: &Config, shard: usize, map: ShardMap) -> Self {
         Self {
             shard,
-            shards,
+            map,
             device_offset_minutes: config.protocol.device_utc_offset_minutes,
             raw_frames: config.sink.raw_frames,
             geo: config.geo.enabled().then(|| GeoSettings {
@@ -97,8 +107,13 @@ impl Settings {
             deadlines: Deadlines {
                 login: Duration::from_secs(config.server.login_timeout_secs),
                 idle: config.idle_timeout(),
+                partial_frame: Duration::from_secs(config.limits.partial_frame_timeout_secs),
             },
             hold_acks: config.log.ack == crate::config::AckMode::Durable,
+            prelogin_frames: config.limits.prelogin_frames,
+            replace_min_interval_secs: config.limits.replace_min_interval_secs as u32,
+            clone_replacements: config.limits.clone_replacements,
+            clone_window_secs: config.limits.clone_window_secs as u32,
         }
     }
 }
@@ -114,6 +129,10 @@ pub struct Ingest {
     unknown_beacons: UnknownBeacons,
     keys: IngestKeys,
     beacons: Arc<dyn BeaconDirectory>,
+    /// Who may log in; everyone without one.
+    allowlist: Option<Arc<dyn ImeiAllowlist>>,
+    /// IMEIs that keep replacing each other from different addresses.
+    clones: Clones,
     /// Reused for the rows of one frame.
     scratch: Vec<Record>,
 }
@@ -139,9 +158,21 @@ impl Ingest {
             counters: Counters::default(),
             frames: Box::new([0; 256]),
             beacons,
+            allowlist: None,
+            clones: Clones::new(settings.clone_replacements, settings.clone_window_secs),
             scratch: Vec::new(),
             settings,
         }
+    }
+
+    /// Only the IMEIs `allowlist` allows may log in from now on.
+    pub fn set_allowlist(&mut self, allowlist: Arc<dyn ImeiAllowlist>) {
+        self.allowlist = Some(allowlist);
+    }
+
+    /// IMEIs replaced from another address often enough to look cloned.
+    pub fn clones(&self, now: u32) -> Vec<CloneView> {
+        self.clones.list(now)
     }
 
     pub fn settings(&self) -> &Settings {

@@ -22,6 +22,16 @@ pub enum CloseReason {
     ImeiChanged,
     /// Replies piled up because the badge stopped reading.
     OutputOverflow,
+    /// Replies not taken within `limits.write_timeout_secs`.
+    WriteTimeout,
+    /// A frame begun and not finished within `limits.partial_frame_timeout_secs`.
+    PartialFrameTimeout,
+    /// Too many frames or bytes before logging in.
+    PreloginBudget,
+    /// The IMEI is not in the allowlist.
+    NotAllowed,
+    /// A login from another address tried to replace a session too soon.
+    ReplaceRefused,
     Shutdown,
 }
 
@@ -35,6 +45,11 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::ImeiChanged => "imei_changed",
             CloseReason::OutputOverflow => "output_overflow",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::PartialFrameTimeout => "partial_frame_timeout",
+            CloseReason::PreloginBudget => "prelogin_budget",
+            CloseReason::NotAllowed => "not_allowed",
+            CloseReason::ReplaceRefused => "replace_refused",
             CloseReason::Shutdown => "shutdown",
         }
     }

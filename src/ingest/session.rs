@@ -6,16 +6,39 @@ use std::net::SocketAddr;
 use crate::protocol::message::{Login, Message};
 use crate::protocol::Imei;
 
-/// The shard that owns an IMEI: a stable hash of the IMEI, modulo the shard
-/// count. Stable across restarts and builds (no random seed), so that logs
-/// and tests can predict it.
-pub fn owner_shard(imei: Imei, shards: usize) -> usize {
-    // splitmix64 finaliser: spreads consecutive IMEIs evenly.
-    let mut z = imei.as_u64().wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z % shards.max(1) as u64) as usize
+/// Which shard owns an IMEI: a keyed hash of it, modulo the shard count.
+/// Keyed (the key is secret, kept beside the logs so that it survives
+/// restarts), so that nobody who can pick IMEIs can aim every connection
+/// at one core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMap {
+    key: [u8; 16],
+    shards: usize,
+}
+
+impl ShardMap {
+    pub fn new(key: [u8; 16], shards: usize) -> Self {
+        Self {
+            key,
+            shards: shards.max(1),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    pub fn owner(&self, imei: Imei) -> usize {
+        use hmac::{Hmac, Mac};
+        if self.shards == 1 {
+            return 0;
+        }
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(&imei.as_u64().to_le_bytes());
+        let digest = mac.finalize().into_bytes();
+        let h = u64::from_le_bytes(digest[..8].try_into().expect("32 bytes"));
+        (h % self.shards as u64) as usize
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,8 +85,10 @@ impl Session {
         self.last_frame_at = now;
         match message {
             Message::Heartbeat(h) => self.battery = Some(h.status.battery),
-            Message::Gps(g) if g.fix.latitude_raw.get() != 0 || g.fix.longitude_raw.get() != 0 => {
-                self.last_position = Some((g.fix.latitude(), g.fix.longitude()));
+            Message::Gps(g) => {
+                if let Some(Ok(at)) = g.fix.coordinates() {
+                    self.last_position = Some(at);
+                }
             }
             Message::Attendance(a) => {
                 if let Some(b) = a.battery_percent() {
@@ -113,15 +138,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn owner_shard_is_stable_and_spreads() {
+    fn owners_spread_and_depend_on_the_key() {
+        let a = ShardMap::new([1; 16], 4);
+        let b = ShardMap::new([2; 16], 4);
         let mut counts = [0usize; 4];
+        let mut differ = 0;
         for i in 0..4000u64 {
             let imei = Imei::with_check_digit(35_341_903_000_000 + i).unwrap();
-            counts[owner_shard(imei, 4)] += 1;
+            counts[a.owner(imei)] += 1;
+            differ += usize::from(a.owner(imei) != b.owner(imei));
+            assert_eq!(a.owner(imei), ShardMap::new([1; 16], 4).owner(imei));
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+        // Another key sends about three quarters of the IMEIs elsewhere.
+        assert!((2600..3400).contains(&differ), "{differ}");
         let imei: Imei = "353419032981446".parse().unwrap();
-        assert_eq!(owner_shard(imei, 1), 0);
-        assert_eq!(owner_shard(imei, 7), owner_shard(imei, 7));
+        assert_eq!(ShardMap::new([1; 16], 1).owner(imei), 0);
     }
 }

@@ -26,12 +26,16 @@ fn imei(n: u64) -> Imei {
 fn owned_by(shard: usize, shards: usize) -> Imei {
     (1..)
         .map(imei)
-        .find(|i| owner_shard(*i, shards) == shard)
+        .find(|i| map(shards).owner(*i) == shard)
         .unwrap()
 }
 
+fn map(shards: usize) -> ShardMap {
+    ShardMap::new([7; 16], shards)
+}
+
 fn settings(shard: usize, shards: usize) -> Settings {
-    let mut s = Settings::new(&Config::default(), shard, shards);
+    let mut s = Settings::new(&Config::default(), shard, map(shards));
     s.geo = None;
     s
 }
@@ -122,11 +126,15 @@ fn sightings() -> [BeaconSighting; 2] {
 
 /// Feeds every frame of `bytes` as the server does: until one ends the connection.
 fn feed(badge: &mut Badge, core: &mut Ingest, bytes: &[u8]) -> Outcome {
+    feed_at(badge, core, bytes, NOW)
+}
+
+fn feed_at(badge: &mut Badge, core: &mut Ingest, bytes: &[u8], now: u32) -> Outcome {
     let mut out = Outcome::default();
     let mut decoder = FrameDecoder::default();
     let mut pos = 0;
     while let Some(f) = decoder.next_frame(bytes, &mut pos) {
-        badge.on_frame(&f, NOW, core, &mut out);
+        badge.on_frame(&f, now, core, &mut out);
         if out.end.is_some() {
             break;
         }
@@ -235,15 +243,139 @@ fn a_newer_connection_replaces_the_older_without_an_offline_row() {
 }
 
 #[test]
-fn a_repeated_login_is_acknowledged_and_another_imei_closes() {
+fn a_repeated_login_is_acknowledged_and_another_imei_rebinds_the_connection() {
     let mut core = core();
     let mut badge = logged_in(&mut core, imei(1));
     let out = feed(&mut badge, &mut core, &login_frame(imei(1), 2));
     assert_eq!(replies(&out), [(n::LOGIN, 2, vec![])]);
     assert_eq!(tables(&out), ["device_events"]);
+    // As the reference: acknowledged, and the connection is now imei(2)'s.
     let out = feed(&mut badge, &mut core, &login_frame(imei(2), 3));
-    assert_eq!(out.end, Some(End::Close(CloseReason::ImeiChanged)));
+    assert_eq!(out.end, None);
+    assert_eq!(replies(&out), [(n::LOGIN, 3, vec![])]);
+    let events: Vec<_> = out
+        .rows
+        .iter()
+        .map(|r| match r {
+            Record::DeviceEvents(e) => (e.imei, e.event, e.reason.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (
+                imei(1).as_u64(),
+                enums::EVENT_LOGOUT,
+                "imei_changed".to_string()
+            ),
+            (imei(2).as_u64(), enums::EVENT_LOGIN, String::new()),
+        ]
+    );
+    assert_eq!(badge.imei(), Some(imei(2)));
+    assert_eq!(core.counters.rebinds, 1);
+    assert!(core.device(imei(1)).is_none());
+    assert_eq!(core.device(imei(2)).unwrap().imei, imei(2).to_string());
+    // Rows now go to the new IMEI.
+    let out = feed(&mut badge, &mut core, &frame(&heartbeat(), 4));
+    let Record::Heartbeats(h) = &out.rows[0] else {
+        panic!()
+    };
+    assert_eq!(h.imei, imei(2).as_u64());
+}
+
+#[test]
+fn a_rebind_to_an_imei_of_another_shard_ends_the_session_and_hands_off() {
+    let here = owned_by(0, 2);
+    let there = owned_by(1, 2);
+    let mut core = core_with(settings(0, 2), Arc::new(()));
+    // Even a connection adopted from another shard moves on a rebind.
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), true);
+    feed(&mut badge, &mut core, &login_frame(here, 1));
+    let out = feed(&mut badge, &mut core, &login_frame(there, 2));
+    assert_eq!(out.end, Some(End::Handoff { owner: 1 }));
+    assert!(out.replies.is_empty(), "the owner acknowledges the login");
+    assert_eq!(tables(&out), ["device_events"]);
+    assert!(core.device(here).is_none());
+    assert_eq!(core.counters.rebinds, 1);
+}
+
+#[test]
+fn frames_before_login_have_a_budget() {
+    let mut s = settings(0, 1);
+    s.prelogin_frames = 3;
+    let mut core = core_with(s, Arc::new(()));
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+    let sync = frame(&Message::TimeSync2, 1);
+    for _ in 0..3 {
+        let out = feed(&mut badge, &mut core, &sync);
+        assert_eq!(out.end, None);
+        assert_eq!(out.replies.is_empty(), false);
+    }
+    let out = feed(&mut badge, &mut core, &sync);
+    assert_eq!(out.end, Some(End::Close(CloseReason::PreloginBudget)));
     assert!(out.replies.is_empty());
+    assert_eq!(core.counters.prelogin_budget_closes, 1);
+    // A login within the budget ends it: logged-in badges have none.
+    let mut badge = Badge::new(2, "127.0.0.1:5001".parse().unwrap(), false);
+    feed(&mut badge, &mut core, &sync);
+    feed(&mut badge, &mut core, &login_frame(imei(1), 2));
+    for _ in 0..10 {
+        assert_eq!(feed(&mut badge, &mut core, &sync).end, None);
+    }
+}
+
+struct Allow(Imei);
+
+impl crate::record::lookup::ImeiAllowlist for Allow {
+    fn allows(&self, imei: Imei) -> bool {
+        imei == self.0
+    }
+}
+
+#[test]
+fn an_allowlist_refuses_other_imeis_before_anything_is_stored() {
+    let mut core = core();
+    core.set_allowlist(Arc::new(Allow(imei(1))));
+    let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+    let out = feed(&mut badge, &mut core, &login_frame(imei(2), 1));
+    assert_eq!(out.end, Some(End::Close(CloseReason::NotAllowed)));
+    assert!(out.replies.is_empty() && out.rows.is_empty());
+    assert_eq!(core.counters.logins_not_allowed, 1);
+    assert!(core.device(imei(2)).is_none());
+    logged_in(&mut core, imei(1));
+}
+
+#[test]
+fn replacements_from_other_addresses_are_counted_listed_and_can_be_throttled() {
+    let mut s = settings(0, 1);
+    s.replace_min_interval_secs = 30;
+    s.clone_replacements = 2;
+    let mut core = core_with(s, Arc::new(()));
+    let login = login_frame(imei(1), 1);
+    let mut a = Badge::new(1, "10.0.0.1:5000".parse().unwrap(), false);
+    assert_eq!(feed_at(&mut a, &mut core, &login, NOW).end, None);
+    // From the same address: a reconnect, never throttled nor counted.
+    let mut a2 = Badge::new(2, "10.0.0.1:5001".parse().unwrap(), false);
+    let out = feed_at(&mut a2, &mut core, &login, NOW + 1);
+    assert_eq!((out.end, out.replaced.as_slice()), (None, &[1][..]));
+    assert_eq!(core.counters.clone_replacements, 0);
+    // From another address within 30 s of the session's login: refused.
+    let mut b = Badge::new(3, "10.0.0.2:6000".parse().unwrap(), false);
+    let out = feed_at(&mut b, &mut core, &login, NOW + 10);
+    assert_eq!(out.end, Some(End::Close(CloseReason::ReplaceRefused)));
+    assert!(out.replaced.is_empty() && out.replies.is_empty() && out.rows.is_empty());
+    assert_eq!(core.counters.replacements_refused, 1);
+    assert_eq!(core.device(imei(1)).unwrap().peer, "10.0.0.1:5001");
+    // Later it wins, and the second replacement lists the IMEI.
+    let mut b = Badge::new(4, "10.0.0.2:6001".parse().unwrap(), false);
+    let out = feed_at(&mut b, &mut core, &login, NOW + 40);
+    assert_eq!((out.end, out.replaced.as_slice()), (None, &[2][..]));
+    assert_eq!(core.counters.clone_replacements, 2);
+    let listed = core.clones(NOW + 40);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].imei, imei(1).to_string());
+    assert_eq!(listed[0].replacements, 2);
 }
 
 #[test]
@@ -649,4 +781,89 @@ fn the_log_rows_of_expired_commands_are_counted_records() {
     core.expire_commands(NOW + ttl + 1, &mut rows);
     assert_eq!(rows.len(), 2);
     assert_eq!(core.counters.records, 2);
+}
+
+#[test]
+fn impossible_coordinates_are_flagged_not_stored() {
+    let mut core = core();
+    let mut badge = logged_in(&mut core, imei(1));
+    let gps = |lat: f64, lon: f64| {
+        frame(
+            &Message::Gps(GpsReport {
+                generation: Generation::G2,
+                time: TIME,
+                fix: GpsFix::new(lat, lon, 12, 90, 9, true, true),
+                tail: None,
+            }),
+            5,
+        )
+    };
+    let position = |out: &Outcome| match &out.rows[0] {
+        Record::Locations(l) => (l.has_position, l.lat, l.lon, l.position_source),
+        other => panic!("{other:?}"),
+    };
+    // What a variant layout read as this one gives: latitude 638.
+    let out = feed(&mut badge, &mut core, &gps(638.0, 114.0));
+    assert_eq!(position(&out), (0, 0.0, 0.0, enums::POSITION_INVALID));
+    let out = feed(&mut badge, &mut core, &gps(22.5, -190.0));
+    assert_eq!(position(&out), (0, 0.0, 0.0, enums::POSITION_INVALID));
+    assert_eq!(core.device(imei(1)).unwrap().latitude, None);
+    let out = feed(&mut badge, &mut core, &gps(-90.0, 180.0));
+    assert_eq!(position(&out), (1, -90.0, 180.0, enums::POSITION_GPS));
+}
+
+/// Found by the `ingest` fuzz target: a row flagged with impossible
+/// coordinates still goes to its lookup, which may give it a position.
+#[test]
+fn an_impossible_fix_can_still_get_a_cell_position() {
+    let mut s = settings(0, 1);
+    s.geo = Some(GeoSettings {
+        addresses: true,
+        ..geo()
+    });
+    let mut core = core_with(s, Arc::new(()));
+    let mut badge = logged_in(&mut core, imei(1));
+    let gps = frame(
+        &Message::Gps(GpsReport {
+            generation: Generation::G2,
+            time: TIME,
+            fix: GpsFix::new(638.0, 114.0, 12, 90, 9, true, true),
+            tail: Some(GpsTail {
+                network: MobileNetwork::new(460, 0),
+                cell: CellTower {
+                    lac: 0x2795,
+                    cell_id: 0x0E5A21,
+                    rssi: 0,
+                },
+                acc: 1,
+                report_mode: 0,
+                realtime_upload: 0,
+                mileage: None,
+            }),
+        }),
+        5,
+    );
+    let cell = crate::record::lookup::Fix {
+        lat: 22.5,
+        lon: 114.0,
+        accuracy_m: 800.0,
+        source: crate::record::lookup::FixSource::Cell,
+    };
+    for fix in [None, Some(cell)] {
+        let mut out = feed(&mut badge, &mut core, &gps);
+        let lookup = out.lookups.pop().expect("the row waits for a lookup");
+        let found = Found {
+            fix,
+            address: None,
+            missed: false,
+        };
+        let row = core.finish_lookup(lookup, found, &mut BytesMut::new());
+        core.lookup_stored();
+        let Record::Locations(l) = row else { panic!() };
+        let want = match fix {
+            None => (0, 0.0, enums::POSITION_INVALID),
+            Some(_) => (1, 22.5, enums::POSITION_CELL),
+        };
+        assert_eq!((l.has_position, l.lat, l.position_source), want);
+    }
 }

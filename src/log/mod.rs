@@ -49,6 +49,32 @@ pub fn shard_dir(dir: &Path, shard: usize) -> PathBuf {
     dir.join(format!("shard-{shard}"))
 }
 
+/// The secret key of the shard hash (`ingest::ShardMap`), made once and
+/// kept in `dir`: the logs hold each badge's queued commands on the shard
+/// that owned it, so the owners must not change across restarts.
+pub fn shard_key(dir: &Path) -> std::io::Result<[u8; 16]> {
+    use std::io::{Read, Write};
+    let path = dir.join("shard-key");
+    let mut key = [0u8; 16];
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            f.read_exact(&mut key)?;
+            return Ok(key);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    let tmp = dir.join("shard-key.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(key)
+}
+
 /// A shard's log as the start found it, ready for its writer and the sink.
 #[derive(Debug)]
 pub struct Recovery {

@@ -37,8 +37,10 @@ pub const DEFAULT_MAX_FRAME: usize = 8192;
 /// starts skipping them whole (see `next_frame`).
 const DAMAGED_PER_CALL: u32 = 8;
 
-/// Start markers checked ahead of an incomplete frame, per read.
+/// Complete candidates whose CRC is checked ahead of an incomplete frame, per read.
 const LOOKAHEAD_CANDIDATES: usize = 4;
+/// Start markers looked at in one lookahead (finding them is cheap; their CRC is not).
+const LOOKAHEAD_MARKERS: usize = 64;
 
 /// Which start marker a frame used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +106,8 @@ pub struct FrameStats {
     pub bad_length: u64,
     /// Length fields that would make the frame exceed `max_frame_len`.
     pub oversized: u64,
+    /// CRCs computed looking ahead of an incomplete frame.
+    pub lookahead_crcs: u64,
 }
 
 impl FrameStats {
@@ -118,6 +122,7 @@ impl FrameStats {
         self.bad_stop += other.bad_stop;
         self.bad_length += other.bad_length;
         self.oversized += other.oversized;
+        self.lookahead_crcs += other.lookahead_crcs;
     }
 
     /// All the ways a candidate frame can be rejected.
@@ -159,6 +164,20 @@ impl FrameDecoder {
     /// dropped, and `input[*pos..]` is a prefix of a frame (never longer than
     /// `max_frame_len`) to keep for the next read.
     pub fn next_frame<'a>(&mut self, input: &'a [u8], pos: &mut usize) -> Option<Frame<'a>> {
+        self.next_frame_since(input, pos, 0)
+    }
+
+    /// [`Self::next_frame`] for a caller that keeps a partial frame between
+    /// reads: `seen` is how much of `input` the last call that returned
+    /// `None` had. Candidates that were already complete then were already
+    /// looked at and are not checked again, so a frame trickled in many
+    /// reads costs what it costs in one.
+    pub fn next_frame_since<'a>(
+        &mut self,
+        input: &'a [u8],
+        pos: &mut usize,
+        seen: usize,
+    ) -> Option<Frame<'a>> {
         let mut damaged_budget = DAMAGED_PER_CALL;
         loop {
             let rest = &input[*pos..];
@@ -208,7 +227,8 @@ impl FrameDecoder {
                     // start of a long frame, and waiting for it would stall the
                     // badge (it waits for our reply). If a complete, valid frame
                     // starts later in what we already have, this one was garbage.
-                    if let Some(skip) = self.later_valid_frame(rest) {
+                    let seen_here = seen.saturating_sub(*pos);
+                    if let Some(skip) = self.later_valid_frame(rest, seen_here) {
                         self.resync(pos, skip);
                         continue;
                     }
@@ -230,7 +250,7 @@ impl FrameDecoder {
                         damaged_budget -= 1;
                         1
                     } else {
-                        self.later_valid_frame(raw).unwrap_or(total)
+                        self.later_valid_frame(raw, 0).unwrap_or(total)
                     };
                     self.resync(pos, skip);
                     continue;
@@ -269,15 +289,27 @@ impl FrameDecoder {
     /// trickling a partial frame stuffed with markers must not make every
     /// read rescan (and CRC) all of them. Past the cap, the decoder simply
     /// waits for the candidate to complete, as it would without lookahead.
-    fn later_valid_frame(&self, rest: &[u8]) -> Option<usize> {
+    ///
+    /// Candidates that were complete within the first `seen` bytes were
+    /// looked at by an earlier call and are skipped without their CRC.
+    fn later_valid_frame(&mut self, rest: &[u8], seen: usize) -> Option<usize> {
         let mut from = 1;
-        for _ in 0..LOOKAHEAD_CANDIDATES {
+        let mut checked = 0;
+        for _ in 0..LOOKAHEAD_MARKERS {
             let i = find_start(&rest[from..])? + from;
-            if matches!(
-                candidate(&rest[i..], self.config.max_frame_len),
-                Candidate::Whole { crc_ok: true, .. }
-            ) {
-                return Some(i);
+            if let Candidate::Whole { crc_ok, total, .. } =
+                candidate(&rest[i..], self.config.max_frame_len)
+            {
+                if i + total > seen {
+                    self.stats.lookahead_crcs += 1;
+                    if crc_ok {
+                        return Some(i);
+                    }
+                    checked += 1;
+                    if checked == LOOKAHEAD_CANDIDATES {
+                        return None;
+                    }
+                }
             }
             from = i + 1;
         }
@@ -636,5 +668,51 @@ mod tests {
         let (frames, used) = decode_all(&mut dec, b"abc\x78\x00");
         assert!(frames.is_empty());
         assert_eq!(used, 5);
+    }
+
+    /// Feeds `input` in pieces of `step` bytes the way a connection does:
+    /// the unfinished rest is kept and grows, and the decoder is told how
+    /// much of it it saw.
+    fn trickle(dec: &mut FrameDecoder, input: &[u8], step: usize) -> usize {
+        let mut partial: Vec<u8> = Vec::new();
+        let mut frames = 0;
+        for piece in input.chunks(step) {
+            let seen = partial.len();
+            partial.extend_from_slice(piece);
+            let mut pos = 0;
+            while dec.next_frame_since(&partial, &mut pos, seen).is_some() {
+                frames += 1;
+            }
+            partial.drain(..pos);
+        }
+        frames
+    }
+
+    #[test]
+    fn a_trickled_frame_costs_what_it_costs_whole() {
+        // A long frame still arriving, with complete forged candidates
+        // inside it: each is checked once, not once per read.
+        let mut forged = Vec::new();
+        for _ in 0..3 {
+            forged.extend_from_slice(&[0x78, 0x78, 0x05, 0x13, 0, 0, 0, 0, 0x0D, 0x0A]);
+        }
+        let mut body = vec![0x79, 0x79, 0x01, 0x00];
+        body.extend_from_slice(&forged);
+        body.resize(4 + 256 - 4, 0x55);
+        let mut input = body.clone();
+        let whole = {
+            let mut dec = FrameDecoder::default();
+            trickle(&mut dec, &input, input.len());
+            dec.stats.lookahead_crcs
+        };
+        let mut dec = FrameDecoder::default();
+        trickle(&mut dec, &input, 1);
+        assert_eq!(dec.stats.lookahead_crcs, whole);
+        assert_eq!(whole, 3);
+        // And trickled frames decode as they do whole.
+        input = hex(LOGIN).repeat(3);
+        let mut dec = FrameDecoder::default();
+        assert_eq!(trickle(&mut dec, &input, 1), 3);
+        assert_eq!(dec.stats.rejected(), 0);
     }
 }

@@ -158,6 +158,10 @@ pub struct GpsFix {
     pub course_status: U16,
 }
 
+/// Coordinates outside the globe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImpossiblePosition;
+
 const REALTIME: u16 = 0x2000;
 const POSITIONED: u16 = 0x1000;
 const WEST: u16 = 0x0800;
@@ -233,6 +237,21 @@ impl GpsFix {
 
     pub fn positioned(&self) -> bool {
         self.course_status.get() & POSITIONED != 0
+    }
+
+    /// Where the block says the badge is: `None` for the zeros of a badge
+    /// without a fix, `Err` for coordinates no place has (a latitude past
+    /// 90 degrees, as a variant layout read as this one gives).
+    pub fn coordinates(&self) -> Option<Result<(f64, f64), ImpossiblePosition>> {
+        if self.latitude_raw.get() == 0 && self.longitude_raw.get() == 0 {
+            return None;
+        }
+        let (lat, lon) = (self.latitude(), self.longitude());
+        Some(if lat.abs() <= 90.0 && lon.abs() <= 180.0 {
+            Ok((lat, lon))
+        } else {
+            Err(ImpossiblePosition)
+        })
     }
 
     pub fn realtime(&self) -> bool {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::protocol::layout::{
-    BeaconBattery, Cells, DeviceTime, Generation, GpsFix, MobileNetwork, WifiAp,
+    BeaconBattery, Cells, DeviceTime, Generation, GpsFix, ImpossiblePosition, MobileNetwork, WifiAp,
 };
 use crate::protocol::message::{
     alarm_label, AddressRequest, Alarm, Attendance, BluetoothLocation, BluetoothPunch,
@@ -228,6 +228,10 @@ impl Records<'_> {
     fn alarm(&mut self, a: &Alarm<'_>) -> Record {
         let (device_time, device_time_valid) = self.device_time(a.time());
         let fix = a.position();
+        let coordinates = fix
+            .and_then(|f| f.coordinates())
+            .or(fix.map(|_| Ok((0.0, 0.0))));
+        let at = coordinates.and_then(Result::ok);
         let status = a.status();
         let main = a.main_cell().unwrap_or_default();
         let net = a.network();
@@ -253,14 +257,10 @@ impl Records<'_> {
             alarm_code: code,
             alarm_type: alarm_label(code).into_owned(),
             fence_id: a.fence_id().unwrap_or(0),
-            has_position: u8::from(fix.is_some()),
-            lat: fix.map_or(0.0, |f| f.latitude()),
-            lon: fix.map_or(0.0, |f| f.longitude()),
-            position_source: if fix.is_some() {
-                POSITION_GPS
-            } else {
-                POSITION_NONE
-            },
+            has_position: u8::from(at.is_some()),
+            lat: at.map_or(0.0, |p| p.0),
+            lon: at.map_or(0.0, |p| p.1),
+            position_source: position_source(coordinates),
             accuracy_m: 0.0,
             speed_kmh: fix.map_or(0, |f| u16::from(f.speed_kmh())),
             course: fix.map_or(0, |f| f.course()),
@@ -296,7 +296,8 @@ impl Records<'_> {
         let main = a.cells.main().unwrap_or_default();
         let (cells_lac, cells_cell_id, cells_rssi) = neighbour_columns(&a.cells);
         let (wifi_mac, wifi_rssi) = wifi_columns(a.aps);
-        let has = has_coordinates(&fix);
+        let coordinates = fix.coordinates();
+        let at = coordinates.and_then(Result::ok);
         Record::Attendance(AttendanceRow {
             imei: self.ctx.imei.as_u64(),
             device_time,
@@ -307,10 +308,10 @@ impl Records<'_> {
             serial: self.ctx.serial,
             kind: a.kind() as i8,
             gps_positioned: u8::from(a.gps_positioned()),
-            has_position: u8::from(has),
-            lat: if has { fix.latitude() } else { 0.0 },
-            lon: if has { fix.longitude() } else { 0.0 },
-            position_source: if has { POSITION_GPS } else { POSITION_NONE },
+            has_position: u8::from(at.is_some()),
+            lat: at.map_or(0.0, |p| p.0),
+            lon: at.map_or(0.0, |p| p.1),
+            position_source: position_source(coordinates),
             accuracy_m: 0.0,
             speed_kmh: u16::from(fix.speed_kmh()),
             course: fix.course(),
@@ -496,18 +497,22 @@ impl Records<'_> {
     }
 }
 
-/// GPS blocks of devices without a fix carry zeros; those are not a position.
-fn has_coordinates(fix: &GpsFix) -> bool {
-    fix.latitude_raw.get() != 0 || fix.longitude_raw.get() != 0
+/// Impossible coordinates are flagged, never stored as a position.
+fn position_source(coordinates: Option<Result<(f64, f64), ImpossiblePosition>>) -> i8 {
+    match coordinates {
+        None => POSITION_NONE,
+        Some(Ok(_)) => POSITION_GPS,
+        Some(Err(ImpossiblePosition)) => POSITION_INVALID,
+    }
 }
 
 fn set_fix(row: &mut LocationRow, fix: &GpsFix) {
-    let has = has_coordinates(fix);
-    row.has_position = u8::from(has);
-    if has {
-        row.lat = fix.latitude();
-        row.lon = fix.longitude();
-        row.position_source = POSITION_GPS;
+    let coordinates = fix.coordinates();
+    row.position_source = position_source(coordinates);
+    if let Some(Ok((lat, lon))) = coordinates {
+        row.has_position = 1;
+        row.lat = lat;
+        row.lon = lon;
     }
     row.speed_kmh = u16::from(fix.speed_kmh());
     row.course = fix.course();

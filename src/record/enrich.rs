@@ -15,7 +15,7 @@ use super::lookup::{wifi_dbm, Beacon, CellQuery, Fix, FixSource, Language, Radio
 use crate::protocol::layout::{CellTower, MacAddr, MobileNetwork};
 use crate::protocol::number as n;
 
-use super::enums::{BT_LOCATION, POSITION_CELL, POSITION_NONE, POSITION_WIFI};
+use super::enums::{BT_LOCATION, POSITION_CELL, POSITION_INVALID, POSITION_NONE, POSITION_WIFI};
 use super::{BluetoothRow, Record};
 
 /// The columns the position is read from and written to, whatever the table.
@@ -174,7 +174,11 @@ pub fn apply(record: &mut Record, fix: Option<Fix>, address: Option<&str>) {
             a.clone_into(c.address);
         }
     }
-    debug_assert!(*c.has_position != 0 || *c.position_source == POSITION_NONE);
+    // Without a position the source says why: none, or an impossible fix
+    // (which a cell or WiFi position found here replaces).
+    debug_assert!(
+        *c.has_position != 0 || matches!(*c.position_source, POSITION_NONE | POSITION_INVALID)
+    );
 }
 
 /// Copies the registry's entry into each Bluetooth row whose beacon it

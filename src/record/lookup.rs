@@ -186,6 +186,12 @@ impl BeaconDirectory for () {
     }
 }
 
+/// Which badges may log in: what the shards ask at every login. The
+/// allowlist answers it; without one, every IMEI may.
+pub trait ImeiAllowlist: Send + Sync {
+    fn allows(&self, imei: crate::protocol::Imei) -> bool;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

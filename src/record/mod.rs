@@ -25,6 +25,8 @@ pub mod enums {
 
     pub const POSITION_NONE: i8 = 0;
     pub const POSITION_GPS: i8 = 1;
+    /// A fix whose coordinates are impossible: stored without them.
+    pub const POSITION_INVALID: i8 = 5;
     pub const POSITION_CELL: i8 = 2;
     pub const POSITION_WIFI: i8 = 3;
     pub const POSITION_BEACON: i8 = 4;

@@ -27,12 +27,71 @@ pub(crate) struct Conn {
     /// The start of a frame whose end has not arrived yet. Empty (and
     /// unallocated) between frames, which is what keeps idle connections small.
     partial: Vec<u8>,
+    /// Bytes read before login, against `limits.prelogin_bytes`.
+    prelogin_bytes: usize,
+    /// Frames in the current second, against `limits.max_frames_per_sec`.
+    rate: RateWindow,
     /// Replies the socket would not take at once.
     unsent: Vec<u8>,
     /// The log position the replies in `unsent` wait for.
     ack_lsn: u64,
     /// Replies made since the last write, for the latency histogram.
     replies: u64,
+    /// Set when the connection went over its frame rate: how long to
+    /// stop reading before the next read ...
+    pause: Option<std::time::Duration>,
+    /// ... and the bytes read but not yet decoded, decoded then.
+    held: Vec<u8>,
+}
+
+/// The panic-injection hook of the tests (`tests/hostile.rs`): a shard
+/// panics when the IMEI in `BADGE_TEST_PANIC_IMEI` logs in, to show that
+/// the process then exits instead of living on without the shard.
+fn test_panic(imei: Option<crate::protocol::Imei>) {
+    static IMEI: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let target = IMEI.get_or_init(|| std::env::var("BADGE_TEST_PANIC_IMEI").ok());
+    if let (Some(target), Some(imei)) = (target, imei) {
+        if *target == imei.to_string() {
+            panic!("BADGE_TEST_PANIC_IMEI {imei} logged in");
+        }
+    }
+}
+
+/// Frames counted over one-second windows: a burst of up to a second's
+/// worth passes, a steady flood waits for the next window.
+#[derive(Default)]
+struct RateWindow {
+    start: Option<Instant>,
+    frames: u32,
+}
+
+impl RateWindow {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Counts one more frame at `now`; false when the window has no room
+    /// left under `max` (0: no cap).
+    fn take(&mut self, max: u32, now: Instant) -> bool {
+        if max == 0 {
+            return true;
+        }
+        let start = *self.start.get_or_insert(now);
+        if now.duration_since(start) >= Self::WINDOW {
+            self.start = Some(now);
+            self.frames = 0;
+        }
+        if self.frames >= max {
+            return false;
+        }
+        self.frames += 1;
+        true
+    }
+
+    /// How long until the window has room again.
+    fn wait(&self, now: Instant) -> std::time::Duration {
+        self.start.map_or(std::time::Duration::ZERO, |s| {
+            (s + Self::WINDOW).saturating_duration_since(now)
+        })
+    }
 }
 
 /// What to do after a read.
@@ -55,9 +114,13 @@ impl Conn {
             shared,
             permit: Some(permit),
             partial: Vec::new(),
+            prelogin_bytes: 0,
+            rate: RateWindow::default(),
             unsent: Vec::new(),
             ack_lsn: 0,
             replies: 0,
+            pause: None,
+            held: Vec::new(),
         }
     }
 }
@@ -67,6 +130,11 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
     let reason = loop {
         // `received` is when the bytes were read, not when the wait began:
         // the reply latency must not include the badge's silence.
+        if let Some(pause) = conn.pause.take() {
+            shard.counters().rate_limited += 1;
+            glommio::timer::sleep(pause).await;
+            pending_input = std::mem::take(&mut conn.held);
+        }
         let (step, received) = if !pending_input.is_empty() {
             let input = std::mem::take(&mut pending_input);
             let received = Instant::now();
@@ -122,6 +190,11 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
                 return;
             }
         }
+        // A read that returns data does not yield by itself: without this,
+        // a client that keeps bytes queued would be served for as long as
+        // it likes, and the shard's other connections, its timer and its
+        // inbox would wait. One read's worth of frames per turn.
+        futures_lite::future::yield_now().await;
     };
     if reason == CloseReason::Shutdown && conn.shared.owed.get() > 0 {
         Box::pin(conn.owed_replies(&shard, &mut stream)).await;
@@ -136,23 +209,38 @@ impl Conn {
     /// that needs no waiting. Synchronous: nothing else runs on the shard
     /// meanwhile, so the shard's buffers can be borrowed freely.
     fn feed(&mut self, shard: &Rc<Shard>, input: &[u8], received: Instant) -> Step {
-        let joined;
-        let data: &[u8] = if self.partial.is_empty() {
+        let limits = &shard.config.limits;
+        if self.badge.imei().is_none() {
+            self.prelogin_bytes += input.len();
+        }
+        // The partial frame grows in place, and the decoder is told how
+        // much of it it has already seen: a frame costs the same however
+        // it is split.
+        let seen = self.partial.len();
+        let data: &[u8] = if seen == 0 {
             input
         } else {
             self.partial.extend_from_slice(input);
-            joined = std::mem::take(&mut self.partial);
-            &joined
+            &self.partial
         };
         let now = unix_now();
         let mut out = shard.outcome.borrow_mut();
         out.clear();
         let mut pos = 0;
         let mut step = Step::Continue;
+        let mut held = None;
         {
             let mut core = shard.core.borrow_mut();
             let mut decoder = shard.decoder.borrow_mut();
-            while let Some(frame) = decoder.next_frame(data, &mut pos) {
+            while let Some(frame) = decoder.next_frame_since(data, &mut pos, seen) {
+                if !self.rate.take(limits.max_frames_per_sec, received) {
+                    // Over its rate: the rest waits, unread, for the next window.
+                    decoder.unread(&frame);
+                    let start = frame.raw.as_ptr() as usize - data.as_ptr() as usize;
+                    held = Some(data[start..].to_vec());
+                    pos = data.len();
+                    break;
+                }
                 self.badge.on_frame(&frame, now, &mut core, &mut out);
                 match out.end {
                     None => continue,
@@ -170,13 +258,42 @@ impl Conn {
                 break;
             }
         }
-        if matches!(step, Step::Handoff { .. }) {
-            return step;
+        if !matches!(step, Step::Handoff { .. }) {
+            let rest = data.len() - pos;
+            if seen == 0 {
+                if rest > 0 {
+                    self.partial.extend_from_slice(&input[pos..]);
+                }
+            } else if rest == 0 {
+                self.partial = Vec::new();
+            } else {
+                self.partial.drain(..pos);
+            }
         }
-        if pos < data.len() {
-            self.partial = data[pos..].to_vec();
-        }
+        self.shared.partial_since.set(
+            match (self.partial.is_empty(), self.shared.partial_since.get()) {
+                (true, _) => None,
+                (false, Some(since)) => Some(since),
+                (false, None) => Some(received),
+            },
+        );
+        // What came before a handoff (a rebind's logout row, replies to
+        // earlier frames) is carried out here; the login goes to the owner.
         self.carry_out(shard, &mut out, received);
+        if let Some(held) = held {
+            self.pause = Some(self.rate.wait(received));
+            self.held = held;
+        }
+        // Checked after the read is decoded, so that a login followed by a
+        // badge's backlog in one packet is taken: at most one read buffer
+        // of garbage is ever looked at.
+        if matches!(step, Step::Continue)
+            && self.badge.imei().is_none()
+            && self.prelogin_bytes > limits.prelogin_bytes
+        {
+            shard.counters().prelogin_budget_closes += 1;
+            return Step::Close(CloseReason::PreloginBudget);
+        }
         step
     }
 
@@ -184,7 +301,14 @@ impl Conn {
     /// log, replies into the write buffer (to go out once their rows are
     /// durable).
     fn carry_out(&mut self, shard: &Rc<Shard>, out: &mut Outcome, received: Instant) {
-        self.shared.logged_in.set(self.badge.imei().is_some());
+        let logged_in = self.badge.imei().is_some();
+        self.shared.logged_in.set(logged_in);
+        if logged_in {
+            if let Some(permit) = self.permit.as_mut().filter(|p| p.is_prelogin()) {
+                permit.logged_in();
+                test_panic(self.badge.imei());
+            }
+        }
         for conn_id in out.replaced.drain(..) {
             if let Some(old) = shard.conns.borrow().get(&conn_id) {
                 old.close(CloseReason::Replaced);
@@ -274,11 +398,27 @@ impl Conn {
         shard: &Shard,
         stream: &mut TcpStream,
     ) -> Result<(), CloseReason> {
+        use futures_lite::FutureExt;
         let unsent = std::mem::take(&mut self.unsent);
-        stream
-            .write_all(&unsent)
-            .await
-            .map_err(|_| CloseReason::IoError)?;
+        let timeout = std::time::Duration::from_secs(shard.config.limits.write_timeout_secs);
+        let write = async {
+            stream
+                .write_all(&unsent)
+                .await
+                .map_err(|_| CloseReason::IoError)
+        };
+        // A badge that stops reading must not hold its connection (and
+        // this task) forever.
+        let deadline = async {
+            glommio::timer::sleep(timeout).await;
+            Err(CloseReason::WriteTimeout)
+        };
+        if let Err(reason) = write.or(deadline).await {
+            if reason == CloseReason::WriteTimeout {
+                shard.counters().write_timeouts += 1;
+            }
+            return Err(reason);
+        }
         shard.counters().bytes_out += unsent.len() as u64;
         Ok(())
     }

@@ -141,6 +141,9 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             ShardMsg::UnknownBeacons(reply) => {
                 let _ = reply.try_send(shard.core.borrow_mut().unknown_beacons());
             }
+            ShardMsg::Clones(reply) => {
+                let _ = reply.try_send(shard.core.borrow().clones(unix_now()));
+            }
             ShardMsg::ResetLatency => shard.reply_latency.borrow_mut().reset(),
             ShardMsg::Shutdown => break,
         }
@@ -238,10 +241,14 @@ async fn accept_loop(
         let permit = match shard.limits.admit(peer.ip()) {
             Ok(p) => p,
             Err(why) => {
+                let mut c = shard.counters();
                 match why {
-                    Refused::Total => shard.counters().connections_refused_limit += 1,
-                    Refused::PerIp => shard.counters().connections_refused_per_ip += 1,
+                    Refused::Total => c.connections_refused_limit += 1,
+                    Refused::PerIp => c.connections_refused_per_ip += 1,
+                    Refused::Prelogin => c.connections_refused_prelogin += 1,
+                    Refused::PreloginPerIp => c.connections_refused_prelogin_per_ip += 1,
                 }
+                drop(c);
                 if let Some(suppressed) = shard.accept_log.check() {
                     tracing::warn!(shard = shard.id, %peer, ?why, suppressed, "connection refused by limit");
                 }
@@ -249,12 +256,30 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        set_send_buffer(&stream, shard.config.limits.send_buffer);
         let conn_id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let accepted = Instant::now();
         let shared = shard.register(conn_id, std::os::fd::AsRawFd::as_raw_fd(&stream), accepted);
         shard.counters().connections_accepted += 1;
         let conn = Conn::new(conn_id, peer, shared, permit, false);
         glommio::spawn_local(connection::run(shard.clone(), stream, conn, Vec::new())).detach();
+    }
+}
+
+fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let size = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt reads an int from the pointer we pass, on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -281,7 +306,7 @@ async fn timer_loop(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(period).await;
         let now = Instant::now();
-        let (mut login_timeouts, mut idle_timeouts) = (0, 0);
+        let (mut login_timeouts, mut idle_timeouts, mut partial_timeouts) = (0, 0, 0);
         for conn in shard.conns.borrow().values() {
             if conn.close.get().is_some() {
                 continue;
@@ -290,11 +315,16 @@ async fn timer_loop(shard: Rc<Shard>) {
                 logged_in: conn.logged_in.get(),
                 age: now.duration_since(conn.accepted),
                 silent: now.duration_since(conn.last_seen.get()),
+                partial: conn.partial_since.get().map(|t| now.duration_since(t)),
             };
             match deadlines.check(liveness) {
                 Some(reason @ CloseReason::LoginTimeout) => {
                     conn.close(reason);
                     login_timeouts += 1;
+                }
+                Some(reason @ CloseReason::PartialFrameTimeout) => {
+                    conn.close(reason);
+                    partial_timeouts += 1;
                 }
                 Some(reason) => {
                     conn.close(reason);
@@ -307,6 +337,18 @@ async fn timer_loop(shard: Rc<Shard>) {
             let mut c = shard.counters();
             c.login_timeouts += login_timeouts;
             c.idle_timeouts += idle_timeouts;
+            c.partial_timeouts += partial_timeouts;
+        }
+        if login_timeouts + partial_timeouts > 0 {
+            if let Some(suppressed) = shard.accept_log.check() {
+                tracing::warn!(
+                    shard = shard.id,
+                    login_timeouts,
+                    partial_timeouts,
+                    suppressed,
+                    "closed connections that did not log in or finish a frame in time"
+                );
+            }
         }
         let mut rows = Vec::new();
         shard

@@ -84,38 +84,36 @@ pub fn raise_nofile() -> (u64, u64) {
     (soft, hard)
 }
 
-/// Connection counts shared by all shards; touched only at accept and close.
+/// Connection counts shared by all shards; touched only at accept, login
+/// and close.
 #[derive(Debug)]
 pub struct ConnectionLimits {
-    pub max: usize,
-    pub max_per_ip: usize,
+    all: Count,
+    /// Connections that have not logged in yet: what anyone on the
+    /// internet can open without knowing an IMEI.
+    prelogin: Count,
+}
+
+/// Open connections, in total and per peer IP.
+#[derive(Debug)]
+struct Count {
+    max: usize,
+    max_per_ip: usize,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// Why a connection was refused at accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    Total,
-    PerIp,
-}
-
-impl ConnectionLimits {
-    pub fn new(max: usize, max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Self {
+impl Count {
+    fn new(max: usize, max_per_ip: usize) -> Self {
+        Self {
             max,
             max_per_ip,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// A permit for one more connection from `ip`, released when dropped.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, Refused> {
+    fn take(&self, ip: IpAddr) -> Result<(), Refused> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Total);
@@ -130,9 +128,70 @@ impl ConnectionLimits {
             }
             *n += 1;
         }
+        Ok(())
+    }
+
+    fn give_back(&self, ip: IpAddr) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        if self.max_per_ip > 0 {
+            let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Total,
+    PerIp,
+    Prelogin,
+    PreloginPerIp,
+}
+
+impl ConnectionLimits {
+    /// `max` and `max_per_ip` for all connections, `prelogin` and
+    /// `prelogin_per_ip` for those not logged in yet (0 per IP: no limit).
+    pub fn new(
+        max: usize,
+        max_per_ip: usize,
+        prelogin: usize,
+        prelogin_per_ip: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            all: Count::new(max, max_per_ip),
+            prelogin: Count::new(prelogin, prelogin_per_ip),
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.all.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections not logged in yet.
+    pub fn prelogin(&self) -> usize {
+        self.prelogin.open.load(Ordering::Relaxed)
+    }
+
+    /// A permit for one more connection from `ip`, released when dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, Refused> {
+        self.all.take(ip)?;
+        if let Err(why) = self.prelogin.take(ip) {
+            self.all.give_back(ip);
+            return Err(match why {
+                Refused::PerIp => Refused::PreloginPerIp,
+                _ => Refused::Prelogin,
+            });
+        }
         Ok(ConnPermit {
             limits: self.clone(),
             ip,
+            prelogin: true,
         })
     }
 }
@@ -143,20 +202,26 @@ impl ConnectionLimits {
 pub struct ConnPermit {
     limits: Arc<ConnectionLimits>,
     ip: IpAddr,
+    prelogin: bool,
+}
+
+impl ConnPermit {
+    pub fn is_prelogin(&self) -> bool {
+        self.prelogin
+    }
+
+    /// The connection logged in: it leaves the pre-login budget.
+    pub fn logged_in(&mut self) {
+        if std::mem::take(&mut self.prelogin) {
+            self.limits.prelogin.give_back(self.ip);
+        }
+    }
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        self.limits.open.fetch_sub(1, Ordering::AcqRel);
-        if self.limits.max_per_ip > 0 {
-            let mut map = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = map.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.ip);
-                }
-            }
-        }
+        self.logged_in();
+        self.limits.all.give_back(self.ip);
     }
 }
 
@@ -165,8 +230,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prelogin_places_are_given_back_at_login() {
+        let l = ConnectionLimits::new(10, 10, 2, 1);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut p1 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).unwrap_err(), Refused::PreloginPerIp);
+        let _p2 = l.admit(b).unwrap();
+        assert_eq!(
+            l.admit("127.0.0.3".parse().unwrap()).unwrap_err(),
+            Refused::Prelogin
+        );
+        assert_eq!((l.open(), l.prelogin()), (2, 2));
+        p1.logged_in();
+        p1.logged_in();
+        assert_eq!((l.open(), l.prelogin()), (2, 1));
+        let p3 = l.admit(a).unwrap();
+        drop(p1);
+        drop(p3);
+        assert_eq!((l.open(), l.prelogin()), (1, 1));
+    }
+
+    #[test]
     fn permits_count_and_release() {
-        let l = ConnectionLimits::new(2, 1);
+        let l = ConnectionLimits::new(2, 1, 100, 0);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let p1 = l.admit(a).unwrap();

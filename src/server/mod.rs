@@ -41,6 +41,7 @@ const FD_RESERVE: u64 = 64;
 /// A running server. Dropping it does not stop it: call [`RunningServer::shutdown`].
 pub struct RunningServer {
     shards: Vec<ExecutorJoinHandle<ShardMetrics>>,
+    map: crate::ingest::ShardMap,
     peers: Vec<flume::Sender<ShardMsg>>,
     local_addr: SocketAddr,
     started: Instant,
@@ -61,6 +62,8 @@ pub struct Services {
     /// Live events: every stored row is offered (one atomic load when
     /// nobody listens).
     pub events: crate::events::Events,
+    /// Who may log in; `None` lets every IMEI in.
+    pub allowlist: Option<Arc<dyn crate::record::lookup::ImeiAllowlist>>,
 }
 
 impl Default for Services {
@@ -70,6 +73,7 @@ impl Default for Services {
             beacons: Default::default(),
             beacon_source: None,
             events: crate::events::Events::disabled(),
+            allowlist: None,
         }
     }
 }
@@ -113,8 +117,12 @@ pub fn start(
     let instance: &'static str = Box::leak(config.server.instance.clone().into_boxed_str());
     let beacons: Arc<dyn crate::record::lookup::BeaconDirectory> =
         Arc::new(services.beacons.clone());
-    let limits =
-        limits::ConnectionLimits::new(max_connections, config.server.max_connections_per_ip);
+    let limits = limits::ConnectionLimits::new(
+        max_connections,
+        config.server.max_connections_per_ip,
+        config.limits.max_prelogin,
+        config.limits.max_prelogin_per_ip,
+    );
     let next_conn_id = Arc::new(AtomicU64::new(1));
     // Command ids are the 4-byte server flag: from the clock, and past any
     // id the logs kept, so they are unique across restarts.
@@ -134,17 +142,25 @@ pub fn start(
             reason: format!("{} logs for {n} shards", logs.len()),
         });
     }
+    let key = crate::log::shard_key(&config.log.dir).map_err(|e| ServerError::Shard {
+        shard: 0,
+        reason: format!("the shard key in {}: {e}", config.log.dir.display()),
+    })?;
+    let map = crate::ingest::ShardMap::new(key, n);
     let (peers, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::bounded(4096)).unzip();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut shards = Vec::with_capacity(n);
     for ((id, inbox), recovery) in inboxes.into_iter().enumerate().zip(logs) {
         let mut core = crate::ingest::Ingest::new(
-            crate::ingest::Settings::new(&config, id, n),
+            crate::ingest::Settings::new(&config, id, map),
             instance,
             next_command_id.clone(),
             beacons.clone(),
         );
+        if let Some(allowlist) = &services.allowlist {
+            core.set_allowlist(allowlist.clone());
+        }
         core.restore_commands(&recovery.commands);
         let start = executor::ShardStart {
             id,
@@ -199,6 +215,7 @@ pub fn start(
     tracing::info!(%listen, shards = n, "listening for badges");
     Ok(RunningServer {
         shards,
+        map,
         peers,
         local_addr: listen,
         started: Instant::now(),
@@ -235,6 +252,7 @@ impl RunningServer {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             peers: self.peers.clone(),
+            map: self.map,
         }
     }
 
@@ -261,11 +279,17 @@ impl RunningServer {
 #[derive(Clone)]
 pub struct ServerHandle {
     peers: Vec<flume::Sender<ShardMsg>>,
+    map: crate::ingest::ShardMap,
 }
 
 impl ServerHandle {
     pub fn shards(&self) -> usize {
         self.peers.len()
+    }
+
+    /// The shard that owns `imei`.
+    pub fn owner(&self, imei: crate::protocol::Imei) -> usize {
+        self.map.owner(imei)
     }
 
     /// Asks every shard for its counters (blocking; not for shard threads).

@@ -60,6 +60,8 @@ pub enum ShardMsg {
     /// Beacons heard here that the registry does not know, and how many
     /// more were not remembered (the tracker was full).
     UnknownBeacons(flume::Sender<(Vec<UnknownBeacon>, u64)>),
+    /// IMEIs replaced from other addresses often enough to look cloned.
+    Clones(flume::Sender<Vec<crate::ingest::CloneView>>),
     /// Stop accepting, close every connection after its in-flight frames,
     /// hand every record to the sink, and return.
     Shutdown,
@@ -85,6 +87,8 @@ pub struct ConnShared {
     pub accepted: Instant,
     pub last_seen: Cell<Instant>,
     pub logged_in: Cell<bool>,
+    /// When the unfinished frame the connection keeps began arriving.
+    pub partial_since: Cell<Option<Instant>>,
     pub close: Cell<Option<CloseReason>>,
     /// Server-initiated frames waiting to be written by the connection's task.
     pub downlink: RefCell<Vec<u8>>,
@@ -207,6 +211,7 @@ impl Shard {
             accepted,
             last_seen: Cell::new(accepted),
             logged_in: Cell::new(false),
+            partial_since: Cell::new(None),
             close: Cell::new(None),
             downlink: RefCell::new(Vec::new()),
             waker: RefCell::new(None),

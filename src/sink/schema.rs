@@ -59,6 +59,10 @@ pub const FILES: &[(&str, &str)] = &[
         "014_geo_sources.sql",
         include_str!("../../schema/014_geo_sources.sql"),
     ),
+    (
+        "015_devices.sql",
+        include_str!("../../schema/015_devices.sql"),
+    ),
 ];
 
 /// The statements of one file, as `scripts/apply-schema-check.sh` splits
@@ -213,8 +217,10 @@ mod tests {
             };
             let name = rest.split([' ', '(']).next().unwrap();
             let (columns, after) = table_parts(&single, name).unwrap();
-            // beacons is replicated whole to every node, under its own name.
-            let local = if name == "beacons" {
+            // The registries (beacons, devices) are replicated whole to
+            // every node, under their own names.
+            let registry = matches!(name, "beacons" | "devices");
+            let local = if registry {
                 name.to_string()
             } else {
                 format!("{name}_local")
@@ -228,7 +234,7 @@ mod tests {
                 cluster_after.contains("ENGINE = Replicated"),
                 "{name}: {cluster_after}"
             );
-            if name != "beacons" {
+            if !registry {
                 let distributed = format!(
                     "CREATE TABLE IF NOT EXISTS {{db}}.{name} ON CLUSTER '{{cluster}}' AS {{db}}.{name}_local ENGINE = Distributed('{{cluster}}', '{{db}}', '{name}_local', cityHash64(imei))"
                 );
@@ -241,8 +247,8 @@ mod tests {
         }
         assert_eq!(
             checked,
-            Table::COUNT + 3,
-            "tables checked (the row tables, beacons and the two aggregates)"
+            Table::COUNT + 4,
+            "tables checked (the row tables, beacons, devices and the two aggregates)"
         );
         let views = |statements: &[String]| -> Vec<String> {
             let mut v: Vec<String> = statements

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ingest::{owner_shard, CommandView};
+use crate::ingest::CommandView;
 use crate::server::ShardMsg;
 
 use super::super::answer::{self, Answer};
@@ -16,7 +16,7 @@ pub async fn run(ctx: &Context, args: &[&str]) -> Answer {
         return answer::err("usage: commands IMEI");
     };
     let imei = parse_imei(imei)?;
-    let shard = owner_shard(imei, ctx.server.shards());
+    let shard = ctx.server.owner(imei);
     match ask(ctx, shard, |reply| ShardMsg::Commands { imei, reply }).await {
         Some(commands) => answer::ok(Commands {
             imei: imei.to_string(),

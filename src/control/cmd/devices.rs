@@ -5,7 +5,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::ingest::owner_shard;
 use crate::server::{DeviceView, ShardMsg};
 
 use super::super::answer::{self, Answer};
@@ -30,7 +29,7 @@ pub async fn one(ctx: &Context, args: &[&str]) -> Answer {
         return answer::err("usage: device IMEI");
     };
     let imei = parse_imei(imei)?;
-    let shard = owner_shard(imei, ctx.server.shards());
+    let shard = ctx.server.owner(imei);
     match ask(ctx, shard, |reply| ShardMsg::Device { imei, reply }).await {
         Some(Some(device)) => answer::ok(Device { device }),
         Some(None) => answer::ok(Offline {

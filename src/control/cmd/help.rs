@@ -6,7 +6,7 @@ use super::super::answer::{self, Answer, Done};
 
 pub const HELP: &str = "commands (prefix any with `json` for a JSON answer):
   stats                       connections, frames, bytes, errors, rows, queues, the log
-  latency [reply|insert|e2e]  percentiles since start and for the last interval
+  latency [reply|insert|e2e|commit]  percentiles since start and for the last interval
   latency reset               start the latency histograms afresh
   devices [--limit N]         online badges
   device IMEI                 one badge
@@ -18,6 +18,9 @@ pub const HELP: &str = "commands (prefix any with `json` for a JSON answer):
   beacons                     the beacon registry: size, last load, known/unknown sightings
   beacons reload              load the registry again now
   beacons unknown [--limit N] beacons heard that the registry does not know, most heard first
+  allowlist                   which IMEIs may log in: size, source, last load, last error, refused
+  allowlist reload            load the allowlist again now (a failure keeps the previous one)
+  clones                      IMEIs that keep replacing each other from different addresses
   rejected                    rows ClickHouse refused for good: per table, the file, the last error
   metrics                     Prometheus text format (also: HTTP GET /metrics)
   watch [KIND...]             stream live events as JSON lines until disconnect

@@ -3,8 +3,10 @@
 //! is shown as text or JSON ([`super::answer`]). `watch` streams instead of
 //! answering and lives in [`watch`]; `auth` and `quit` are the session's.
 
+mod allowlist;
 pub mod auth;
 mod beacons;
+mod clones;
 mod commands;
 mod devices;
 mod geo;
@@ -16,13 +18,15 @@ mod send;
 mod stats;
 pub mod watch;
 
+use std::sync::Arc;
+
 use crate::ingest::CommandKind;
 
 use super::answer::{self, Answer};
 use super::Context;
 
 /// Runs one command line (without any `json` prefix).
-pub async fn execute(ctx: &Context, line: &str) -> Answer {
+pub async fn execute(ctx: &Arc<Context>, line: &str) -> Answer {
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("");
     let args: Vec<&str> = words.collect();
@@ -39,6 +43,8 @@ pub async fn execute(ctx: &Context, line: &str) -> Answer {
         "beacons" => beacons::run(ctx, &args).await,
         "metrics" => metrics::run(ctx, &args).await,
         "rejected" => rejected::run(ctx, &args).await,
+        "allowlist" => allowlist::run(ctx, &args).await,
+        "clones" => clones::run(ctx, &args).await,
         "" => answer::err("empty command"),
         _ => answer::err(format!("unknown command `{verb}`; try `help`")),
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ingest::{owner_shard, CommandKind, CommandRequest, CommandView};
+use crate::ingest::{CommandKind, CommandRequest, CommandView};
 use crate::server::ShardMsg;
 
 use super::super::answer::{self, Answer};
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Context, line: &str, kind: CommandKind) -> Answer {
         return answer::err(usage);
     }
     let imei = parse_imei(imei)?;
-    let shard = owner_shard(imei, ctx.server.shards());
+    let shard = ctx.server.owner(imei);
     let (wait_tx, wait_rx) = flume::bounded(1);
     let text = text.to_string();
     let request = CommandRequest {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
+use crate::allowlist::{Allowlist, ALLOWLIST_FIGURES};
 use crate::events::{EventStats, EVENT_FIGURES, WEBHOOK_FIGURES};
 use crate::metrics::{json_into, text_line, Line, ShardMetrics, FIGURES};
 use crate::protocol::number;
@@ -15,9 +16,9 @@ use crate::sink::{SinkStats, SINK_FIGURES};
 
 use super::super::answer::{self, Answer};
 use super::super::shards::shard_metrics;
-use super::super::Context;
+use super::super::{Context, CONTROL_FIGURES};
 
-pub async fn run(ctx: &Context, args: &[&str]) -> Answer {
+pub async fn run(ctx: &Arc<Context>, args: &[&str]) -> Answer {
     if !args.is_empty() {
         return answer::err("stats takes no arguments");
     }
@@ -28,6 +29,7 @@ pub async fn run(ctx: &Context, args: &[&str]) -> Answer {
         shards,
         sink: ctx.sink.clone(),
         events: ctx.events.stats(),
+        ctx: ctx.clone(),
     })
 }
 
@@ -37,6 +39,14 @@ pub struct Stats {
     total: ShardMetrics,
     sink: Arc<SinkStats>,
     events: EventStats,
+    /// For the control socket's counters and the allowlist's.
+    ctx: Arc<Context>,
+}
+
+impl Stats {
+    fn allowlist(&self) -> Option<&Allowlist> {
+        self.ctx.allowlist.as_ref()
+    }
 }
 
 /// A protocol's name in `stats`; unknown numbers by number, so that two
@@ -76,6 +86,7 @@ impl fmt::Display for Stats {
         }
         writeln!(f, "total: {}", text_line(FIGURES, Line::Total, total))?;
         writeln!(f, "errors: {}", text_line(FIGURES, Line::Errors, total))?;
+        writeln!(f, "limits: {}", text_line(FIGURES, Line::Limits, total))?;
         let by_type: Vec<String> = total
             .frames
             .iter()
@@ -111,6 +122,18 @@ impl fmt::Display for Stats {
             )?;
         }
         writeln!(f, "geo: {}", text_line(FIGURES, Line::Geo, total))?;
+        writeln!(
+            f,
+            "control: {}",
+            text_line(CONTROL_FIGURES, Line::Total, &self.ctx.control_stats)
+        )?;
+        if let Some(list) = self.allowlist() {
+            writeln!(
+                f,
+                "allowlist: {}",
+                text_line(ALLOWLIST_FIGURES, Line::Total, list.counters())
+            )?;
+        }
         writeln!(
             f,
             "{} {}",
@@ -149,6 +172,13 @@ impl Serialize for Stats {
         map.insert("rows".into(), Value::Object(rows));
         json_into(SINK_FIGURES, &self.sink, &mut map);
         map.insert("events".into(), json!(self.events));
+        json_into(CONTROL_FIGURES, &self.ctx.control_stats, &mut map);
+        match self.allowlist() {
+            Some(list) => json_into(ALLOWLIST_FIGURES, list.counters(), &mut map),
+            None => {
+                map.insert("allowlist".into(), Value::Null);
+            }
+        }
         Value::Object(map).serialize(s)
     }
 }

@@ -1,0 +1,17 @@
+-- Device allowlist (not telemetry): which badges may log in, read by the
+-- ingester when limits.allowlist = "clickhouse" (at start, every
+-- limits.allowlist_refresh_secs, and on the control command `allowlist reload`).
+-- Updated by inserting a new row with a later updated_at; the current version of
+-- each IMEI is argMax(enabled, updated_at) GROUP BY imei (or FINAL).
+-- enabled = 0 revokes a badge without deleting its history.
+-- imei is the 15 (or 16) decimal digits as text; rows that are not are left out.
+
+CREATE TABLE IF NOT EXISTS {db}.devices
+(
+    imei       String,
+    enabled    UInt8,
+    note       String,
+    updated_at DateTime('UTC')
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY imei;
