@@ -23,5 +23,6 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+mod refresh;
 pub mod server;
 pub mod sink;

@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::logging::LogLimit;
 use crate::protocol::Imei;
+use crate::refresh::{Load, Refresher, Why};
 
 use super::{parse, Allowlist, AllowlistError, AllowlistSource, ImeiAllowlist, ReloadReply};
 
@@ -121,9 +121,9 @@ impl Allowlist {
 /// stops the thread (after the load in progress, if any); the list keeps
 /// its last set, and `reload` then answers [`AllowlistError::Stopped`].
 pub struct AllowlistRefresher {
+    // Dropped first: it stops the thread while the list still lives.
+    _thread: Refresher,
     allowlist: Allowlist,
-    stop: Option<flume::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for AllowlistRefresher {
@@ -156,32 +156,15 @@ impl AllowlistRefresher {
     pub fn start_with(source: AllowlistSource, refresh: Duration) -> Result<Self, AllowlistError> {
         let (requests_tx, requests) = flume::unbounded::<ReloadReply>();
         let allowlist = Allowlist::new(Some(source), Some(requests_tx));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(AllowlistError::Start)?;
-        let (stop_tx, stop) = flume::bounded::<()>(1);
-        let (first_tx, first) = std::sync::mpsc::sync_channel(1);
-        let list = allowlist.clone();
-        let thread = std::thread::Builder::new()
-            .name("allowlist".into())
-            .spawn(move || runtime.block_on(run(list, refresh, first_tx, requests, stop)))
-            .map_err(AllowlistError::Start)?;
-        match first.recv() {
-            Ok(Ok(())) => Ok(Self {
-                allowlist,
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(AllowlistError::Stopped)
-            }
-        }
+        let load = AllowlistLoad {
+            list: allowlist.clone(),
+            refresh,
+        };
+        let thread = Refresher::start("allowlist", load, requests)?;
+        Ok(Self {
+            allowlist,
+            _thread: thread,
+        })
     }
 
     /// The list (for the control socket; cheap to clone).
@@ -195,59 +178,49 @@ impl AllowlistRefresher {
     }
 }
 
-impl Drop for AllowlistRefresher {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn run(
+/// The allowlist's policy: a failed first load fails the start, and the
+/// period is the same whether the last load worked or not.
+struct AllowlistLoad {
     list: Allowlist,
     refresh: Duration,
-    first: std::sync::mpsc::SyncSender<Result<(), AllowlistError>>,
-    requests: flume::Receiver<ReloadReply>,
-    stop: flume::Receiver<()>,
-) {
-    if let Err(e) = list.refresh().await {
-        let _ = first.send(Err(e));
-        return;
-    }
-    let _ = first.send(Ok(()));
-    let next = || (!refresh.is_zero()).then(|| tokio::time::Instant::now() + refresh);
-    let mut due = next();
-    loop {
-        let timer = async {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stop.recv_async() => return,
-            request = requests.recv_async() => {
-                let Ok(reply) = request else { return };
-                let result = list.refresh().await;
-                if let Err(e) = &result {
-                    tracing::warn!(error = %e, kept = list.len(),
-                        "allowlist reload failed; keeping the previous one");
-                }
-                // The caller may have stopped waiting.
-                let _ = reply.send(result);
-                due = next();
-            }
-            _ = timer => {
-                if let Err(e) = list.refresh().await {
+}
+
+impl Load for AllowlistLoad {
+    type Error = AllowlistError;
+
+    async fn load(&mut self, why: Why) -> Result<usize, AllowlistError> {
+        let list = &self.list;
+        let result = list.refresh().await;
+        if let Err(e) = &result {
+            match why {
+                Why::Start => {}
+                Why::Request => tracing::warn!(error = %e, kept = list.len(),
+                    "allowlist reload failed; keeping the previous one"),
+                Why::Timer => {
                     if let Some(held_back) = FAILED_LOG.check() {
                         tracing::warn!(error = %e, kept = list.len(), held_back,
                             "allowlist reload failed; keeping the previous one");
                     }
                 }
-                due = next();
             }
         }
+        result
+    }
+
+    fn fails_start(&self, _: &AllowlistError) -> bool {
+        true
+    }
+
+    fn next(&mut self, _ok: bool) -> Option<Duration> {
+        (!self.refresh.is_zero()).then_some(self.refresh)
+    }
+
+    fn start_error(error: std::io::Error) -> AllowlistError {
+        AllowlistError::Start(error)
+    }
+
+    fn stopped() -> AllowlistError {
+        AllowlistError::Stopped
     }
 }
 

@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::BeaconsConfig;
+use crate::refresh::{Load, Refresher, Reply, Why};
 
 use super::{load, read_csv_file, Beacon, BeaconError, BeaconRegistry};
 
@@ -125,7 +125,7 @@ impl RefreshShared {
     }
 }
 
-type ReloadReply = flume::Sender<Result<usize, BeaconError>>;
+type ReloadReply = Reply<BeaconError>;
 
 /// What the control socket holds to reload the registry and read the
 /// refresher's stats. Cheap to clone, `Send + Sync`.
@@ -173,9 +173,9 @@ impl BeaconHandle {
 /// current-thread tokio runtime. Dropping it stops the thread (after the
 /// load in progress, if any); handles then answer [`BeaconError::Stopped`].
 pub struct BeaconRefresher {
+    // Dropped first: it stops the thread while the handle still lives.
+    _thread: Refresher,
     handle: BeaconHandle,
-    stop: Option<flume::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for BeaconRefresher {
@@ -216,45 +216,21 @@ impl BeaconRefresher {
             registry,
             counters: Mutex::new(Counters::default()),
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(BeaconError::Start)?;
         let (requests_tx, requests) = flume::unbounded::<ReloadReply>();
-        let (stop_tx, stop) = flume::bounded::<()>(1);
-        let (first_tx, first) = std::sync::mpsc::sync_channel(1);
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("beacons".into())
-            .spawn(move || {
-                runtime.block_on(run(
-                    thread_shared,
-                    refresh,
-                    fatal_at_start,
-                    first_tx,
-                    requests,
-                    stop,
-                ))
-            })
-            .map_err(BeaconError::Start)?;
-        match first.recv() {
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Ok(Ok(())) => Ok(Self {
-                handle: BeaconHandle {
-                    requests: requests_tx,
-                    shared,
-                },
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            }),
-            Err(_) => {
-                let _ = thread.join();
-                Err(BeaconError::Stopped)
-            }
-        }
+        let load = BeaconLoad {
+            shared: Arc::clone(&shared),
+            refresh,
+            fatal_at_start,
+            loaded: false,
+        };
+        let thread = Refresher::start("beacons", load, requests)?;
+        Ok(Self {
+            handle: BeaconHandle {
+                requests: requests_tx,
+                shared,
+            },
+            _thread: thread,
+        })
     }
 
     /// See [`BeaconHandle::reload`].
@@ -275,69 +251,46 @@ impl BeaconRefresher {
     }
 }
 
-impl Drop for BeaconRefresher {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn run(
+/// The registry's policy: a failed first load fails the start only for a
+/// file, and a failed load is retried sooner than the period.
+struct BeaconLoad {
     shared: Arc<RefreshShared>,
     refresh: Duration,
     fatal_at_start: bool,
-    first: std::sync::mpsc::SyncSender<Result<(), BeaconError>>,
-    requests: flume::Receiver<ReloadReply>,
-    stop: flume::Receiver<()>,
-) {
-    let mut loaded = match shared.refresh().await {
-        Ok(_) => true,
-        Err(e) if fatal_at_start => {
-            let _ = first.send(Err(e));
-            return;
-        }
-        Err(_) => false,
-    };
-    let _ = first.send(Ok(()));
-    let next = |ok: bool, loaded: bool| -> Option<tokio::time::Instant> {
-        let after = match (ok, refresh.is_zero()) {
-            (true, true) => return None,
-            (true, false) => refresh,
-            (false, false) => refresh.min(RETRY_AFTER),
+    /// Whether a load ever succeeded.
+    loaded: bool,
+}
+
+impl Load for BeaconLoad {
+    type Error = BeaconError;
+
+    async fn load(&mut self, _why: Why) -> Result<usize, BeaconError> {
+        self.shared.refresh().await
+    }
+
+    fn fails_start(&self, _: &BeaconError) -> bool {
+        self.fatal_at_start
+    }
+
+    fn next(&mut self, ok: bool) -> Option<Duration> {
+        self.loaded |= ok;
+        match (ok, self.refresh.is_zero()) {
+            (true, true) => None,
+            (true, false) => Some(self.refresh),
+            (false, false) => Some(self.refresh.min(RETRY_AFTER)),
             // Only a registry that never loaded is retried on its own: with
             // refresh off, a failed manual reload was answered to whoever
             // asked, and the old snapshot is what they chose to keep.
-            (false, true) if loaded => return None,
-            (false, true) => RETRY_AFTER,
-        };
-        Some(tokio::time::Instant::now() + after)
-    };
-    let mut due = next(loaded, loaded);
-    loop {
-        let timer = async {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stop.recv_async() => return,
-            request = requests.recv_async() => {
-                let Ok(reply) = request else { return };
-                let result = shared.refresh().await;
-                let ok = result.is_ok();
-                loaded |= ok;
-                // The caller may have stopped waiting.
-                let _ = reply.send(result);
-                due = next(ok, loaded);
-            }
-            _ = timer => {
-                let ok = shared.refresh().await.is_ok();
-                loaded |= ok;
-                due = next(ok, loaded);
-            }
+            (false, true) if self.loaded => None,
+            (false, true) => Some(RETRY_AFTER),
         }
+    }
+
+    fn start_error(error: std::io::Error) -> BeaconError {
+        BeaconError::Start(error)
+    }
+
+    fn stopped() -> BeaconError {
+        BeaconError::Stopped
     }
 }

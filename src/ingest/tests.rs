@@ -310,7 +310,7 @@ fn frames_before_login_have_a_budget() {
     for _ in 0..3 {
         let out = feed(&mut badge, &mut core, &sync);
         assert_eq!(out.end, None);
-        assert_eq!(out.replies.is_empty(), false);
+        assert!(!out.replies.is_empty());
     }
     let out = feed(&mut badge, &mut core, &sync);
     assert_eq!(out.end, Some(End::Close(CloseReason::PreloginBudget)));

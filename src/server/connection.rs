@@ -42,6 +42,8 @@ pub(crate) struct Conn {
     pause: Option<std::time::Duration>,
     /// ... and the bytes read but not yet decoded, decoded then.
     held: Vec<u8>,
+    /// This turn waited (and so let the shard's other tasks run).
+    waited: bool,
 }
 
 /// The panic-injection hook of the tests (`tests/hostile.rs`): a shard
@@ -121,6 +123,7 @@ impl Conn {
             replies: 0,
             pause: None,
             held: Vec::new(),
+            waited: false,
         }
     }
 }
@@ -193,8 +196,12 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
         // A read that returns data does not yield by itself: without this,
         // a client that keeps bytes queued would be served for as long as
         // it likes, and the shard's other connections, its timer and its
-        // inbox would wait. One read's worth of frames per turn.
-        futures_lite::future::yield_now().await;
+        // inbox would wait. One read's worth of frames per turn; a turn
+        // that waited (for its commit, or on the socket) has already let
+        // the others run.
+        if !std::mem::take(&mut conn.waited) {
+            futures_lite::future::yield_now().await;
+        }
     };
     if reason == CloseReason::Shutdown && conn.shared.owed.get() > 0 {
         Box::pin(conn.owed_replies(&shard, &mut stream)).await;
@@ -340,6 +347,7 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         if shard.durable_acks && self.ack_lsn > shard.log.durable_end() && !self.unsent.is_empty() {
             Box::pin(shard.log.durable(self.ack_lsn)).await;
+            self.waited = true;
         }
         // Most replies go out in one write without waiting.
         let mut off = 0;
@@ -367,6 +375,7 @@ impl Conn {
             }
             // The slow paths are boxed: every connection's task is as large
             // as its largest await, and idle badges should cost little.
+            self.waited = true;
             Box::pin(self.write_unsent(shard, stream)).await?;
         }
         if self.replies > 0 {
