@@ -481,3 +481,46 @@ fn cloned_imeis_are_counted_and_listed_and_an_allowlist_keeps_strangers_out() {
     drop((turns, a, a2, ctl));
     app.shutdown().unwrap();
 }
+
+/// Found by the demo: with a relative `log.dir`, moving to the zero-filled
+/// spare segment failed (glommio cannot open a relative directory to sync
+/// it), and the log stayed on its first, appending segment.
+#[test]
+fn a_relative_log_dir_still_moves_to_prepared_segments() {
+    let dir = std::path::PathBuf::from(format!("target/test-relative-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut c = config(|_| {});
+    c.log.dir = dir.clone();
+    let (server, workers) =
+        badge_ingest::app::start_ingest(std::sync::Arc::new(c), Default::default()).unwrap();
+    let shard = dir.join("shard-0");
+    let segments = || {
+        std::fs::read_dir(&shard)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // The spare is ready within moments, and the next commit moves the
+    // log onto it.
+    let mut badge = Badge::connect(server.local_addr(), imei(1));
+    badge.login();
+    assert!(
+        wait_until(DEADLINE, || {
+            badge.exchange(&heartbeat());
+            segments() >= 2
+        }),
+        "no new segment"
+    );
+    let errors: u64 = workers
+        .stats
+        .logs
+        .iter()
+        .map(|l| l.errors.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert_eq!(errors, 0);
+    Running { server, workers }.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

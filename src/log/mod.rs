@@ -44,8 +44,11 @@ pub struct Chunk {
     pub received: Vec<Instant>,
 }
 
-/// The directory of shard `shard`'s log under `dir`.
+/// The directory of shard `shard`'s log under `dir`, made absolute:
+/// glommio's io_uring `openat` of a relative directory fails (EBADF), and
+/// the segment rotation syncs the directory that way.
 pub fn shard_dir(dir: &Path, shard: usize) -> PathBuf {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     dir.join(format!("shard-{shard}"))
 }
 
