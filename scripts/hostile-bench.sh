@@ -48,7 +48,7 @@ server=""; sampler=""; logdir=""
 cleanup() {
     for p in $sampler $server; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    [ -n "$logdir" ] && rm -rf "$logdir"
+    if [ -n "$logdir" ]; then rm -rf "$logdir"; fi
 }
 trap cleanup EXIT
 
