@@ -178,13 +178,7 @@ fn connections_that_have_not_logged_in_have_a_cap_in_total_and_per_address() {
         c.limits.max_prelogin = 3;
         c.limits.max_prelogin_per_ip = 2;
     }));
-    let from = |ip: &str| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.connect(&r.addr().into()).unwrap();
-        TcpStream::from(s)
-    };
+    let from = |ip: &str| connect_from(ip, r.addr());
     let _a1 = from("127.0.0.1");
     let mut a2 = from("127.0.0.1");
     wait_for(&r, "two connections", |m| m.counters.connections_open == 2);

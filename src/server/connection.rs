@@ -277,13 +277,12 @@ impl Conn {
                 self.partial.drain(..pos);
             }
         }
-        self.shared.partial_since.set(
-            match (self.partial.is_empty(), self.shared.partial_since.get()) {
-                (true, _) => None,
-                (false, Some(since)) => Some(since),
-                (false, None) => Some(received),
-            },
-        );
+        // The partial-frame deadline runs from the first byte of the frame.
+        if self.partial.is_empty() {
+            self.shared.partial_since.set(None);
+        } else if self.shared.partial_since.get().is_none() {
+            self.shared.partial_since.set(Some(received));
+        }
         // What came before a handoff (a rebind's logout row, replies to
         // earlier frames) is carried out here; the login goes to the owner.
         self.carry_out(shard, &mut out, received);
