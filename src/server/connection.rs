@@ -288,6 +288,10 @@ impl Conn {
         self.carry_out(shard, &mut out, received);
         if let Some(held) = held {
             self.pause = Some(self.rate.wait(received));
+            // Fed again after the pause, and counted then.
+            if self.badge.imei().is_none() {
+                self.prelogin_bytes = self.prelogin_bytes.saturating_sub(held.len());
+            }
             self.held = held;
         }
         // Checked after the read is decoded, so that a login followed by a
