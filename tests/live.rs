@@ -297,33 +297,39 @@ fn a_watcher_that_stops_reading_is_dropped_with_a_notice_and_ingestion_goes_on()
     assert_eq!(slow.line(), r#"{"watching":["location"]}"#);
 
     // Far more than the socket buffers hold, while the watcher reads nothing.
-    let samples = Samples::new();
-    let gps = samples
-        .messages()
-        .into_iter()
-        .find(|m| matches!(m, Message::Gps(_)))
-        .unwrap();
     let mut badge = Badge::connect(app.local_addr(), imei(501));
     badge.login();
     let frames = 30_000;
     let started = Instant::now();
-    for _ in 0..frames {
-        badge.send(&gps);
-    }
+    // The badge sends from its own thread: the watcher must be read soon
+    // after its drop, before the server's write timeout cuts it off
+    // mid-line, however long a slow build takes to send every frame.
+    let sender = std::thread::spawn(move || {
+        let samples = Samples::new();
+        let gps = samples
+            .messages()
+            .into_iter()
+            .find(|m| matches!(m, Message::Gps(_)))
+            .unwrap();
+        for _ in 0..frames {
+            badge.send(&gps);
+        }
+    });
     let records = || {
         badge_ingest::metrics::ShardMetrics::total(&app.handle().metrics())
             .counters
             .records
     };
+    // Publishing went on past a watcher that reads nothing: that is what
+    // fills its queue and drops it.
     assert!(
-        wait_until(Duration::from_secs(30), || records() > frames),
-        "ingestion did not wait for the watcher: {} records",
+        wait_until(Duration::from_secs(30), || {
+            app.events().stats().watchers_dropped == 1
+        }),
+        "the stalled watcher was not dropped: {} records",
         records()
     );
-    let ingest = started.elapsed();
-    assert!(wait_until(Duration::from_secs(10), || {
-        app.events().stats().watchers_dropped == 1
-    }));
+    let at_drop = records();
 
     // Reading now: what was buffered, then the notice and the end of the answer.
     let mut notice = None;
@@ -332,7 +338,7 @@ fn a_watcher_that_stops_reading_is_dropped_with_a_notice_and_ingestion_goes_on()
         if l.is_empty() {
             break;
         }
-        let v: Value = serde_json::from_str(&l).unwrap();
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
         if v.get("notice").is_some() {
             notice = Some(v);
         }
@@ -342,6 +348,14 @@ fn a_watcher_that_stops_reading_is_dropped_with_a_notice_and_ingestion_goes_on()
         notice["notice"].as_str().unwrap().starts_with("dropped"),
         "{notice}"
     );
+    sender.join().expect("the badge sent every frame");
+    assert!(
+        wait_until(Duration::from_secs(30), || records() > frames),
+        "ingestion stopped with the watcher: {} records",
+        records()
+    );
+    let ingest = started.elapsed();
+    assert!(at_drop < frames, "the watcher was dropped only at the end");
     eprintln!("{frames} GPS frames ingested in {ingest:?} with a stalled watcher");
     shutdown_app(app).expect("stops");
 }
