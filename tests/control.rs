@@ -12,6 +12,9 @@
 //! Nothing sleeps its way to success: every condition is awaited with a
 //! deadline (socket read timeouts, or polling the control socket).
 
+#[path = "pipeline_support/scratch.rs"]
+mod scratch;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -100,15 +103,9 @@ fn config(shards: usize) -> Config {
     c.server.summary_interval_secs = 0;
     c.sink.kind = SinkKind::Count;
     c.sink.batch_age_ms = 20;
-    c.log.dir = std::env::temp_dir().join(format!(
-        "badge-control-log-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&c.log.dir);
+    c.log.dir = scratch::dir("control-log");
     // The shard hash is keyed by a file in the log directory: a known key
     // lets the test know which shard owns an IMEI.
-    std::fs::create_dir_all(&c.log.dir).unwrap();
     std::fs::write(c.log.dir.join("shard-key"), TEST_SHARD_KEY).unwrap();
     c.log.max_bytes = 1 << 30;
     c.log.segment_bytes = 8 << 20;

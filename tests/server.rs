@@ -12,6 +12,9 @@
 //! Nothing here sleeps its way to success: conditions are awaited with
 //! deadlines (socket read timeouts, or polling the counters).
 
+#[path = "pipeline_support/scratch.rs"]
+mod scratch;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -505,16 +508,7 @@ struct TestServer {
 }
 
 fn temp_file(name: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    std::env::temp_dir().join(format!(
-        "badge-ingest-test-{name}-{}-{}-{nanos}.jsonl",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+    scratch::path(&format!("{name}.jsonl"))
 }
 
 impl TestServer {

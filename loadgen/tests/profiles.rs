@@ -2,6 +2,9 @@
 //! 10 s, no mismatch, every expected reply received. The server runs in
 //! this process (count sink); loadgen runs as the real binary.
 
+#[path = "../../tests/pipeline_support/scratch.rs"]
+mod scratch;
+
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -77,12 +80,11 @@ fn run_profile(profile: &str) {
     config.server.shards = 2;
     config.server.summary_interval_secs = 0;
     config.sink.kind = SinkKind::Count;
-    config.log.dir = std::env::temp_dir().join(format!(
-        "badge-loadgen-{profile}-log-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&config.log.dir);
+    config.log.dir = scratch::dir(&format!("{profile}-log"));
     config.log.max_bytes = 2 << 30;
+    // Each log keeps a zero-filled spare segment: small ones keep the
+    // tests' disk use small.
+    config.log.segment_bytes = 8 << 20;
     config.validate().unwrap();
     let config = Arc::new(config);
     let (server, workers) = badge_ingest::app::start_ingest(config, Default::default()).unwrap();
@@ -195,9 +197,7 @@ fn clickhouse_url() -> String {
 fn verify_clickhouse_counts_exactly_this_runs_rows() {
     let url = clickhouse_url();
     let db = format!("t_loadgen_verify_{}", std::process::id());
-    let spool =
-        std::env::temp_dir().join(format!("badge-loadgen-verify-log-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&spool);
+    let spool = scratch::dir("verify-log");
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.control = "127.0.0.1:0".into();
@@ -208,6 +208,7 @@ fn verify_clickhouse_counts_exactly_this_runs_rows() {
     config.clickhouse.url = url.clone();
     config.clickhouse.database = db.clone();
     config.log.dir = spool.clone();
+    config.log.segment_bytes = 8 << 20;
     config.validate().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod proxy;
+pub mod scratch;
 pub mod serve;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -133,14 +134,7 @@ pub fn fresh_database(url: &str, tag: &str) -> String {
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "badge-test-{tag}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch::dir(tag)
 }
 
 /// A server on loopback ports the system picks (badges and control), with
