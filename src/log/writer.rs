@@ -14,7 +14,8 @@
 //! versions, so even a torn write of that block loses nothing committed.
 //!
 //! Segments are zero-filled ahead of time (a spare, prepared in the
-//! background, renamed into place at rotation), so that a commit overwrites
+//! background once the current segment is a quarter full, renamed into
+//! place at rotation; the first one at the start), so that a commit overwrites
 //! allocated blocks and `fdatasync` has no file size to journal. On ext4 an
 //! appending `fdatasync` commits the journal, which waits for every other
 //! process's dirty data on the filesystem (ClickHouse's parts, say):
@@ -119,8 +120,8 @@ pub struct LogWriter {
     /// Readers wait for room (and a task watches for it).
     stopped: Cell<bool>,
     spare: RefCell<Spare>,
-    /// Whether the current segment was zero-filled (the first one after a
-    /// start is not: it is replaced as soon as the spare is ready).
+    /// Whether the current segment was zero-filled (one that is not, made
+    /// when no spare could be, is replaced as soon as a spare is ready).
     preallocated: Cell<bool>,
     pub segments: SegmentList,
     pub stats: Arc<LogStats>,
@@ -174,9 +175,28 @@ impl LogWriter {
         sink: ChunkSink,
     ) -> Result<Rc<Self>, LogError> {
         let path = segments::path(dir, start);
-        let file = DmaFile::create(&path)
-            .await
-            .map_err(|source| LogError::Open { path, source })?;
+        let size = spare_size(config.segment_bytes, config.commit_bytes);
+        // The first segment is zero-filled too, before any badge is read
+        // (about 60 ms for 64 MiB here), or is the spare the last run left:
+        // badges reconnect all at once after a restart, the worst time for
+        // slow appending syncs, or for a spare's zeros competing with them.
+        let mut first = reuse_spare(dir, &path, size).await;
+        if first.is_none() {
+            if let Ok(spare) = zero_filled(&dir.join(SPARE), size, &Cell::new(false)).await {
+                let _ = spare.close().await;
+                first = reuse_spare(dir, &path, size).await;
+            }
+        }
+        // Without one (a full disk, say) a plain file will do.
+        let (file, preallocated) = match first {
+            Some(file) => (file, true),
+            None => (
+                DmaFile::create(&path)
+                    .await
+                    .map_err(|source| LogError::Open { path, source })?,
+                false,
+            ),
+        };
         // Whole pages: what the device needs, and what the page cache of a
         // reader of the same file deals in.
         let align = file.alignment().max(4096);
@@ -190,7 +210,7 @@ impl LogWriter {
             dir: dir.to_owned(),
             state: RefCell::new(State {
                 file: Rc::new(file),
-                dsync: false,
+                dsync: preallocated,
                 segment: start,
                 buf: Vec::with_capacity(1 << 20),
                 base: 0,
@@ -212,12 +232,14 @@ impl LogWriter {
             failing: Cell::new(false),
             stopped: Cell::new(false),
             spare: RefCell::new(Spare::Missing { retry_at: None }),
-            preallocated: Cell::new(false),
+            preallocated: Cell::new(preallocated),
             segments,
             stats,
             sink: RefCell::new(Some(sink)),
         });
-        log.prepare_spare();
+        if !preallocated {
+            log.prepare_spare();
+        }
         glommio::spawn_local(commit_loop(log.clone())).detach();
         Ok(log)
     }
@@ -474,8 +496,12 @@ impl LogWriter {
         let log = self.clone();
         glommio::spawn_local(async move {
             let path = log.dir.join(SPARE);
-            let size = (log.segment_bytes + log.commit_bytes).div_ceil(ZERO_CHUNK) * ZERO_CHUNK;
-            let next = match zero_filled(&path, size, &log.closing).await {
+            let size = spare_size(log.segment_bytes, log.commit_bytes);
+            let made = match whole_spare(&path, size).await {
+                Some(file) => Ok(file),
+                None => zero_filled(&path, size, &log.closing).await,
+            };
+            let next = match made {
                 Ok(file) => Spare::Ready(file),
                 Err(error) => {
                     if !log.closing.get() {
@@ -576,11 +602,21 @@ impl LogWriter {
         };
         self.preallocated.set(preallocated);
         self.segments.insert(start);
-        self.prepare_spare();
+        if !preallocated {
+            self.prepare_spare();
+        }
         // The old segment is whole and synced; closing it is all that is left.
         if let Ok(old) = Rc::try_unwrap(old) {
             let _ = old.close().await;
         }
+    }
+
+    /// The next spare is made once the segment is a quarter full: long
+    /// before it is needed, and not at a start or a rotation, when the
+    /// zeros would compete with the commits of a reconnecting fleet.
+    fn spare_due(&self) -> bool {
+        let s = self.state.borrow();
+        (self.durable.get() - s.segment) * 4 >= self.segment_bytes
     }
 
     fn segment_full(&self) -> bool {
@@ -615,6 +651,9 @@ async fn commit_loop(log: Rc<LogWriter>) {
         last_start = Some(Instant::now());
         log.commit().await;
         log.maybe_rotate().await;
+        if log.spare_due() {
+            log.prepare_spare();
+        }
     }
 }
 
@@ -625,6 +664,46 @@ async fn sync_dir(dir: &Path) -> Result<(), String> {
     let synced = d.sync().await.map_err(|e| e.to_string());
     let _ = d.close().await;
     synced
+}
+
+/// The size of a spare: a segment and one commit's worth past its end.
+fn spare_size(segment_bytes: u64, commit_bytes: u64) -> u64 {
+    (segment_bytes + commit_bytes).div_ceil(ZERO_CHUNK) * ZERO_CHUNK
+}
+
+/// The spare a previous run left at `path`, if it is whole: the zeros are
+/// written in order, each extending the file, so a run that died while
+/// making it left it shorter. (Were it not all zeros after all, recovery
+/// would find where the entries end by their CRCs, as in any segment.)
+async fn whole_spare(path: &Path, size: u64) -> Option<DmaFile> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() != size {
+        return None;
+    }
+    glommio::io::OpenOptions::new()
+        .write(true)
+        .dma_open(path)
+        .await
+        .ok()
+}
+
+/// At a start: the spare in `dir`, renamed to `segment` (the name
+/// synced) and open `O_DSYNC`; `None` when there is no whole one.
+async fn reuse_spare(dir: &Path, segment: &Path, size: u64) -> Option<DmaFile> {
+    let spare = dir.join(SPARE);
+    let file = whole_spare(&spare, size).await?;
+    let _ = file.close().await;
+    std::fs::rename(&spare, segment).ok()?;
+    if sync_dir(dir).await.is_err() {
+        let _ = std::fs::remove_file(segment);
+        return None;
+    }
+    glommio::io::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .dma_open(segment)
+        .await
+        .ok()
 }
 
 /// A new file at `path` of `size` zeros, synced; given up when `closing`,
@@ -687,7 +766,7 @@ mod tests {
 
     /// Rows appended in bursts, waited for, across several rotations: every
     /// commit handed on once and in order, the log on disk the same bytes,
-    /// and the segments after the first zero-filled ahead of time.
+    /// and every segment zero-filled ahead of time.
     #[test]
     fn commits_run_on_across_zero_filled_segments() {
         let dir = std::env::temp_dir().join(format!("badge-logw-{}", std::process::id()));
@@ -698,40 +777,7 @@ mod tests {
             commit_interval_us: 200,
             ..LogConfig::default()
         };
-        let (d, c) = (dir.clone(), config.clone());
-        let (chunks, end) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(65_536)
-            .spawn(move || async move {
-                let chunks = Rc::new(RefCell::new(Vec::<Chunk>::new()));
-                let seen = chunks.clone();
-                let log = LogWriter::open(
-                    0,
-                    &d,
-                    1000,
-                    &c,
-                    1,
-                    SegmentList::default(),
-                    Arc::new(LogStats::default()),
-                    Box::new(move |chunk| seen.borrow_mut().push(chunk)),
-                )
-                .await
-                .unwrap();
-                for burst in 0..400u16 {
-                    let mut end = 0;
-                    for i in 0..100 {
-                        end = log.append(&heartbeat(burst * 100 + i), Instant::now());
-                    }
-                    log.durable(end).await;
-                    assert!(log.durable_end() >= end);
-                }
-                log.close().await;
-                let end = log.appended_end();
-                let chunks = std::mem::take(&mut *chunks.borrow_mut());
-                (chunks, end)
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let (chunks, end) = write_bursts(&dir, &config, 1000, 400);
         // The chunks tile the log.
         assert_eq!(chunks.first().unwrap().start, 1000);
         for pair in chunks.windows(2) {
@@ -740,9 +786,8 @@ mod tests {
         assert_eq!(chunks.last().unwrap().end, end);
         let segments = segments::list(&dir).unwrap();
         assert!(segments.len() >= 4, "{segments:?}");
-        let spare_size =
-            (config.segment_bytes + config.commit_bytes).div_ceil(ZERO_CHUNK) * ZERO_CHUNK;
-        for first in &segments[1..segments.len() - 1] {
+        let spare_size = spare_size(config.segment_bytes, config.commit_bytes);
+        for first in &segments {
             let len = std::fs::metadata(segments::path(&dir, *first))
                 .unwrap()
                 .len();
@@ -770,5 +815,85 @@ mod tests {
             .collect();
         assert_eq!(in_chunks, from_disk);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A log opened where a previous run left a whole spare starts on it
+    /// (zero-filled, written through), and what both runs wrote reads back.
+    #[test]
+    fn a_restart_starts_on_the_spare_the_last_run_left() {
+        let dir = std::env::temp_dir().join(format!("badge-logw-spare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            commit_interval_us: 200,
+            ..LogConfig::default()
+        };
+        let size = spare_size(config.segment_bytes, config.commit_bytes);
+        // A quarter of a segment and more: the run makes its next spare.
+        let (_, first_end) = write_bursts(&dir, &config, 1000, 30);
+        let spare = dir.join(SPARE);
+        assert_eq!(std::fs::metadata(&spare).map(|m| m.len()).ok(), Some(size));
+
+        let (_, end) = write_bursts(&dir, &config, first_end, 5);
+        assert!(!spare.exists(), "the spare was not taken");
+        let second = std::fs::metadata(segments::path(&dir, first_end)).unwrap();
+        assert_eq!(second.len(), size, "the restart did not start on the spare");
+        let found = segments::recover(&dir, 0).unwrap();
+        assert_eq!((found.end, found.torn_bytes), (end, 0));
+        let mut rows = 0u32;
+        segments::Reader::new(&dir, 1000)
+            .read(&found.segments, end, |_, _, _| {
+                rows += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(rows, 3_500);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opens the log in `dir` at `start`, appends `bursts` bursts of 100
+    /// heartbeats (each waited for), and closes it: the chunks handed on,
+    /// and the end.
+    fn write_bursts(dir: &Path, config: &LogConfig, start: u64, bursts: u16) -> (Vec<Chunk>, u64) {
+        let (d, c) = (dir.to_owned(), config.clone());
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(65_536)
+            .spawn(move || async move {
+                let chunks = Rc::new(RefCell::new(Vec::<Chunk>::new()));
+                let seen = chunks.clone();
+                let log = LogWriter::open(
+                    0,
+                    &d,
+                    start,
+                    &c,
+                    1,
+                    SegmentList::default(),
+                    Arc::new(LogStats::default()),
+                    Box::new(move |chunk| seen.borrow_mut().push(chunk)),
+                )
+                .await
+                .unwrap();
+                for burst in 0..bursts {
+                    let mut end = 0;
+                    for i in 0..100 {
+                        end = log.append(&heartbeat(burst * 100 + i), Instant::now());
+                    }
+                    log.durable(end).await;
+                    assert!(log.durable_end() >= end);
+                }
+                // A spare being made is given up at close: let it finish.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while matches!(*log.spare.borrow(), Spare::Preparing) && Instant::now() < deadline {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                log.close().await;
+                let end = log.appended_end();
+                let chunks = std::mem::take(&mut *chunks.borrow_mut());
+                (chunks, end)
+            })
+            .unwrap()
+            .join()
+            .unwrap()
     }
 }
