@@ -319,3 +319,55 @@ fn statements_on_disk() -> usize {
     }
     n
 }
+
+/// Badges at UTC-5 and UTC+5:30, as their logins say: the device times of
+/// their fixes are stored in true UTC (the reference decoded every badge's
+/// clock as UTC+8), and each zone is kept with its login.
+#[test]
+#[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
+fn device_times_of_badges_in_other_zones_are_stored_in_true_utc() {
+    use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
+    use badge_ingest::protocol::message::GpsReport;
+    use badge_ingest::protocol::Message;
+
+    let url = clickhouse_url();
+    let db = fresh_database(&url, "zones");
+    let log = temp_dir("zones");
+    let running = start(config(&url, &db, &log));
+    let samples = Samples::new();
+    let fix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 120;
+    let zones = [(imei(31), -300i16), (imei(32), 330)];
+    for (device, zone) in zones {
+        let mut badge = Badge::connect(running.addr(), device);
+        badge.login_in_zone(zone);
+        badge.exchange(&Message::Gps(GpsReport {
+            generation: Generation::G2,
+            time: DeviceTime::from_unix(fix_time, i32::from(zone)),
+            fix: GpsFix::new(22.5, 114.0, 12, 90, 9, true, true),
+            tail: None,
+        }));
+        // Acknowledged after the fix, which gets no reply: it was read.
+        badge.exchange(&samples.messages()[0]);
+    }
+    running.stop();
+    assert!(logs_fully_inserted(&log, 2), "every row is in ClickHouse");
+    for (device, zone) in zones {
+        let imei = device.as_u64();
+        let fix = query(
+            &url,
+            &format!("SELECT toUnixTimestamp(device_time), device_time_valid FROM {db}.locations WHERE imei = {imei}"),
+        );
+        assert_eq!(fix.trim(), format!("{fix_time}\t1"), "UTC{zone:+} min");
+        let login = query(
+            &url,
+            &format!(
+                "SELECT tz_offset_min FROM {db}.device_events WHERE imei = {imei} AND protocol = 1"
+            ),
+        );
+        assert_eq!(login.trim(), zone.to_string());
+    }
+}

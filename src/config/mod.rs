@@ -90,8 +90,21 @@ pub struct ProtocolConfig {
     pub max_frame: usize,
     /// Hand on frames with a wrong CRC (for models known to send them); still counted.
     pub accept_bad_crc: bool,
-    /// The zone badges' local clocks are in, minutes east of UTC (UTC+8 in the reference).
+    /// The zone of a badge's clock when it says none in its login (and no
+    /// override names it), minutes east of UTC (UTC+8, as the reference
+    /// assumed for every badge).
     pub device_utc_offset_minutes: i32,
+    /// Decode device times in the zone the badge gives in its login. Off:
+    /// every badge without an override is in `device_utc_offset_minutes`,
+    /// for fleets whose badges send a wrong zone.
+    pub login_time_zone: bool,
+    /// Per-IMEI zones, minutes east of UTC, before anything the badge says:
+    /// `device_utc_offsets = { "860000000000017" = -300 }`.
+    pub device_utc_offsets: std::collections::BTreeMap<String, i32>,
+    /// A device time more than this many minutes ahead of the server's
+    /// clock is not trusted: the server's time is stored instead, flagged
+    /// `device_time_valid = 0`.
+    pub max_future_minutes: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -318,6 +331,9 @@ impl Default for ProtocolConfig {
             max_frame: DEFAULT_MAX_FRAME,
             accept_bad_crc: false,
             device_utc_offset_minutes: 8 * 60,
+            login_time_zone: true,
+            device_utc_offsets: Default::default(),
+            max_future_minutes: 15,
         }
     }
 }
@@ -554,6 +570,26 @@ impl Config {
                 "must be within ±840 (UTC-14 to UTC+14)",
             );
         }
+        for (imei, minutes) in &p.device_utc_offsets {
+            if imei.parse::<crate::protocol::Imei>().is_err() {
+                return bad(
+                    "protocol.device_utc_offsets",
+                    format!("{imei:?} is not an IMEI"),
+                );
+            }
+            if minutes.abs() > 14 * 60 {
+                return bad(
+                    "protocol.device_utc_offsets",
+                    format!("{imei}: {minutes} is not within ±840 (UTC-14 to UTC+14)"),
+                );
+            }
+        }
+        if p.max_future_minutes > 24 * 60 {
+            return bad(
+                "protocol.max_future_minutes",
+                "must be at most 1440 (a day)",
+            );
+        }
         let k = &self.sink;
         if k.queue_capacity < 16 {
             return bad("sink.queue_capacity", "must be at least 16");
@@ -643,6 +679,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn per_imei_clock_zones_are_read_and_checked() {
+        let c: Config = toml::from_str(
+            "[protocol]\ndevice_utc_offsets = { \"353419030000019\" = -300, \"353419030000027\" = 330 }\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.protocol.device_utc_offsets["353419030000019"], -300);
+        for (text, says) in [
+            ("{ \"12345\" = 60 }", "not an IMEI"),
+            ("{ \"353419030000019\" = 900 }", "±840"),
+        ] {
+            let c: Config =
+                toml::from_str(&format!("[protocol]\ndevice_utc_offsets = {text}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("protocol.device_utc_offsets") && e.contains(says),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Badge {
     adopted: bool,
     /// Frames before login, against `Settings::prelogin_frames`.
     prelogin_frames: u32,
+    /// The zone its login gave its clock, minutes east of UTC.
+    login_zone: Option<i16>,
 }
 
 impl Badge {
@@ -38,6 +40,7 @@ impl Badge {
             imei: None,
             adopted,
             prelogin_frames: 0,
+            login_zone: None,
         }
     }
 
@@ -295,7 +298,8 @@ impl Badge {
         RecordContext {
             imei,
             server_time: now,
-            device_offset_minutes: core.settings.device_offset_minutes,
+            device_offset_minutes: core.settings.clocks.offset_minutes(imei, self.login_zone),
+            max_future_secs: core.settings.clocks.max_future_secs,
             serial,
             conn_id: self.conn_id,
         }
@@ -347,6 +351,7 @@ impl Badge {
         }
         core.counters.logins += 1;
         self.imei = Some(imei);
+        self.login_zone = login.tz_language.map(|t| t.offset_minutes());
         let peer = self.peer.to_string();
         let row = self
             .records(core, imei, serial, now)

@@ -18,6 +18,7 @@
 //! outcome, and hands sockets to the shard that owns their IMEI.
 
 mod badge;
+mod clock;
 mod clones;
 mod commands;
 mod deadlines;
@@ -40,6 +41,7 @@ use crate::record::lookup::{BeaconDirectory, ImeiAllowlist, Language};
 use crate::record::{IngestKeys, Record};
 
 pub use badge::Badge;
+pub use clock::ClockZones;
 pub use clones::{CloneView, Clones};
 pub use commands::{
     CommandError, CommandKind, CommandRequest, CommandStatus, CommandView, Commands, Delivery,
@@ -56,8 +58,8 @@ pub struct Settings {
     pub shard: usize,
     /// Which shard owns which IMEI.
     pub map: ShardMap,
-    /// The zone badges' clocks are in, minutes east of UTC.
-    pub device_offset_minutes: i32,
+    /// The zones badges' clocks are in.
+    pub clocks: ClockZones,
     /// Also keep every decoded frame in `raw_frames`.
     pub raw_frames: bool,
     /// Lookups for positions and addresses; `None` without a provider.
@@ -94,7 +96,7 @@ impl Settings {
         Self {
             shard,
             map,
-            device_offset_minutes: config.protocol.device_utc_offset_minutes,
+            clocks: ClockZones::new(&config.protocol),
             raw_frames: config.sink.raw_frames,
             geo: config.geo.enabled().then(|| GeoSettings {
                 max_pending: config.geo.max_pending as u64,

@@ -867,3 +867,51 @@ fn an_impossible_fix_can_still_get_a_cell_position() {
         assert_eq!((l.has_position, l.lat, l.position_source), want);
     }
 }
+
+/// Device times are decoded in the zone each badge gives in its login
+/// (the reference took UTC+8 for every badge), the fleet default when it
+/// gives none, and a time too far ahead is flagged, not trusted.
+#[test]
+fn device_times_are_stored_in_true_utc_whatever_the_badges_zone() {
+    let gps_at = |time: DeviceTime| {
+        frame(
+            &Message::Gps(GpsReport {
+                generation: Generation::G2,
+                time,
+                fix: GpsFix::new(22.5, 114.0, 12, 90, 9, true, true),
+                tail: None,
+            }),
+            5,
+        )
+    };
+    let stored = |out: &Outcome| match &out.rows[0] {
+        Record::Locations(l) => (l.device_time, l.device_time_valid),
+        other => panic!("{other:?}"),
+    };
+    let fix_time = i64::from(NOW) - 90;
+    for (n, zone) in [(1, Some(-300i16)), (2, Some(330)), (3, Some(0)), (4, None)] {
+        let mut core = core();
+        let mut badge = Badge::new(1, "127.0.0.1:5000".parse().unwrap(), false);
+        let login = Message::Login(Login {
+            imei: imei(n),
+            type_code: Some(0x2404),
+            tz_language: zone.map(|z| TzLanguage::new(z, 2)),
+        });
+        feed(&mut badge, &mut core, &frame(&login, 1));
+        let zone = zone.map_or(480, i32::from);
+        // The badge's clock shows local time in its own zone.
+        let out = feed(
+            &mut badge,
+            &mut core,
+            &gps_at(DeviceTime::from_unix(fix_time, zone)),
+        );
+        assert_eq!(stored(&out), (fix_time as u32, 1), "UTC{zone:+} min");
+        let ahead = i64::from(NOW) + 16 * 60;
+        let out = feed(
+            &mut badge,
+            &mut core,
+            &gps_at(DeviceTime::from_unix(ahead, zone)),
+        );
+        assert_eq!(stored(&out), (NOW, 0), "16 minutes ahead, UTC{zone:+} min");
+    }
+}

@@ -17,7 +17,8 @@ use super::enums::*;
 use super::*;
 
 /// Badges that replay stored data may send old timestamps; anything older
-/// than this, or more than a day ahead of the server, is not trusted. A
+/// than this, or more than `protocol.max_future_minutes` ahead of the
+/// server, is not trusted. A
 /// year: what a badge can hold offline, and it keeps the rows of one
 /// insert within 14 monthly partitions (ClickHouse refuses an insert that
 /// spans more than 100, and one badge with a bad clock must not cause it).
@@ -29,8 +30,10 @@ pub struct RecordContext {
     pub imei: Imei,
     /// Unix seconds when the frame was read.
     pub server_time: u32,
-    /// The zone badges' clocks are in, minutes east of UTC.
+    /// The zone this badge's clock is in, minutes east of UTC.
     pub device_offset_minutes: i32,
+    /// A device time further ahead of `server_time` is not trusted.
+    pub max_future_secs: u32,
     pub serial: u16,
     pub conn_id: u64,
 }
@@ -47,7 +50,10 @@ impl Records<'_> {
     fn device_time(&self, t: Option<DeviceTime>) -> (u32, u8) {
         let server = i64::from(self.ctx.server_time);
         match t.and_then(|t| t.to_unix(self.ctx.device_offset_minutes)) {
-            Some(unix) if unix <= server + 86_400 && unix >= server - MAX_DEVICE_TIME_AGE_SECS => {
+            Some(unix)
+                if unix <= server + i64::from(self.ctx.max_future_secs)
+                    && unix >= server - MAX_DEVICE_TIME_AGE_SECS =>
+            {
                 (unix as u32, 1)
             }
             _ => (self.ctx.server_time, 0),
@@ -576,6 +582,7 @@ mod tests {
                 imei: Imei::with_check_digit(35_341_903_000_001).unwrap(),
                 server_time: now,
                 device_offset_minutes: 480,
+                max_future_secs: 900,
                 serial: 1,
                 conn_id: 1,
             },
@@ -592,13 +599,9 @@ mod tests {
         let at = |unix: i64| Some(DeviceTime::from_unix(unix, 480));
         let now = i64::from(now);
         assert_eq!(r.device_time(at(now - 3600)), ((now - 3600) as u32, 1));
-        assert_eq!(r.device_time(at(now + 86_400)), ((now + 86_400) as u32, 1));
+        assert_eq!(r.device_time(at(now + 900)), ((now + 900) as u32, 1));
         // Too far ahead, too old, or no time at all: the server's time, flagged.
-        for t in [
-            at(now + 86_401),
-            at(now - MAX_DEVICE_TIME_AGE_SECS - 1),
-            None,
-        ] {
+        for t in [at(now + 901), at(now - MAX_DEVICE_TIME_AGE_SECS - 1), None] {
             assert_eq!(r.device_time(t), (now as u32, 0), "{t:?}");
         }
     }

@@ -305,10 +305,15 @@ impl Badge {
     }
 
     pub fn login(&mut self) {
+        self.login_in_zone(DEVICE_OFFSET_MINUTES as i16);
+    }
+
+    /// Logs in saying its clock is `offset_minutes` east of UTC.
+    pub fn login_in_zone(&mut self, offset_minutes: i16) {
         let serial = self.send(&Message::Login(Login {
             imei: self.imei,
             type_code: Some(0x2404),
-            tz_language: Some(TzLanguage::new(DEVICE_OFFSET_MINUTES as i16, 1)),
+            tz_language: Some(TzLanguage::new(offset_minutes, 1)),
         }));
         assert_eq!(self.reply(), (0x01, serial));
     }
