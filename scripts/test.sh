@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests", and what .ci/run calls).
 # Starts a throwaway ClickHouse on loopback (installing Debian's package if
-# needed), runs every Rust test against it, checks the schema and the
+# needed; also Debian's prometheus and systemd-analyze for the scrape and the
+# unit tests), runs every Rust test against it, checks the schema and the
 # README's BI queries on it, and stops ClickHouse again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,16 @@ if ! command -v curl >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q curl >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q curl >/dev/null; }
 fi
+
+# tests/prometheus_scrape.rs runs a real Prometheus; tests/deploy.rs checks
+# the systemd unit with systemd-analyze.
+for need in prometheus:prometheus systemd-analyze:systemd; do
+    if ! command -v "${need%%:*}" >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${need#*:}" >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need#*:}" >/dev/null; }
+    fi
+done
 
 # What CI runs runs everything: an opt-out left in the environment must not
 # turn the ClickHouse tests into "ignored" here (build.rs reads it).

@@ -299,10 +299,19 @@ impl<S: Read + Write> Ctl<S> {
 }
 
 /// One plain HTTP request on a fresh connection: (status line, headers, body).
-fn http_get<S: Read + Write>(mut s: S, path: &str) -> (String, BTreeMap<String, String>, String) {
+fn http_get<S: Read + Write>(s: S, path: &str) -> (String, BTreeMap<String, String>, String) {
+    http_get_with(s, path, "")
+}
+
+/// A GET with `extra` header lines (each ending in `\r\n`).
+fn http_get_with<S: Read + Write>(
+    mut s: S,
+    path: &str,
+    extra: &str,
+) -> (String, BTreeMap<String, String>, String) {
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n{extra}Accept: */*\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -736,13 +745,22 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
                 .count(),
             3
         );
-        assert!(metric(m, "badge_reply_latency_seconds{quantile=\"0.99\"}") > 0.0);
+        // Every reply is in the +Inf bucket and, taking less than 10 s,
+        // in the 10 s one.
+        assert_eq!(
+            metric(m, "badge_reply_latency_seconds_bucket{le=\"+Inf\"}"),
+            5.0
+        );
+        assert_eq!(
+            metric(m, "badge_reply_latency_seconds_bucket{le=\"10\"}"),
+            5.0
+        );
         assert!(metric(m, "badge_reply_latency_seconds_sum") > 0.0);
     }
     // The exposition has a HELP and a TYPE for every family.
     assert!(body.contains("# TYPE badge_logins_total counter\n"));
     assert!(body.contains("# TYPE badge_connections gauge\n"));
-    assert!(body.contains("# TYPE badge_reply_latency_seconds summary\n"));
+    assert!(body.contains("# TYPE badge_reply_latency_seconds histogram\n"));
     // The control connection outlived the scrape and is still usable.
     assert!(ctl.ask("stats").contains("total: connections 2 "));
 
@@ -1188,6 +1206,22 @@ fn auth_token_is_required_checked_and_then_works() {
         headers["content-length"].parse::<usize>().unwrap(),
         body.len()
     );
+    assert!(!body.contains("badge_"), "{body}");
+    // A scrape with the token as a bearer gets the metrics; a wrong one
+    // does not.
+    let bearer = |token: &str| {
+        let s = TcpStream::connect(server.control_tcp()).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        http_get_with(s, "/metrics", &format!("Authorization: Bearer {token}\r\n"))
+    };
+    let (status, _, body) = bearer("s3cret-token");
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    assert!(
+        body.contains("# TYPE badge_reply_latency_seconds histogram\n"),
+        "{body}"
+    );
+    let (status, _, body) = bearer("s3cret-token-and-more");
+    assert_eq!(status, "HTTP/1.0 403 Forbidden");
     assert!(!body.contains("badge_"), "{body}");
 
     // The client library: wrong token refused at connect; right token works;

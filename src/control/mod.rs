@@ -381,7 +381,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         if first && text.starts_with("GET ") {
             // Prometheus scrape: drain the request headers, answer, close.
             // Bounded like command lines: at most 100 headers of MAX_LINE
-            // bytes, all within the idle timeout.
+            // bytes, all within the idle timeout. With a token set, the
+            // scrape gives it as `Authorization: Bearer TOKEN`.
+            let mut bearer = None;
             let drained = tokio::time::timeout(limits.idle, async {
                 let mut header = Vec::new();
                 for _ in 0..100 {
@@ -393,7 +395,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     {
                         Ok(0) | Err(_) => break,
                         Ok(_) if header.trim_ascii().is_empty() => break,
-                        Ok(_) => {}
+                        Ok(_) => {
+                            if let Some(token) = bearer_token(&header) {
+                                bearer = Some(token);
+                            }
+                        }
                     }
                 }
             })
@@ -402,11 +408,18 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 ControlStats::add(&ctx.control_stats.idle_closes);
                 return;
             }
+            if let (Some(given), Some(token)) = (&bearer, ctx.token.as_ref()) {
+                if token.matches(given) {
+                    authed = true;
+                } else {
+                    ControlStats::add(&ctx.control_stats.wrong_tokens);
+                }
+            }
             let response = if !authed {
                 http(
                     403,
                     "text/plain",
-                    "auth token required; use the line protocol with `auth TOKEN`\n",
+                    "auth token required: send `Authorization: Bearer TOKEN`\n",
                 )
             } else if text.starts_with("GET /metrics") {
                 http(
@@ -508,6 +521,19 @@ async fn close_for<W: AsyncWrite + Unpin>(ctx: &Context, why: Closed, write: &mu
         }
     };
     farewell(write, text).await;
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header line.
+fn bearer_token(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?.trim();
+    let (name, value) = line.split_once(':')?;
+    if !name.trim().eq_ignore_ascii_case("authorization") {
+        return None;
+    }
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 fn http(status: u16, content_type: &str, body: &str) -> String {

@@ -2,7 +2,7 @@
 //! tables as `stats`: the shards' ([`crate::metrics::FIGURES`]), the
 //! writers', the event bus's, each webhook's, the control socket's, the
 //! allowlist's and each geo provider's, then
-//! rows per table and the latency summaries.
+//! rows per table and the latency histograms.
 
 use std::fmt::Write as _;
 
@@ -146,7 +146,7 @@ pub async fn render(ctx: &Context) -> String {
             .collect();
         families(&mut out, PROVIDER_FIGURES, "provider", &providers);
         for (name, p) in &providers {
-            summary(
+            histogram(
                 &mut out,
                 &format!("geo_{name}_latency_seconds"),
                 "Duration of calls to the geo provider.",
@@ -155,25 +155,25 @@ pub async fn render(ctx: &Context) -> String {
         }
     }
     let [reply, insert, e2e, commit] = histograms(ctx).await;
-    summary(
+    histogram(
         &mut out,
         "reply_latency_seconds",
         "From the last byte of a frame read to its reply written.",
         &reply,
     );
-    summary(
+    histogram(
         &mut out,
         "insert_latency_seconds",
         "ClickHouse insert duration.",
         &insert,
     );
-    summary(
+    histogram(
         &mut out,
         "e2e_latency_seconds",
         "From frame read to row committed.",
         &e2e,
     );
-    summary(
+    histogram(
         &mut out,
         "log_commit_seconds",
         "Durable-log group commit duration (write and sync).",
@@ -182,18 +182,32 @@ pub async fn render(ctx: &Context) -> String {
     out
 }
 
-fn summary(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+/// Bucket bounds of the latency histograms, seconds: 100 µs to 10 s, the
+/// same in every instance, so that `sum(rate(..._bucket[1m])) by (le)`
+/// adds instances up (summaries' quantiles cannot be).
+const BUCKETS_SECONDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A Prometheus histogram, cumulative since start, from an HdrHistogram of
+/// microseconds (which `ctl latency` shows with its exact quantiles). The
+/// `_sum` is the histogram's mean times its count: HdrHistogram keeps no
+/// exact sum, and this one is within its 0.1 % precision.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
     let _ = writeln!(
         out,
-        "# HELP badge_{name} {help}\n# TYPE badge_{name} summary"
+        "# HELP badge_{name} {help}\n# TYPE badge_{name} histogram"
     );
-    for q in [0.5, 0.9, 0.99, 0.999] {
+    for le in BUCKETS_SECONDS {
+        let us = (le * 1e6) as u64;
         let _ = writeln!(
             out,
-            "badge_{name}{{quantile=\"{q}\"}} {}",
-            h.value_at_quantile(q) as f64 / 1e6
+            "badge_{name}_bucket{{le=\"{le}\"}} {}",
+            h.count_between(0, us)
         );
     }
+    let _ = writeln!(out, "badge_{name}_bucket{{le=\"+Inf\"}} {}", h.len());
     let _ = writeln!(out, "badge_{name}_sum {}", h.mean() * h.len() as f64 / 1e6);
     let _ = writeln!(out, "badge_{name}_count {}", h.len());
 }
