@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests", and what .ci/run calls).
 # Starts a throwaway ClickHouse on loopback (installing Debian's package if
-# needed; also Debian's prometheus and systemd-analyze for the scrape and the
-# unit tests), runs every Rust test against it, checks the schema and the
-# README's BI queries on it, and stops ClickHouse again.
+# needed; also Debian's prometheus, haproxy and systemd-analyze for the
+# scrape, balancer and unit tests), runs every Rust test against it, checks
+# the schema and the README's BI queries on it, and stops ClickHouse again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +18,9 @@ if ! command -v curl >/dev/null; then
     apt-get install -y -q curl >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q curl >/dev/null; }
 fi
 
-# tests/prometheus_scrape.rs runs a real Prometheus; tests/deploy.rs checks
-# the systemd unit with systemd-analyze.
-for need in prometheus:prometheus systemd-analyze:systemd; do
+# tests/prometheus_scrape.rs runs a real Prometheus, tests/haproxy.rs a real
+# HAProxy; tests/deploy.rs checks the systemd unit with systemd-analyze.
+for need in prometheus:prometheus haproxy:haproxy systemd-analyze:systemd; do
     if ! command -v "${need%%:*}" >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q --no-install-recommends "${need#*:}" >/dev/null 2>&1 ||

@@ -161,6 +161,9 @@ struct ServeArgs {
     /// Apply schema/ to ClickHouse before accepting badges.
     #[arg(long, env = "BADGE_APPLY_SCHEMA")]
     apply_schema: bool,
+    /// Badge connections start with a PROXY protocol header (behind HAProxy).
+    #[arg(long, env = "BADGE_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
     /// Log as JSON lines.
     #[arg(long, env = "BADGE_LOG_JSON")]
     log_json: bool,
@@ -221,6 +224,9 @@ impl ServeArgs {
         }
         if self.apply_schema {
             c.clickhouse.apply_schema = true;
+        }
+        if self.proxy_protocol {
+            c.server.proxy_protocol = true;
         }
         if self.log_json {
             c.logging.json = true;

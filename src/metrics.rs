@@ -228,6 +228,10 @@ figures! {
     replacements_refused: Counter, "replacements_refused", "replacements_refused_total", [Limits "replacements_refused"];
     /// Logins with another IMEI on a logged-in connection (rebound).
     rebinds: Counter, "rebinds", "rebinds_total", [Limits "rebinds"];
+    /// Connections refused for coming from outside `server.trusted_proxies`.
+    proxy_untrusted: Counter, "proxy_untrusted", "proxy_untrusted_total", [Limits "proxy_untrusted"];
+    /// Connections closed for a malformed, too long or late PROXY header.
+    proxy_bad_headers: Counter, "proxy_bad_headers", "proxy_bad_headers_total", [Limits "proxy_bad_header"];
     /// Accepts that failed for lack of file descriptors.
     emfile: Counter, "emfile", "emfile_total", [Errors "emfile"];
     /// Accepts that failed for another reason.

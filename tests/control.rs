@@ -622,7 +622,7 @@ fn stats_metrics_and_latency_count_known_traffic_exactly() {
         format!("shard 0: connections 2 sessions 2 logins 2 frames 6 bytes_in {bytes_in} bytes_out {bytes_out} crc_errors 0 resyncs 0 records 6"),
         format!("total: connections 2 sessions 2 accepted 2 logins 2 reconnects 0 frames 6 bytes_in {bytes_in} bytes_out {bytes_out}"),
         "errors: crc 0 resyncs 0 garbage_bytes 0 bad_stop 0 bad_length 0 oversized 0 decode 0 prelogin_drops 0 login_timeouts 0 idle_timeouts 0 emfile 0 refused 0".to_string(),
-        "limits: output_overflows 0 write_timeouts 0 partial_timeouts 0 prelogin_budget 0 rate_limited 0 not_allowed 0 replaced_other_address 0 replacements_refused 0 rebinds 0".to_string(),
+        "limits: output_overflows 0 write_timeouts 0 partial_timeouts 0 prelogin_budget 0 rate_limited 0 not_allowed 0 replaced_other_address 0 replacements_refused 0 rebinds 0 proxy_untrusted 0 proxy_bad_header 0".to_string(),
         "frames by type: login=2 heartbeat=3 gps_4g=1".to_string(),
     ];
     for e in &expect {

@@ -14,7 +14,7 @@ use badge_ingest::metrics::ShardMetrics;
 use badge_ingest::protocol::message::{Heartbeat, HeartbeatStatus, Login, TzLanguage};
 use badge_ingest::protocol::{Imei, Message};
 use bytes::BytesMut;
-use pipeline_support::{imei, loopback_config, start, wait_until, Badge, Running};
+use pipeline_support::{connect_from, imei, loopback_config, start, wait_until, Badge, Running};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -396,17 +396,6 @@ fn a_panic_in_a_shard_ends_the_process() {
 }
 
 /// A connection from `ip` (any of 127.0.0.0/8).
-fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    s.connect(&addr.into()).unwrap();
-    let s = TcpStream::from(s);
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s
-}
-
 #[test]
 fn cloned_imeis_are_counted_and_listed_and_an_allowlist_keeps_strangers_out() {
     let mut c = config(|c| {

@@ -54,6 +54,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Connections per peer IP; 0 turns the limit off.
     pub max_connections_per_ip: usize,
+    /// Connections start with a PROXY protocol header (v1 or v2) giving the
+    /// badge's address: the server runs behind a TCP load balancer.
+    pub proxy_protocol: bool,
+    /// Who may send that header (CIDRs or addresses); a connection from
+    /// anywhere else, or with a malformed header, is refused and counted.
+    pub trusted_proxies: Vec<String>,
     /// A connection that has not logged in by then is closed.
     pub login_timeout_secs: u64,
     /// The badges' heartbeat interval; the idle timeout defaults to three of them.
@@ -300,6 +306,8 @@ impl Default for ServerConfig {
             shards: 0,
             max_connections: 0,
             max_connections_per_ip: 0,
+            proxy_protocol: false,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
             login_timeout_secs: 15,
             heartbeat_interval_secs: 180,
             idle_timeout_secs: 0,
@@ -563,6 +571,9 @@ impl Config {
                 "protocol.max_frame",
                 "must be between 64 and 65541 (the largest 79 79 frame)",
             );
+        }
+        if let Err(e) = crate::server::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return bad("server.trusted_proxies", e);
         }
         if p.device_utc_offset_minutes.abs() > 14 * 60 {
             return bad(

@@ -24,6 +24,7 @@ use crate::sink::SinkHandle;
 
 use super::connection::{self, Conn};
 use super::limits::{ConnectionLimits, Refused};
+use super::proxy::{self, Parsed, TrustedProxies};
 use super::shard::{unix_now, Handoff, Shard, ShardMsg};
 
 /// How long a shutdown lets connections write the answers to their last
@@ -103,6 +104,10 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         limits: start.limits,
         stopping: Cell::new(false),
         accept_log: LogLimit::per_second(),
+        proxies: config
+            .server
+            .proxy_protocol
+            .then(|| TrustedProxies::parse(&config.server.trusted_proxies).expect("validated")),
         geo: start.geo,
         reply_latency: RefCell::new(latency_histogram()),
         config,
@@ -238,31 +243,96 @@ async fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let permit = match shard.limits.admit(peer.ip()) {
-            Ok(p) => p,
-            Err(why) => {
-                let mut c = shard.counters();
-                match why {
-                    Refused::Total => c.connections_refused_limit += 1,
-                    Refused::PerIp => c.connections_refused_per_ip += 1,
-                    Refused::Prelogin => c.connections_refused_prelogin += 1,
-                    Refused::PreloginPerIp => c.connections_refused_prelogin_per_ip += 1,
-                }
-                drop(c);
-                if let Some(suppressed) = shard.accept_log.check() {
-                    tracing::warn!(shard = shard.id, %peer, ?why, suppressed, "connection refused by limit");
-                }
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        set_send_buffer(&stream, shard.config.limits.send_buffer);
         let conn_id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let accepted = Instant::now();
-        let shared = shard.register(conn_id, std::os::fd::AsRawFd::as_raw_fd(&stream), accepted);
-        shard.counters().connections_accepted += 1;
-        let conn = Conn::new(conn_id, peer, shared, permit, false);
-        glommio::spawn_local(connection::run(shard.clone(), stream, conn, Vec::new())).detach();
+        match &shard.proxies {
+            None => start_conn(&shard, stream, peer, conn_id, Vec::new()),
+            Some(trusted) if trusted.trusts(peer.ip()) => {
+                glommio::spawn_local(proxied(shard.clone(), stream, peer, conn_id)).detach();
+            }
+            Some(_) => {
+                shard.counters().proxy_untrusted += 1;
+                if let Some(suppressed) = shard.accept_log.check() {
+                    tracing::warn!(shard = shard.id, %peer, suppressed, "connection refused: not from a trusted proxy (server.trusted_proxies)");
+                }
+            }
+        }
+    }
+}
+
+/// A connection from `peer` (the badge, or what its PROXY header says),
+/// once the limits let it in; `initial` is what was read past the header.
+fn start_conn(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    initial: Vec<u8>,
+) {
+    let permit = match shard.limits.admit(peer.ip()) {
+        Ok(p) => p,
+        Err(why) => {
+            let mut c = shard.counters();
+            match why {
+                Refused::Total => c.connections_refused_limit += 1,
+                Refused::PerIp => c.connections_refused_per_ip += 1,
+                Refused::Prelogin => c.connections_refused_prelogin += 1,
+                Refused::PreloginPerIp => c.connections_refused_prelogin_per_ip += 1,
+            }
+            drop(c);
+            if let Some(suppressed) = shard.accept_log.check() {
+                tracing::warn!(shard = shard.id, %peer, ?why, suppressed, "connection refused by limit");
+            }
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    set_send_buffer(&stream, shard.config.limits.send_buffer);
+    let accepted = Instant::now();
+    let shared = shard.register(conn_id, std::os::fd::AsRawFd::as_raw_fd(&stream), accepted);
+    shard.counters().connections_accepted += 1;
+    let conn = Conn::new(conn_id, peer, shared, permit, false);
+    glommio::spawn_local(connection::run(shard.clone(), stream, conn, initial)).detach();
+}
+
+/// Reads the PROXY header of a connection from a trusted `proxy`, within
+/// the partial-frame deadline and `proxy::MAX_HEADER` bytes, and starts
+/// the connection as the client it names (a header that names none, a
+/// balancer's health check, stands for the proxy itself).
+async fn proxied(shard: Rc<Shard>, mut stream: TcpStream, proxy: SocketAddr, conn_id: u64) {
+    use futures_lite::{AsyncReadExt, FutureExt};
+    let read = async {
+        let mut buf = Vec::with_capacity(128);
+        let mut chunk = [0u8; 256];
+        loop {
+            match proxy::parse(&buf) {
+                Parsed::Incomplete => {}
+                Parsed::Header { client, len } => {
+                    let rest = buf.split_off(len);
+                    return Ok((client.unwrap_or(proxy), rest));
+                }
+                Parsed::Malformed(why) => return Err(why),
+            }
+            let want = (proxy::MAX_HEADER - buf.len()).min(chunk.len());
+            match stream.read(&mut chunk[..want]).await {
+                Ok(0) => return Err("closed before its header ended".to_string()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let deadline = Duration::from_secs(shard.config.limits.partial_frame_timeout_secs.max(1));
+    let late = async {
+        glommio::timer::sleep(deadline).await;
+        Err(format!("no whole header within {deadline:?}"))
+    };
+    match read.or(late).await {
+        Ok((client, rest)) => start_conn(&shard, stream, client, conn_id, rest),
+        Err(why) => {
+            shard.counters().proxy_bad_headers += 1;
+            if let Some(suppressed) = shard.accept_log.check() {
+                tracing::warn!(shard = shard.id, %proxy, error = %why, suppressed, "PROXY header refused; connection closed");
+            }
+        }
     }
 }
 

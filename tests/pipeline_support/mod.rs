@@ -211,9 +211,37 @@ pub struct Badge {
     buf: Vec<u8>,
 }
 
+/// A connection to `addr` from the loopback address `ip` (127.0.0.5, say).
+pub fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s = TcpStream::from(s);
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 impl Badge {
+    /// A badge on a connection already open.
+    pub fn over(stream: TcpStream, imei: Imei) -> Self {
+        Self {
+            imei,
+            stream,
+            serial: 0,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn connect(addr: SocketAddr, imei: Imei) -> Self {
-        let stream = TcpStream::connect(addr).expect("connects");
+        Self::connect_with(addr, imei, &[])
+    }
+
+    /// Connects and writes `prefix` first (a PROXY protocol header, say).
+    pub fn connect_with(addr: SocketAddr, imei: Imei, prefix: &[u8]) -> Self {
+        let mut stream = TcpStream::connect(addr).expect("connects");
+        stream.write_all(prefix).expect("the prefix goes out");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
