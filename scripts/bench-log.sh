@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the durable log costs and what it buys, measured on this machine.
 #
-#   scripts/bench-log.sh [ack] [replay] [kill]      (all three by default)
+#   scripts/bench-log.sh [ack] [replay] [kill] [disk]   (the first three by default)
 #
 # ack     log.ack = "durable" against "received", alternating, RUNS times each
 #         (fresh server per run, --sink count so that only the log differs):
@@ -15,6 +15,11 @@
 #         time until the writers are back on memory; against the arrival rate.
 # kill    The SIGKILL crash tests: durable (must lose nothing) and the same
 #         kills with ack = "received" (reports what is lost).
+# disk    The disk alone (not part of the default): DISK_SECS of 8 KiB
+#         O_DIRECT|O_DSYNC overwrites of a zero-filled file in the log's
+#         filesystem, about 1,250 a second like one shard's commits; the
+#         latency percentiles. A reply waits for its commit, so this tail is
+#         the floor of the durable reply tail.
 #
 # Environment: RUNS (3), PACED_SECS (30), SAT_SECS (15), BACKLOG (36000000),
 # OUT (/tmp/bench-log/<time>). Needs ../shared/bench/gt06bench (the load
@@ -29,20 +34,10 @@ PACED_SECS=${PACED_SECS:-30}
 SAT_SECS=${SAT_SECS:-15}
 BACKLOG=${BACKLOG:-36000000}
 OUT=${OUT:-/tmp/bench-log/$(date +%Y%m%d-%H%M%S)}
-GT06=${GT06:-$ROOT/../shared/bench/gt06bench}
-TARGET=${CARGO_TARGET_DIR_GT06:-/tmp/gt06bench-target}
 LISTEN=127.0.0.1:29202
 CONTROL=127.0.0.1:29203
 mkdir -p "$OUT"
-ulimit -n 20000
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null
-done
-
-cargo build --release --locked --quiet
-cargo build --release --quiet --manifest-path "$GT06/Cargo.toml" --target-dir "$TARGET"
-BIN=$ROOT/target/release/badge-ingest
-LOAD=$TARGET/release/gt06-load
+. scripts/bench-common.sh
 
 SRV=
 stop() {
@@ -182,12 +177,43 @@ kill_part() {
     if [ "$started_ch" = 1 ]; then scripts/clickhouse.sh stop >/dev/null; fi
 }
 
+disk_part() {
+    echo "== disk: 8 KiB O_DSYNC overwrites for ${DISK_SECS:-20} s"
+    mkdir -p "$ROOT/.data"
+    python3 - "$ROOT/.data/bench-dsync.tmp" "${DISK_SECS:-20}" <<'PY'
+import mmap, os, sys, time
+path, secs = sys.argv[1], float(sys.argv[2])
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT)
+zeros = mmap.mmap(-1, 1 << 20)
+for i in range(64):
+    os.pwrite(fd, zeros, i << 20)
+os.fsync(fd)
+os.close(fd)
+fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_DSYNC)
+block = mmap.mmap(-1, 8192)
+lat, off, end = [], 0, time.time() + secs
+while time.time() < end:
+    t = time.perf_counter()
+    os.pwrite(fd, block, off)
+    lat.append((time.perf_counter() - t) * 1e6)
+    off = (off + 4096) % (60 << 20)
+    time.sleep(0.0008)
+os.close(fd)
+os.unlink(path)
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
+print("  %d writes: p50 %.0f us, p90 %.0f, p99 %.0f, p99.9 %.0f, max %.0f"
+      % (len(lat), q(0.5), q(0.9), q(0.99), q(0.999), lat[-1]))
+PY
+}
+
 for part in $PARTS; do
     case $part in
         ack) ack_part ;;
         replay) replay_part ;;
         kill) kill_part ;;
-        *) echo "unknown part $part (ack, replay, kill)" >&2; exit 2 ;;
+        disk) disk_part ;;
+        *) echo "unknown part $part (ack, replay, kill, disk)" >&2; exit 2 ;;
     esac
 done
 echo "results in $OUT"

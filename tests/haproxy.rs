@@ -5,21 +5,11 @@
 
 mod pipeline_support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pipeline_support::*;
-
-/// The HAProxy process, killed when dropped.
-struct HaProxy(Child);
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 #[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
@@ -32,11 +22,7 @@ fn behind_haproxy_badges_keep_their_addresses_and_their_per_address_limit() {
     c.server.max_connections_per_ip = 2;
     let running = start(c);
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = log.join("haproxy.cfg");
     std::fs::write(
         &cfg,
@@ -58,7 +44,7 @@ fn behind_haproxy_badges_keep_their_addresses_and_their_per_address_limit() {
         .unwrap_or_else(|e| {
             panic!("cannot run {binary:?} ({e}): run the tests with scripts/test.sh, which installs Debian's haproxy")
         });
-    let _haproxy = HaProxy(child);
+    let _haproxy = Killed(child);
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(
         wait_until(Duration::from_secs(30), || TcpStream::connect(front)

@@ -9,8 +9,8 @@
 mod pipeline_support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,24 +20,6 @@ use badge_ingest::config::{ControlAddr, SinkKind};
 use pipeline_support::*;
 
 const TOKEN: &str = "scrape-token-0123456789";
-
-/// The Prometheus process, killed when dropped.
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET `path` from `addr`: the status line and the body.
 fn get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
@@ -123,7 +105,7 @@ fn a_real_prometheus_scrapes_with_a_bearer_token_and_aggregates_the_histograms()
         .unwrap_or_else(|e| {
             panic!("cannot run {binary:?} ({e}): run the tests with scripts/test.sh, which installs Debian's prometheus")
         });
-    let _prometheus = Prometheus(child);
+    let _prometheus = Killed(child);
     let prom: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(
         wait_until(Duration::from_secs(60), || get(prom, "/-/ready")

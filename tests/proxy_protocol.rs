@@ -19,14 +19,16 @@ fn v1(client: &str, port: u16) -> Vec<u8> {
     format!("PROXY TCP4 {client} 127.0.0.1 {port} 8841\r\n").into_bytes()
 }
 
+/// A v2 header as a balancer writes it (the parser crate's own builder).
 fn v2(client: [u8; 4], port: u16) -> Vec<u8> {
-    let mut b = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    b.extend_from_slice(&[0x21, 0x11, 0, 12]);
-    b.extend_from_slice(&client);
-    b.extend_from_slice(&[127, 0, 0, 1]);
-    b.extend_from_slice(&port.to_be_bytes());
-    b.extend_from_slice(&8841u16.to_be_bytes());
-    b
+    use ppp::v2::{Builder, Command, IPv4, Protocol, Version};
+    Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        IPv4::new(client, [127, 0, 0, 1], port, 8841),
+    )
+    .build()
+    .unwrap()
 }
 
 fn login_frame(imei: badge_ingest::protocol::Imei) -> Vec<u8> {

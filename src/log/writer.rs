@@ -769,14 +769,7 @@ mod tests {
     /// and every segment zero-filled ahead of time.
     #[test]
     fn commits_run_on_across_zero_filled_segments() {
-        let dir = std::env::temp_dir().join(format!("badge-logw-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = LogConfig {
-            segment_bytes: 1 << 20,
-            commit_interval_us: 200,
-            ..LogConfig::default()
-        };
+        let (dir, config) = fresh("badge-logw");
         let (chunks, end) = write_bursts(&dir, &config, 1000, 400);
         // The chunks tile the log.
         assert_eq!(chunks.first().unwrap().start, 1000);
@@ -821,14 +814,7 @@ mod tests {
     /// (zero-filled, written through), and what both runs wrote reads back.
     #[test]
     fn a_restart_starts_on_the_spare_the_last_run_left() {
-        let dir = std::env::temp_dir().join(format!("badge-logw-spare-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = LogConfig {
-            segment_bytes: 1 << 20,
-            commit_interval_us: 200,
-            ..LogConfig::default()
-        };
+        let (dir, config) = fresh("badge-logw-spare");
         let size = spare_size(config.segment_bytes, config.commit_bytes);
         // A quarter of a segment and more: the run makes its next spare.
         let (_, first_end) = write_bursts(&dir, &config, 1000, 30);
@@ -850,6 +836,20 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 3_500);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An empty directory of this test process, and a log config with small
+    /// segments and short commit intervals.
+    fn fresh(tag: &str) -> (PathBuf, LogConfig) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            commit_interval_us: 200,
+            ..LogConfig::default()
+        };
+        (dir, config)
     }
 
     /// Opens the log in `dir` at `start`, appends `bursts` bursts of 100

@@ -211,6 +211,25 @@ pub struct Badge {
     buf: Vec<u8>,
 }
 
+/// A helper process (Prometheus, HAProxy), killed when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (for a helper process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A connection to `addr` from the loopback address `ip` (127.0.0.5, say).
 pub fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
