@@ -47,9 +47,21 @@ enum Command {
 
 #[derive(Args)]
 struct CtlArgs {
-    /// The server's control socket: host:port or a Unix socket path.
-    #[arg(long, env = "BADGE_CONTROL", default_value = "127.0.0.1:8842")]
-    control: String,
+    /// The server's control socket: host:port or a Unix socket path. Give
+    /// several (repeated, or comma-separated) for instances behind one
+    /// balancer: commands about one badge go to the instance holding it,
+    /// `stats` and `devices` are merged.
+    #[arg(
+        long,
+        env = "BADGE_CONTROL",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8842"
+    )]
+    control: Vec<String>,
+    /// A file of control addresses, one per line (`#` starts a comment),
+    /// in place of --control.
+    #[arg(long)]
+    controls_file: Option<PathBuf>,
     /// Shared secret, when the server has one.
     #[arg(long, env = "BADGE_CONTROL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -257,8 +269,23 @@ fn main() -> ExitCode {
 fn ctl(args: CtlArgs) -> anyhow::Result<()> {
     use badge_ingest::config::ControlAddr;
     use badge_ingest::control::client::Client;
-    let addr = ControlAddr::parse(&args.control).map_err(anyhow::Error::msg)?;
+    let addrs = match &args.controls_file {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("{}", file.display()))?
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        None => args.control.clone(),
+    };
     let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    if addrs.len() > 1 {
+        return ctl_fleet(&args, &addrs, timeout);
+    }
+    let Some(first) = addrs.first() else {
+        bail!("no control address");
+    };
+    let addr = ControlAddr::parse(first).map_err(anyhow::Error::msg)?;
     if args.command.first().is_some_and(|c| c == "watch") {
         // Events may be minutes apart: no read timeout while watching.
         let forever = std::time::Duration::from_secs(365 * 86_400);
@@ -274,10 +301,7 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         loop {
             let (ok, answer) = client.command("stats")?;
             // Clear the screen and home the cursor, like top.
-            print!(
-                "\x1B[2J\x1B[H{}  (badge-ingest ctl top, Ctrl-C to stop)\n{answer}",
-                args.control
-            );
+            print!("\x1B[2J\x1B[H{first}  (badge-ingest ctl top, Ctrl-C to stop)\n{answer}");
             use std::io::Write as _;
             std::io::stdout().flush()?;
             if !ok {
@@ -287,6 +311,32 @@ fn ctl(args: CtlArgs) -> anyhow::Result<()> {
         }
     }
     let (ok, answer) = client.command(&args.command.join(" "))?;
+    print!("{answer}");
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `ctl` with several control addresses.
+fn ctl_fleet(args: &CtlArgs, addrs: &[String], timeout: std::time::Duration) -> anyhow::Result<()> {
+    use badge_ingest::config::ControlAddr;
+    use badge_ingest::control::client::Client;
+    use badge_ingest::control::fleet::Fleet;
+    if matches!(
+        args.command.first().map(String::as_str),
+        Some("watch" | "top")
+    ) {
+        bail!("`watch` and `top` take one control address");
+    }
+    let mut instances = Vec::new();
+    for a in addrs {
+        let addr = ControlAddr::parse(a).map_err(anyhow::Error::msg)?;
+        let client = Client::connect(&addr, args.token.as_deref(), timeout)
+            .with_context(|| format!("control address {a}"))?;
+        instances.push((a.clone(), client));
+    }
+    let (ok, answer) = Fleet::new(instances).command(&args.command.join(" "))?;
     print!("{answer}");
     if !ok {
         std::process::exit(1);

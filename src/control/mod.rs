@@ -22,6 +22,7 @@ mod answer;
 pub mod client;
 mod cmd;
 pub(crate) mod figures;
+pub mod fleet;
 mod guard;
 mod prometheus;
 mod shards;
