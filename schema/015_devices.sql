@@ -5,13 +5,17 @@
 -- each IMEI is argMax(enabled, updated_at) GROUP BY imei (or FINAL).
 -- enabled = 0 revokes a badge without deleting its history.
 -- imei is the 15 (or 16) decimal digits as text; rows that are not are left out.
+-- utc_offset_minutes: the zone of the badge's clock, minutes east of UTC (UTC-5 =
+-- -300), read when protocol.zones_from_devices is on (NULL: the login's zone);
+-- like enabled, the current value is argMax(utc_offset_minutes, updated_at).
 
 CREATE TABLE IF NOT EXISTS {db}.devices
 (
     imei       String,
     enabled    UInt8,
     note       String,
-    updated_at DateTime('UTC')
+    updated_at DateTime('UTC'),
+    utc_offset_minutes Nullable(Int16)
 )
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY imei;

@@ -28,6 +28,8 @@ pub enum AppError {
     Events(#[from] crate::events::EventsError),
     #[error("loading the allowlist: {0}")]
     Allowlist(#[from] crate::allowlist::AllowlistError),
+    #[error("clock zones: {0}")]
+    Zones(#[from] crate::zones::ZoneError),
     #[error("loading the beacon registry: {0}")]
     Beacons(#[from] crate::beacons::BeaconError),
     #[error("opening the log: {0}")]
@@ -53,6 +55,8 @@ pub struct App {
     allowlist: Option<AllowlistRefresher>,
     /// What the shards ask at login (the same list as `allowlist`).
     imei_allowlist: Option<Arc<dyn ImeiAllowlist>>,
+    /// Keeps the `devices` table's clock zones fresh, when asked to.
+    zones: Option<crate::zones::ZoneRefresher>,
     /// Runs the geo service's lookups: HTTP and the cell database stay off
     /// the shards' threads.
     runtime: tokio::runtime::Runtime,
@@ -65,6 +69,7 @@ impl App {
         control::preflight(&config)?;
         let allowlist = AllowlistRefresher::start(&config)?;
         let imei_allowlist = allowlist.as_ref().map(AllowlistRefresher::shared);
+        let zones = crate::zones::ZoneRefresher::start(&config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("services")
@@ -94,6 +99,7 @@ impl App {
             beacon_source: beacons.as_ref().map(BeaconRefresher::handle),
             events: events.clone(),
             allowlist: imei_allowlist.clone(),
+            zones: zones.as_ref().map(crate::zones::ZoneRefresher::table),
         };
         let (server, workers) = start_ingest(config.clone(), services.clone())?;
         let sink_stats = workers.stats.clone();
@@ -116,6 +122,7 @@ impl App {
             events,
             allowlist,
             imei_allowlist,
+            zones,
             runtime,
         })
     }
@@ -172,6 +179,7 @@ impl App {
         drop(self.geo.take());
         drop(self.beacons.take());
         drop(self.allowlist.take());
+        drop(self.zones.take());
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(5));
         flushed.map(|()| shards)

@@ -26,3 +26,4 @@ pub mod record;
 mod refresh;
 pub mod server;
 pub mod sink;
+pub mod zones;

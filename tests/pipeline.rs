@@ -371,3 +371,60 @@ fn device_times_of_badges_in_other_zones_are_stored_in_true_utc() {
         assert_eq!(login.trim(), zone.to_string());
     }
 }
+
+/// With `protocol.zones_from_devices`, a zone in the `devices` table comes
+/// before the one the badge's login gives (a badge set to the wrong zone),
+/// and a badge without a row keeps its login's.
+#[test]
+#[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
+fn a_zone_in_the_devices_table_comes_before_the_logins() {
+    use badge_ingest::app::App;
+    use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
+    use badge_ingest::protocol::message::GpsReport;
+    use badge_ingest::protocol::Message;
+
+    let url = clickhouse_url();
+    let db = fresh_database(&url, "devzones");
+    let log = temp_dir("devzones");
+    let (listed, unlisted) = (imei(41), imei(42));
+    query(
+        &url,
+        &format!(
+            "INSERT INTO {db}.devices (imei, enabled, note, updated_at, utc_offset_minutes) VALUES \
+             ('{listed}', 1, 'New York', 1700000000, -300)"
+        ),
+    );
+    let mut c = config(&url, &db, &log);
+    c.protocol.zones_from_devices = true;
+    let app = App::start(std::sync::Arc::new(c)).expect("starts");
+    let samples = Samples::new();
+    let fix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 120;
+    // Both logins say UTC+8; the listed badge's clock is really UTC-5.
+    for (device, clock) in [(listed, -300), (unlisted, 480)] {
+        let mut badge = Badge::connect(app.local_addr(), device);
+        badge.login_in_zone(480);
+        badge.exchange(&Message::Gps(GpsReport {
+            generation: Generation::G2,
+            time: DeviceTime::from_unix(fix_time, clock),
+            fix: GpsFix::new(22.5, 114.0, 12, 90, 9, true, true),
+            tail: None,
+        }));
+        badge.exchange(&samples.messages()[0]);
+    }
+    shutdown_app(app).expect("stops");
+    assert!(logs_fully_inserted(&log, 2), "every row is in ClickHouse");
+    for device in [listed, unlisted] {
+        let fix = query(
+            &url,
+            &format!(
+                "SELECT toUnixTimestamp(device_time), device_time_valid FROM {db}.locations WHERE imei = {}",
+                device.as_u64()
+            ),
+        );
+        assert_eq!(fix.trim(), format!("{fix_time}\t1"), "{device}");
+    }
+}

@@ -111,6 +111,11 @@ pub struct ProtocolConfig {
     /// clock is not trusted: the server's time is stored instead, flagged
     /// `device_time_valid = 0`.
     pub max_future_minutes: u32,
+    /// Also take per-IMEI zones from the `devices` table's
+    /// `utc_offset_minutes` (after `device_utc_offsets`, before the login).
+    pub zones_from_devices: bool,
+    /// How often those are read again.
+    pub zones_refresh_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -342,6 +347,8 @@ impl Default for ProtocolConfig {
             login_time_zone: true,
             device_utc_offsets: Default::default(),
             max_future_minutes: 15,
+            zones_from_devices: false,
+            zones_refresh_secs: 60,
         }
     }
 }

@@ -6,8 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::config::ProtocolConfig;
 use crate::protocol::Imei;
+
+/// Per-IMEI zones that change while the server runs (the `devices`
+/// table's, kept by [`crate::zones`]).
+pub type ZoneTable = Arc<ArcSwap<HashMap<Imei, i32>>>;
 
 /// The zones of a fleet's clocks, minutes east of UTC.
 #[derive(Debug, Clone)]
@@ -16,8 +22,10 @@ pub struct ClockZones {
     default: i32,
     /// Whether the zone a badge gives in its login is believed.
     from_login: bool,
-    /// Per IMEI, before anything the badge says.
+    /// Per IMEI from the config, before anything else.
     overrides: Arc<HashMap<Imei, i32>>,
+    /// Per IMEI from the `devices` table, before what the badge says.
+    table: Option<ZoneTable>,
     /// A device time further ahead of the server's clock is not trusted.
     pub max_future_secs: u32,
 }
@@ -35,14 +43,27 @@ impl ClockZones {
             default: config.device_utc_offset_minutes,
             from_login: config.login_time_zone,
             overrides: Arc::new(overrides),
+            table: None,
             max_future_secs: config.max_future_minutes * 60,
         }
+    }
+
+    /// Also look zones up in `table` (after the config's).
+    pub fn set_table(&mut self, table: ZoneTable) {
+        self.table = Some(table);
     }
 
     /// The zone of `imei`'s clock, given the one its login named (if any).
     pub fn offset_minutes(&self, imei: Imei, login: Option<i16>) -> i32 {
         if let Some(minutes) = self.overrides.get(&imei) {
             return *minutes;
+        }
+        if let Some(minutes) = self
+            .table
+            .as_ref()
+            .and_then(|t| t.load().get(&imei).copied())
+        {
+            return minutes;
         }
         match login {
             Some(minutes) if self.from_login => i32::from(minutes),
@@ -71,5 +92,19 @@ mod tests {
         assert_eq!(zones.offset_minutes(other, Some(330)), 480);
         assert_eq!(zones.offset_minutes(listed, Some(330)), -300);
         assert_eq!(zones.max_future_secs, 15 * 60);
+        // The devices table's come after the config's, before the login's.
+        let mut zones = ClockZones::new(&ProtocolConfig {
+            device_utc_offsets: config.device_utc_offsets.clone(),
+            ..ProtocolConfig::default()
+        });
+        let table: ZoneTable = Arc::new(ArcSwap::from_pointee(HashMap::from([
+            (listed, 60),
+            (other, 90),
+        ])));
+        zones.set_table(table.clone());
+        assert_eq!(zones.offset_minutes(listed, Some(330)), -300);
+        assert_eq!(zones.offset_minutes(other, Some(330)), 90);
+        table.store(Arc::new(HashMap::new()));
+        assert_eq!(zones.offset_minutes(other, Some(330)), 330);
     }
 }

@@ -41,7 +41,7 @@ use crate::record::lookup::{BeaconDirectory, ImeiAllowlist, Language};
 use crate::record::{IngestKeys, Record};
 
 pub use badge::Badge;
-pub use clock::ClockZones;
+pub use clock::{ClockZones, ZoneTable};
 pub use clones::{CloneView, Clones};
 pub use commands::{
     CommandError, CommandKind, CommandRequest, CommandStatus, CommandView, Commands, Delivery,

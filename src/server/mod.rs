@@ -65,6 +65,8 @@ pub struct Services {
     pub events: crate::events::Events,
     /// Who may log in; `None` lets every IMEI in.
     pub allowlist: Option<Arc<dyn crate::record::lookup::ImeiAllowlist>>,
+    /// Per-IMEI clock zones from the `devices` table.
+    pub zones: Option<crate::ingest::ZoneTable>,
 }
 
 impl Default for Services {
@@ -75,6 +77,7 @@ impl Default for Services {
             beacon_source: None,
             events: crate::events::Events::disabled(),
             allowlist: None,
+            zones: None,
         }
     }
 }
@@ -153,8 +156,12 @@ pub fn start(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut shards = Vec::with_capacity(n);
     for ((id, inbox), recovery) in inboxes.into_iter().enumerate().zip(logs) {
+        let mut settings = crate::ingest::Settings::new(&config, id, map);
+        if let Some(zones) = &services.zones {
+            settings.clocks.set_table(zones.clone());
+        }
         let mut core = crate::ingest::Ingest::new(
-            crate::ingest::Settings::new(&config, id, map),
+            settings,
             instance,
             next_command_id.clone(),
             beacons.clone(),
