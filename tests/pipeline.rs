@@ -326,30 +326,17 @@ fn statements_on_disk() -> usize {
 #[test]
 #[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
 fn device_times_of_badges_in_other_zones_are_stored_in_true_utc() {
-    use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
-    use badge_ingest::protocol::message::GpsReport;
-    use badge_ingest::protocol::Message;
-
     let url = clickhouse_url();
     let db = fresh_database(&url, "zones");
     let log = temp_dir("zones");
     let running = start(config(&url, &db, &log));
     let samples = Samples::new();
-    let fix_time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        - 120;
+    let fix_time = two_minutes_ago();
     let zones = [(imei(31), -300i16), (imei(32), 330)];
     for (device, zone) in zones {
         let mut badge = Badge::connect(running.addr(), device);
         badge.login_in_zone(zone);
-        badge.exchange(&Message::Gps(GpsReport {
-            generation: Generation::G2,
-            time: DeviceTime::from_unix(fix_time, i32::from(zone)),
-            fix: GpsFix::new(22.5, 114.0, 12, 90, 9, true, true),
-            tail: None,
-        }));
+        badge.exchange(&fix_at(fix_time, i32::from(zone)));
         // Acknowledged after the fix, which gets no reply: it was read.
         badge.exchange(&samples.messages()[0]);
     }
@@ -357,11 +344,11 @@ fn device_times_of_badges_in_other_zones_are_stored_in_true_utc() {
     assert!(logs_fully_inserted(&log, 2), "every row is in ClickHouse");
     for (device, zone) in zones {
         let imei = device.as_u64();
-        let fix = query(
-            &url,
-            &format!("SELECT toUnixTimestamp(device_time), device_time_valid FROM {db}.locations WHERE imei = {imei}"),
+        assert_eq!(
+            stored_fix(&url, &db, device),
+            format!("{fix_time}\t1"),
+            "UTC{zone:+} min"
         );
-        assert_eq!(fix.trim(), format!("{fix_time}\t1"), "UTC{zone:+} min");
         let login = query(
             &url,
             &format!(
@@ -379,9 +366,6 @@ fn device_times_of_badges_in_other_zones_are_stored_in_true_utc() {
 #[cfg_attr(skip_clickhouse, ignore = "BADGE_TEST_SKIP_CLICKHOUSE=1")]
 fn a_zone_in_the_devices_table_comes_before_the_logins() {
     use badge_ingest::app::App;
-    use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
-    use badge_ingest::protocol::message::GpsReport;
-    use badge_ingest::protocol::Message;
 
     let url = clickhouse_url();
     let db = fresh_database(&url, "devzones");
@@ -398,33 +382,51 @@ fn a_zone_in_the_devices_table_comes_before_the_logins() {
     c.protocol.zones_from_devices = true;
     let app = App::start(std::sync::Arc::new(c)).expect("starts");
     let samples = Samples::new();
-    let fix_time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        - 120;
+    let fix_time = two_minutes_ago();
     // Both logins say UTC+8; the listed badge's clock is really UTC-5.
     for (device, clock) in [(listed, -300), (unlisted, 480)] {
         let mut badge = Badge::connect(app.local_addr(), device);
         badge.login_in_zone(480);
-        badge.exchange(&Message::Gps(GpsReport {
-            generation: Generation::G2,
-            time: DeviceTime::from_unix(fix_time, clock),
-            fix: GpsFix::new(22.5, 114.0, 12, 90, 9, true, true),
-            tail: None,
-        }));
+        badge.exchange(&fix_at(fix_time, clock));
         badge.exchange(&samples.messages()[0]);
     }
     shutdown_app(app).expect("stops");
     assert!(logs_fully_inserted(&log, 2), "every row is in ClickHouse");
     for device in [listed, unlisted] {
-        let fix = query(
-            &url,
-            &format!(
-                "SELECT toUnixTimestamp(device_time), device_time_valid FROM {db}.locations WHERE imei = {}",
-                device.as_u64()
-            ),
+        assert_eq!(
+            stored_fix(&url, &db, device),
+            format!("{fix_time}\t1"),
+            "{device}"
         );
-        assert_eq!(fix.trim(), format!("{fix_time}\t1"), "{device}");
     }
+}
+
+/// Two minutes ago, in Unix seconds: a device time every window trusts.
+fn two_minutes_ago() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 120
+}
+
+/// A GPS fix taken at `unix`, as a badge whose clock is `zone` minutes east
+/// of UTC shows it.
+fn fix_at(unix: i64, zone: i32) -> badge_ingest::protocol::Message<'static> {
+    use badge_ingest::protocol::layout::{DeviceTime, Generation, GpsFix};
+    badge_ingest::protocol::Message::Gps(badge_ingest::protocol::message::GpsReport {
+        generation: Generation::G2,
+        time: DeviceTime::from_unix(unix, zone),
+        fix: GpsFix::new(22.5, 114.0, 12, 90, 9, true, true),
+        tail: None,
+    })
+}
+
+/// `device_time` (Unix seconds) and `device_time_valid` of `imei`'s location row.
+fn stored_fix(url: &str, db: &str, imei: badge_ingest::protocol::Imei) -> String {
+    let sql = format!(
+        "SELECT toUnixTimestamp(device_time), device_time_valid FROM {db}.locations WHERE imei = {}",
+        imei.as_u64()
+    );
+    query(url, &sql).trim().to_string()
 }
