@@ -25,7 +25,7 @@ use bytes::{BufMut, BytesMut};
 use zerocopy::byteorder::big_endian::U16;
 use zerocopy::IntoBytes;
 
-use crate::expect::{Expected, BEIJING_OFFSET_MINUTES};
+use crate::expect::Expected;
 
 /// A small, fast, seedable generator (SplitMix64). Statistical quality is
 /// ample for picking message types and jittering timers.
@@ -410,8 +410,9 @@ impl Badge {
         }
     }
 
-    fn device_time(now_unix: i64) -> DeviceTime {
-        DeviceTime::from_unix(now_unix, BEIJING_OFFSET_MINUTES)
+    /// The badge's clock: local time in the zone its login gives.
+    fn device_time(&self, now_unix: i64) -> DeviceTime {
+        DeviceTime::from_unix(now_unix, i32::from(self.tz_minutes))
     }
 
     pub fn login(&mut self, serial: u16, out: &mut BytesMut) -> Outgoing {
@@ -556,7 +557,7 @@ impl Badge {
         now_unix: i64,
         out: &mut BytesMut,
     ) -> Outgoing {
-        let time = Self::device_time(now_unix);
+        let time = self.device_time(now_unix);
         let start = out.len();
         let mut bluetooth_rows = 0;
         let expect = match kind {
@@ -1211,6 +1212,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A badge's clock shows local time in the zone its login gives (the
+    /// server decodes it so), wherever in the world it lives.
+    #[test]
+    fn device_times_are_local_to_the_zone_of_the_login() {
+        let now = Instant::now();
+        let mut zones = std::collections::BTreeSet::new();
+        for seed in 0..200u64 {
+            let imei = Imei::with_check_digit(35_341_900_001_000 + seed).unwrap();
+            let mut badge = Badge::new(seed, seed, imei, now);
+            let mut out = BytesMut::new();
+            badge.login(1, &mut out);
+            for kind in Kind::ALL {
+                badge.build(kind, 2, now, NOW_UNIX, &mut out);
+            }
+            let mut dec = FrameDecoder::new(FrameConfig {
+                max_frame_len: 70_000,
+                accept_bad_crc: false,
+            });
+            let messages: Vec<Vec<u8>> = dec.frames(&out).map(|f| f.raw.to_vec()).collect();
+            let mut zone = None;
+            let mut fixes = 0;
+            for raw in &messages {
+                let mut pos = 0;
+                let f = dec.next_frame(raw, &mut pos).unwrap();
+                match Message::decode(&f).unwrap() {
+                    Message::Login(l) => {
+                        zone = l.tz_language.map(|t| i32::from(t.offset_minutes()))
+                    }
+                    Message::Gps(g) => {
+                        let zone = zone.expect("the login comes first");
+                        assert_eq!(
+                            g.time.to_unix(zone),
+                            Some(NOW_UNIX),
+                            "seed {seed}, UTC{zone:+} min"
+                        );
+                        fixes += 1;
+                    }
+                    _ => {}
+                }
+            }
+            assert!(fixes > 0, "seed {seed}: no GPS frame");
+            zones.insert(zone);
+        }
+        assert!(
+            zones.len() > 3,
+            "the badges live in several zones: {zones:?}"
+        );
     }
 
     #[test]
