@@ -497,7 +497,16 @@ impl LogWriter {
         glommio::spawn_local(async move {
             let path = log.dir.join(SPARE);
             let size = spare_size(log.segment_bytes, log.commit_bytes);
-            let made = match whole_spare(&path, size).await {
+            let left = if whole_spare(&path, size) {
+                glommio::io::OpenOptions::new()
+                    .write(true)
+                    .dma_open(&path)
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            let made = match left {
                 Some(file) => Ok(file),
                 None => zero_filled(&path, size, &log.closing).await,
             };
@@ -546,13 +555,9 @@ impl LogWriter {
             match file.rename(&path).await {
                 // Written through from now on: the same file, open O_DSYNC.
                 Ok(()) => {
-                    let reopened = glommio::io::OpenOptions::new()
-                        .write(true)
-                        .custom_flags(libc::O_DSYNC)
-                        .dma_open(&path)
-                        .await;
+                    let reopened = open_dsync(&path).await;
                     let _ = file.close().await;
-                    reopened.map(|f| (f, true)).map_err(|e| e.to_string())
+                    reopened.map(|f| (f, true))
                 }
                 Err(e) => Err(e.to_string()),
             }
@@ -671,39 +676,37 @@ fn spare_size(segment_bytes: u64, commit_bytes: u64) -> u64 {
     (segment_bytes + commit_bytes).div_ceil(ZERO_CHUNK) * ZERO_CHUNK
 }
 
-/// The spare a previous run left at `path`, if it is whole: the zeros are
-/// written in order, each extending the file, so a run that died while
+/// Whether the spare a previous run left at `path` is whole: the zeros
+/// are written in order, each extending the file, so a run that died while
 /// making it left it shorter. (Were it not all zeros after all, recovery
 /// would find where the entries end by their CRCs, as in any segment.)
-async fn whole_spare(path: &Path, size: u64) -> Option<DmaFile> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() || meta.len() != size {
-        return None;
-    }
+fn whole_spare(path: &Path, size: u64) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
+/// A zero-filled segment, written through: each write is durable once done.
+async fn open_dsync(path: &Path) -> Result<DmaFile, String> {
     glommio::io::OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_DSYNC)
         .dma_open(path)
         .await
-        .ok()
+        .map_err(|e| e.to_string())
 }
 
 /// At a start: the spare in `dir`, renamed to `segment` (the name
 /// synced) and open `O_DSYNC`; `None` when there is no whole one.
 async fn reuse_spare(dir: &Path, segment: &Path, size: u64) -> Option<DmaFile> {
     let spare = dir.join(SPARE);
-    let file = whole_spare(&spare, size).await?;
-    let _ = file.close().await;
+    if !whole_spare(&spare, size) {
+        return None;
+    }
     std::fs::rename(&spare, segment).ok()?;
     if sync_dir(dir).await.is_err() {
         let _ = std::fs::remove_file(segment);
         return None;
     }
-    glommio::io::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DSYNC)
-        .dma_open(segment)
-        .await
-        .ok()
+    open_dsync(segment).await.ok()
 }
 
 /// A new file at `path` of `size` zeros, synced; given up when `closing`,
