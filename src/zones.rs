@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_UTC_OFFSET_MINUTES};
 use crate::ingest::ZoneTable;
 use crate::logging::LogLimit;
 use crate::protocol::Imei;
@@ -101,7 +101,7 @@ impl ZoneLoad {
         let mut skipped = 0usize;
         for (imei, minutes) in rows {
             match imei.trim().parse::<Imei>() {
-                Ok(imei) if minutes.unsigned_abs() <= 14 * 60 => {
+                Ok(imei) if i32::from(minutes).abs() <= MAX_UTC_OFFSET_MINUTES => {
                     zones.insert(imei, i32::from(minutes));
                 }
                 // A row no badge can match, or a zone that does not exist:

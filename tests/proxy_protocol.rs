@@ -114,7 +114,8 @@ fn the_per_address_limit_counts_the_badges_address_not_the_proxys() {
 
 #[test]
 fn untrusted_senders_and_malformed_headers_are_refused_and_counted() {
-    let strict = app(|c| c.server.trusted_proxies = vec!["127.0.0.2/32".into()]);
+    let strict =
+        app(|c| c.server.trusted_proxies = vec!["127.0.0.2/32".to_string()].try_into().unwrap());
     // From 127.0.0.1, not trusted: closed even with a good header.
     assert!(closed_after(strict.local_addr(), &v1("127.0.0.5", 1)));
     assert!(wait_until(Duration::from_secs(5), || counters(&strict)

@@ -14,9 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::frame::DEFAULT_MAX_FRAME;
 
+pub use proxies::TrustedProxies;
+
+/// The widest clock zone there is, minutes either side of UTC (UTC-12 to
+/// UTC+14, taken as ±14 h): what a configured or stored zone may be.
+pub const MAX_UTC_OFFSET_MINUTES: i32 = 14 * 60;
+
 mod beacons;
 mod events;
 mod geo;
+mod proxies;
 
 pub use beacons::BeaconsConfig;
 pub use events::{EventsConfig, WebhookConfig};
@@ -59,7 +66,7 @@ pub struct ServerConfig {
     pub proxy_protocol: bool,
     /// Who may send that header (CIDRs or addresses); a connection from
     /// anywhere else, or with a malformed header, is refused and counted.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
     /// A connection that has not logged in by then is closed.
     pub login_timeout_secs: u64,
     /// The badges' heartbeat interval; the idle timeout defaults to three of them.
@@ -312,7 +319,7 @@ impl Default for ServerConfig {
             max_connections: 0,
             max_connections_per_ip: 0,
             proxy_protocol: false,
-            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            trusted_proxies: TrustedProxies::default(),
             login_timeout_secs: 15,
             heartbeat_interval_secs: 180,
             idle_timeout_secs: 0,
@@ -579,10 +586,7 @@ impl Config {
                 "must be between 64 and 65541 (the largest 79 79 frame)",
             );
         }
-        if let Err(e) = crate::server::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
-            return bad("server.trusted_proxies", e);
-        }
-        if p.device_utc_offset_minutes.abs() > 14 * 60 {
+        if p.device_utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
             return bad(
                 "protocol.device_utc_offset_minutes",
                 "must be within ±840 (UTC-14 to UTC+14)",
@@ -595,7 +599,7 @@ impl Config {
                     format!("{imei:?} is not an IMEI"),
                 );
             }
-            if minutes.abs() > 14 * 60 {
+            if minutes.abs() > MAX_UTC_OFFSET_MINUTES {
                 return bad(
                     "protocol.device_utc_offsets",
                     format!("{imei}: {minutes} is not within ±840 (UTC-14 to UTC+14)"),

@@ -24,7 +24,7 @@ use crate::sink::SinkHandle;
 
 use super::connection::{self, Conn};
 use super::limits::{ConnectionLimits, Refused};
-use super::proxy::{self, Parsed, TrustedProxies};
+use super::proxy::{self, Parsed};
 use super::shard::{unix_now, Handoff, Shard, ShardMsg};
 
 /// How long a shutdown lets connections write the answers to their last
@@ -104,10 +104,6 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
         limits: start.limits,
         stopping: Cell::new(false),
         accept_log: LogLimit::per_second(),
-        proxies: config
-            .server
-            .proxy_protocol
-            .then(|| TrustedProxies::parse(&config.server.trusted_proxies).expect("validated")),
         geo: start.geo,
         reply_latency: RefCell::new(latency_histogram()),
         config,
@@ -244,16 +240,15 @@ async fn accept_loop(
             continue;
         };
         let conn_id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match &shard.proxies {
-            None => start_conn(&shard, stream, peer, conn_id, Vec::new()),
-            Some(trusted) if trusted.trusts(peer.ip()) => {
-                glommio::spawn_local(proxied(shard.clone(), stream, peer, conn_id)).detach();
-            }
-            Some(_) => {
-                shard.counters().proxy_untrusted += 1;
-                if let Some(suppressed) = shard.accept_log.check() {
-                    tracing::warn!(shard = shard.id, %peer, suppressed, "connection refused: not from a trusted proxy (server.trusted_proxies)");
-                }
+        let server = &shard.config.server;
+        if !server.proxy_protocol {
+            start_conn(&shard, stream, peer, conn_id, Vec::new());
+        } else if server.trusted_proxies.trusts(peer.ip()) {
+            glommio::spawn_local(proxied(shard.clone(), stream, peer, conn_id)).detach();
+        } else {
+            shard.counters().proxy_untrusted += 1;
+            if let Some(suppressed) = shard.accept_log.check() {
+                tracing::warn!(shard = shard.id, %peer, suppressed, "connection refused: not from a trusted proxy (server.trusted_proxies)");
             }
         }
     }

@@ -16,7 +16,7 @@ mod connection;
 mod executor;
 mod geo;
 pub mod limits;
-pub mod proxy;
+mod proxy;
 mod shard;
 
 pub use crate::ingest::{CloseReason, DeviceView};

@@ -3,49 +3,18 @@
 //! balancer every connection comes from the balancer, and the header at the
 //! start of the stream says which badge it carries. The client address
 //! from the header is then the connection's peer everywhere: rows, logs,
-//! limits and `devices`. A header is taken only from `trusted_proxies`:
-//! from anyone else it would let a badge claim any address.
+//! limits and `devices`. A header is taken only from `trusted_proxies`
+//! ([`crate::config::TrustedProxies`]): from anyone else it would let a
+//! badge claim any address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use ipnet::IpNet;
 use ppp::{v1, v2, HeaderResult, PartialResult};
 
 /// The longest header accepted: a v2 header with IPv6 addresses is 52
 /// bytes, a v1 one at most 107; this leaves room for the TLVs a balancer
 /// adds, and bounds what a trusted but broken proxy can make us buffer.
 pub const MAX_HEADER: usize = 1024;
-
-/// Where a PROXY header may come from.
-#[derive(Debug, Clone)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-impl TrustedProxies {
-    /// From CIDRs (`10.0.0.0/8`) or single addresses (`10.0.0.5`).
-    pub fn parse(list: &[String]) -> Result<Self, String> {
-        list.iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{s:?} is neither a CIDR nor an address"))
-            })
-            .collect::<Result<_, _>>()
-            .map(Self)
-    }
-
-    pub fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-}
-
-/// An IPv4 address in IPv6 form (a dual-stack listener's) as plain IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
 
 /// What the start of a proxied stream holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -176,16 +145,5 @@ mod tests {
         let mut long = b"PROXY TCP4 ".to_vec();
         long.resize(MAX_HEADER, b'1');
         assert!(matches!(parse(&long), Parsed::Malformed(_)));
-    }
-
-    #[test]
-    fn only_listed_networks_are_trusted() {
-        let t = TrustedProxies::parse(&["127.0.0.0/8".into(), "10.1.2.3".into()]).unwrap();
-        assert!(t.trusts("127.0.0.9".parse().unwrap()));
-        assert!(t.trusts("10.1.2.3".parse().unwrap()));
-        assert!(t.trusts("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!t.trusts("10.1.2.4".parse().unwrap()));
-        assert!(!t.trusts("::1".parse().unwrap()));
-        assert!(TrustedProxies::parse(&["nonsense".into()]).is_err());
     }
 }

@@ -165,8 +165,6 @@ pub(crate) struct Shard {
     pub limits: Arc<ConnectionLimits>,
     pub stopping: Cell<bool>,
     pub accept_log: LogLimit,
-    /// With `server.proxy_protocol`: who may send the PROXY header.
-    pub proxies: Option<super::proxy::TrustedProxies>,
     pub geo: Option<GeoHandle>,
     /// From the last byte of a frame read to its reply written, in µs.
     pub reply_latency: RefCell<Histogram<u64>>,
