@@ -35,16 +35,14 @@ fn behind_haproxy_badges_keep_their_addresses_and_their_per_address_limit() {
     )
     .unwrap();
     let binary = std::env::var("BADGE_TEST_HAPROXY").unwrap_or_else(|_| "haproxy".into());
-    let child = Command::new(&binary)
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {binary:?} ({e}): run the tests with scripts/test.sh, which installs Debian's haproxy")
-        });
-    let _haproxy = Killed(child);
+    let _haproxy = Killed::spawn(
+        Command::new(&binary)
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "haproxy",
+    );
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(
         wait_until(Duration::from_secs(30), || TcpStream::connect(front)

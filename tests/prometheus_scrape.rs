@@ -95,17 +95,18 @@ fn a_real_prometheus_scrapes_with_a_bearer_token_and_aggregates_the_histograms()
         ),
     )
     .unwrap();
-    let child = Command::new(&binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {binary:?} ({e}): run the tests with scripts/test.sh, which installs Debian's prometheus")
-        });
-    let _prometheus = Killed(child);
+    let _prometheus = Killed::spawn(
+        Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap()),
+        "prometheus",
+    );
     let prom: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(
         wait_until(Duration::from_secs(60), || get(prom, "/-/ready")

@@ -214,6 +214,20 @@ pub struct Badge {
 /// A helper process (Prometheus, HAProxy), killed when dropped.
 pub struct Killed(pub std::process::Child);
 
+impl Killed {
+    /// Starts a helper the test needs: Debian's `package`, which
+    /// `scripts/test.sh` installs when it is missing.
+    pub fn spawn(command: &mut std::process::Command, package: &str) -> Self {
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {:?} ({e}): run the tests with scripts/test.sh, which installs Debian's {package}",
+                command.get_program()
+            )
+        });
+        Self(child)
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
