@@ -14,9 +14,15 @@
 #   BADGE_CH_TCP_PORT   native TCP port (default 19000)
 #   BADGE_CH_START_TIMEOUT  seconds to wait for /ping after start (default 30)
 #   BADGE_CH_USER       when run as root: run the server as this user instead (e.g. clickhouse)
-#   BADGE_CH_ZOOKEEPER  optional HOST:PORT of a ZooKeeper: also configures a one-shard,
-#                       one-replica cluster `badge` (macros cluster/shard/replica,
-#                       distributed DDL) so schema/cluster/ can be applied for real
+#   BADGE_CH_ZOOKEEPER  optional HOST:PORT of a ZooKeeper: also configures a cluster
+#                       `badge` (macros cluster/shard/replica, distributed DDL) so
+#                       schema/cluster/ can be applied for real; by default it has one
+#                       shard of one replica, this server
+#   BADGE_CH_CLUSTER_NODES  with BADGE_CH_ZOOKEEPER: the cluster's native addresses,
+#                       shards separated by `;`, replicas by `,`
+#                       (e.g. "127.0.0.1:19001,127.0.0.1:19011;127.0.0.1:19021,127.0.0.1:19031")
+#   BADGE_CH_SHARD, BADGE_CH_REPLICA  this server's {shard} and {replica} macros
+#                       (default 01 and replica-01); scripts/ch-cluster.sh sets all three
 #
 # The server listens on 127.0.0.1 only; the `default` user has no password and is
 # accepted from ::1 / 127.0.0.1 only. Server time zone is UTC.
@@ -225,13 +231,14 @@ run_user() {
     fi
 }
 
-# Extra config for BADGE_CH_ZOOKEEPER: a single-node cluster named `badge`.
+# Extra config for BADGE_CH_ZOOKEEPER: the cluster `badge` (one node by default).
 cluster_config() {
     [[ -n "$ZOOKEEPER" ]] || return 0
     local zk_host="${ZOOKEEPER%:*}" zk_port="${ZOOKEEPER##*:}"
+    local nodes="${BADGE_CH_CLUSTER_NODES:-127.0.0.1:$TCP_PORT}" shard replica
     cat <<EOF
 
-    <!-- BADGE_CH_ZOOKEEPER: single-node cluster for schema/cluster/ -->
+    <!-- BADGE_CH_ZOOKEEPER: the cluster for schema/cluster/ -->
     <zookeeper>
         <node>
             <host>$zk_host</host>
@@ -242,24 +249,40 @@ cluster_config() {
         <path>/clickhouse/task_queue/ddl</path>
     </distributed_ddl>
     <!-- A replica only becomes active (and so can apply a replicated ALTER)
-         with an interserver port, even when it has no peer to fetch from. -->
+         with an interserver port, even when it has no peer to fetch from;
+         its peers fetch parts from it there. -->
+    <!-- After a crash (kill -9) a replica may hold parts of an insert that
+         never reached ZooKeeper, so never confirmed to the client (which
+         sends it again). By default a replica whose parts differ that much
+         from ZooKeeper's refuses to start; this lets it set them aside in
+         detached/ and fetch from its peer instead. -->
+    <merge_tree>
+        <replicated_max_ratio_of_wrong_parts>1</replicated_max_ratio_of_wrong_parts>
+    </merge_tree>
     <interserver_http_host>127.0.0.1</interserver_http_host>
     <interserver_http_port>$INTERSERVER_PORT</interserver_http_port>
     <remote_servers>
         <badge>
-            <shard>
-                <internal_replication>true</internal_replication>
-                <replica>
-                    <host>127.0.0.1</host>
-                    <port>$TCP_PORT</port>
-                </replica>
-            </shard>
+EOF
+    local shards replicas
+    IFS=';' read -r -a shards <<<"$nodes"
+    for shard in "${shards[@]}"; do
+        printf '            <shard>\n                <internal_replication>true</internal_replication>\n'
+        IFS=',' read -r -a replicas <<<"$shard"
+        for replica in "${replicas[@]}"; do
+            [[ "$replica" =~ ^[^:]+:[0-9]+$ ]] || die "BADGE_CH_CLUSTER_NODES: bad address $replica"
+            printf '                <replica>\n                    <host>%s</host>\n                    <port>%s</port>\n                </replica>\n' \
+                "${replica%:*}" "${replica##*:}"
+        done
+        printf '            </shard>\n'
+    done
+    cat <<EOF
         </badge>
     </remote_servers>
     <macros>
         <cluster>badge</cluster>
-        <shard>01</shard>
-        <replica>replica-01</replica>
+        <shard>${BADGE_CH_SHARD:-01}</shard>
+        <replica>${BADGE_CH_REPLICA:-replica-01}</replica>
     </macros>
 EOF
 }

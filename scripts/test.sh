@@ -30,6 +30,14 @@ done
 
 # What CI runs runs everything: an opt-out left in the environment must not
 # turn the ClickHouse tests into "ignored" here (build.rs reads it).
+# tests/cluster.rs: scripts/ch-cluster.sh runs Debian's ZooKeeper (and installs it
+# itself if need be; done here so that no test waits on apt)
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q zookeeper >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q zookeeper >/dev/null; }
+fi
+
 unset BADGE_TEST_SKIP_CLICKHOUSE
 
 started_here=0

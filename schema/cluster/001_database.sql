@@ -2,8 +2,9 @@
 -- Same tables, columns and views as ../0*.sql. Each telemetry table is a
 -- Replicated*MergeTree `<table>_local` on every node plus a Distributed table with the
 -- normal name, sharded by cityHash64(imei) so that all rows of one badge live on one
--- shard (the per-badge materialized views rely on that). beacons is a small registry
--- replicated in full to every node (no Distributed table).
+-- shard (the per-badge materialized views rely on that). beacons and devices are small
+-- registries replicated in full to every node (no Distributed table); their replica name
+-- is '{shard}-{replica}', as {replica} need only be unique within a shard.
 -- Placeholders: `{db}` is substituted by the applier. `{cluster}` is substituted by the
 -- applier when it is given a cluster name (required on 18.16, which does not expand
 -- macros in ON CLUSTER / Distributed); otherwise the server expands it from <macros>.

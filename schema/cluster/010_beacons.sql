@@ -13,5 +13,5 @@ CREATE TABLE IF NOT EXISTS {db}.beacons ON CLUSTER '{cluster}'
     active     UInt8,
     updated_at DateTime('UTC')
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{db}/beacons', '{replica}', updated_at)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{db}/beacons', '{shard}-{replica}', updated_at)
 ORDER BY mac;

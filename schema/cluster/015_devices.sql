@@ -18,5 +18,5 @@ CREATE TABLE IF NOT EXISTS {db}.devices ON CLUSTER '{cluster}'
     updated_at DateTime('UTC'),
     utc_offset_minutes Nullable(Int16)
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{db}/devices', '{replica}', updated_at)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{db}/devices', '{shard}-{replica}', updated_at)
 ORDER BY imei;

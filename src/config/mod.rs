@@ -168,6 +168,10 @@ pub struct ClickHouseConfig {
     /// Compress inserts: `lz4` (for a network in between) or `none` (for
     /// ClickHouse on the same host, where compressing only costs CPU twice).
     pub compression: String,
+    /// ClickHouse settings sent with every insert and query, e.g.
+    /// `insert_distributed_sync = "1"` for a cluster (see the README's
+    /// "Scaling out"): an insert then returns once every shard has its rows.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// When an acknowledgement goes out.
@@ -383,6 +387,7 @@ impl Default for ClickHouseConfig {
             password: String::new(),
             apply_schema: false,
             compression: "lz4".into(),
+            settings: Default::default(),
         }
     }
 }
@@ -648,6 +653,17 @@ impl Config {
         if !matches!(c.compression.as_str(), "lz4" | "none") {
             return bad("clickhouse.compression", "must be \"lz4\" or \"none\"");
         }
+        if let Some(name) = c.settings.keys().find(|name| {
+            name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) {
+            return bad(
+                "clickhouse.settings",
+                format!("{name:?} is not a setting name (lowercase letters, digits, underscores)"),
+            );
+        }
         let l = &self.log;
         if l.dir.as_os_str().is_empty() {
             return bad("log.dir", "must name a directory");
@@ -701,6 +717,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn clickhouse_settings_are_names_and_values() {
+        let c: Config = toml::from_str(
+            "[clickhouse.settings]\ninsert_distributed_sync = \"1\"\ninsert_quorum = \"2\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.clickhouse.settings["insert_distributed_sync"], "1");
+        let c: Config = toml::from_str("[clickhouse.settings]\n\"a=b&c\" = \"1\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("config key `clickhouse.settings`"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub fn client(config: &Config) -> Client {
     if c.user != "default" || !c.password.is_empty() {
         client = client.with_user(&c.user).with_password(&c.password);
     }
+    for (name, value) in &c.settings {
+        client = client.with_setting(name, value);
+    }
     client
 }
 

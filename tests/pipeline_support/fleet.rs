@@ -34,6 +34,23 @@ fn table_of(m: &Message<'_>) -> &'static str {
     }
 }
 
+/// The first acknowledged message of each table among `messages`: sent
+/// once by a badge, they leave it one row per table, so that no "latest"
+/// of the BI views has two candidates in one second.
+pub fn one_per_table<'a>(messages: Vec<Message<'a>>) -> Vec<Message<'a>> {
+    let mut seen = Vec::new();
+    messages
+        .into_iter()
+        .filter(|m| expected_reply(m).is_some() && !matches!(m, Message::Login(_)))
+        .filter(|m| {
+            let table = table_of(m);
+            let new = !seen.contains(&table);
+            seen.push(table);
+            new
+        })
+        .collect()
+}
+
 /// Badges sending every acknowledged message in turn as fast as their
 /// replies come, each remembering what was acknowledged, until the server
 /// goes away or they are told to stop.

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Rebuild the BI aggregates (badge_latest, attendance_daily) of a database from
+# its row tables, once per ingest key.
+#
+#   scripts/rebuild-aggregates.sh DB              one node (schema/)
+#   scripts/rebuild-aggregates.sh DB CLUSTER      a cluster (schema/cluster/), from any node
+#
+# Why: the materialized views fill the aggregates as rows arrive, so they count
+# a row as often as it was inserted (a retried insert on one node), and on
+# ClickHouse 18.16 a replica killed between a block's commit and its views'
+# commit leaves the aggregates without that block (the retry is deduplicated,
+# and 18.16 does not run the views for a deduplicated block). The row tables
+# are right in both cases; this makes the aggregates agree with them.
+#
+# Stop the ingesters first (rows inserted while it runs may be counted twice
+# or not at all). Every materialized view of DB is re-run over its source
+# table, read through `LIMIT 1 BY ingest_instance, ingest_shard, ingest_seq`,
+# after every partition of its target is dropped; the SELECTs are those of the
+# views themselves (system.tables), so they cannot drift from the schema.
+#
+# Environment: BADGE_CH_URL (default: `scripts/clickhouse.sh url`).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+URL="${BADGE_CH_URL:-$("$SCRIPT_DIR/clickhouse.sh" url)}"
+URL="${URL%/}"
+DB="${1:-}"
+CLUSTER="${2:-}"
+
+die() { printf 'rebuild-aggregates: error: %s\n' "$*" >&2; exit 1; }
+[[ "$DB" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "usage: $0 DB [CLUSTER]"
+[[ -z "$CLUSTER" || "$CLUSTER" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "bad cluster name: $CLUSTER"
+
+# sql SQL: run it, print the answer; fail with ClickHouse's words. Inserts
+# reach every shard before returning, and are never taken for a retry of an
+# earlier block (a rebuilt block may well equal one inserted before).
+sql() {
+    local body code
+    body="$(mktemp)"
+    code="$(printf '%s' "$1" | curl -sS -o "$body" -w '%{http_code}' --data-binary @- \
+        "$URL/?insert_distributed_sync=1&insert_deduplicate=0")" || { rm -f "$body"; die "cannot reach $URL"; }
+    if [[ "$code" != 200 ]]; then
+        printf '%s\n' "$1" >&2
+        cat "$body" >&2
+        rm -f "$body"
+        die "statement failed (HTTP $code)"
+    fi
+    cat "$body"
+    rm -f "$body"
+}
+
+on_cluster=""
+parts_of="system.parts"
+if [[ -n "$CLUSTER" ]]; then
+    on_cluster=" ON CLUSTER $CLUSTER"
+    # every replica's parts, through the cluster's own addresses
+    hosts="$(sql "SELECT arrayStringConcat(groupArray(concat(host_name, ':', toString(port))), ',') FROM system.clusters WHERE cluster = '$CLUSTER'")"
+    [[ -n "$hosts" ]] || die "no cluster $CLUSTER at $URL"
+    parts_of="remote('$hosts', system.parts)"
+fi
+
+# name <TAB> create_table_query of every materialized view
+views="$(sql "SELECT name, create_table_query FROM system.tables WHERE database = '$DB' AND engine = 'MaterializedView' ORDER BY name FORMAT TSVRaw")"
+[[ -n "$views" ]] || die "no materialized views in $DB"
+
+# 1. empty every target (each once, whichever views feed it)
+targets="$(printf '%s\n' "$views" | sed -E 's/^[^\t]*\t.* TO '"$DB"'\.([A-Za-z0-9_]+) .*$/\1/' | sort -u)"
+for target in $targets; do
+    partitions="$(sql "SELECT DISTINCT partition FROM $parts_of WHERE database = '$DB' AND table = '$target' AND active FORMAT TSVRaw")"
+    while IFS= read -r p; do
+        [[ -n "$p" ]] || continue
+        # partition values print as literals (202612) or tuple() when unpartitioned
+        [[ "$p" =~ ^[0-9]+$ ]] || p="tuple()"
+        sql "ALTER TABLE $DB.$target$on_cluster DROP PARTITION $p" >/dev/null
+    done <<<"$partitions"
+    printf 'emptied %s\n' "$target"
+done
+
+# 2. each view's SELECT again, over its source once per ingest key, into the
+#    target (the Distributed table of the same name on a cluster, which
+#    sends each badge's rows to its shard)
+while IFS=$'\t' read -r name create; do
+    target="$(printf '%s' "$create" | sed -E 's/^.* TO '"$DB"'\.([A-Za-z0-9_]+) .*$/\1/')"
+    select="$(printf '%s' "$create" | sed -E 's/^.*\) AS (SELECT .*)$/\1/')"
+    source="$(printf '%s' "$select" | sed -E 's/^.* FROM '"$DB"'\.([A-Za-z0-9_]+)( .*)?$/\1/')"
+    if [[ -n "$CLUSTER" ]]; then
+        target="${target%_local}"
+        source="${source%_local}"
+    fi
+    once="(SELECT * FROM $DB.$source LIMIT 1 BY ingest_instance, ingest_shard, ingest_seq)"
+    select="$(printf '%s' "$select" | sed -E 's/ FROM '"$DB"'\.[A-Za-z0-9_]+( |$)/ FROM '"${once//\//\\/}"'\1/')"
+    sql "INSERT INTO $DB.$target $select" >/dev/null
+    printf 'rebuilt %s from %s (%s)\n' "$target" "$source" "$name"
+done <<<"$views"
