@@ -120,7 +120,7 @@ fn sorted_rows(url: &str, sql: &str) -> Vec<String> {
 fn load(
     instances: [&Running; 2],
     first: u64,
-    read: &str,
+    (urls, cluster_dir): (&[String], &Path),
     db: &str,
     during: impl FnOnce(),
 ) -> (Vec<Acked>, Vec<u64>) {
@@ -157,22 +157,61 @@ fn load(
     std::thread::sleep(Duration::from_millis(1_100));
     drop(badges);
     acked.sort();
+    // Read through node 2's Distributed tables, which ask one replica of
+    // each shard: wait for the replicas to agree as well, so that which one
+    // answers does not matter.
     let done = wait_until(Duration::from_secs(120), || {
-        check(read, db, &acked).0.is_empty()
+        agree(&replica_counts(urls, db)) && check(&urls[1], db, &acked).0.is_empty()
     });
-    let (missing, twice) = check(read, db, &acked);
+    let (missing, twice) = check(&urls[1], db, &acked);
     assert!(
         done && missing.is_empty(),
-        "{} of {} acknowledged frames are not in the cluster ({}), e.g. {:?}; sinks: {}",
+        "{} of {} acknowledged frames are not in the cluster ({}), e.g. {:?}; \
+         sinks: {}; rows per replica: {:?}; ClickHouse errors:\n{}",
         missing.len(),
         acked.len(),
         by_table(&missing),
         &missing[..missing.len().min(5)],
-        instances.map(sink_state).join("; ")
+        instances.map(sink_state).join("; "),
+        replica_counts(urls, db),
+        error_logs(cluster_dir)
     );
     assert!(twice.is_empty(), "stored under two ingest keys: {twice:?}");
     eprintln!("acked {} ({})", acked.len(), by_table(&acked));
     (acked, quiet)
+}
+
+/// Rows of each row table on each node (`<table>_local`).
+fn replica_counts(urls: &[String], db: &str) -> BTreeMap<&'static str, Vec<u64>> {
+    ROW_TABLES
+        .iter()
+        .map(|table| {
+            let counts = urls
+                .iter()
+                .map(|u| count(u, &format!("SELECT count() FROM {db}.{table}_local")))
+                .collect();
+            (*table, counts)
+        })
+        .collect()
+}
+
+/// Both replicas of each shard (nodes 1 and 2, 3 and 4) hold as many rows.
+fn agree(counts: &BTreeMap<&'static str, Vec<u64>>) -> bool {
+    counts.values().all(|c| c[0] == c[1] && c[2] == c[3])
+}
+
+/// The last lines of each node's error log, for a failure's message.
+fn error_logs(cluster_dir: &Path) -> String {
+    (1..=4)
+        .map(|n| {
+            let path = cluster_dir.join(format!("node-{n}/log/clickhouse-server.err.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+            format!("node {n}:\n{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What a sink has done, for a failure's message.
@@ -318,14 +357,14 @@ fn a_two_by_two_cluster_keeps_every_row_once_through_a_replica_kill() {
     let (b, log_b) = instance("b", &urls[2]);
 
     // Nothing killed: the views answer as on one node, as they are.
-    let (_, quiet) = load([&a, &b], 1_000, &urls[1], db, || {});
+    let (_, quiet) = load([&a, &b], 1_000, (&urls, &cluster.dir), db, || {});
     let differences = view_differences(&urls[1], db, &quiet, false);
     assert!(differences.values().all(|n| *n == 0), "{differences:?}");
 
     // Node 1 killed mid-run, and started again. The cluster goes on
     // without it: b's rows for shard 1 go to node 2, a's wait in its log.
     let rows_in = |url: &str| count(url, &format!("SELECT count() FROM {db}.heartbeats"));
-    let (acked, quiet) = load([&a, &b], 2_000, &urls[1], db, || {
+    let (acked, quiet) = load([&a, &b], 2_000, (&urls, &cluster.dir), db, || {
         eprintln!("{}", cluster.script(&["kill-node", "1"]));
         let down = rows_in(&urls[1]);
         assert!(
@@ -368,34 +407,19 @@ fn a_two_by_two_cluster_keeps_every_row_once_through_a_replica_kill() {
         retried.trim()
     );
 
-    // Node 1 catches up; then both replicas of each shard hold the same
-    // rows, and both shards hold some.
-    for table in ROW_TABLES {
-        let local = || -> Vec<u64> {
-            urls.iter()
-                .map(|u| count(u, &format!("SELECT count() FROM {db}.{table}_local")))
-                .collect()
-        };
-        // SYSTEM SYNC REPLICA of 18.16 returns before every fetch is done:
-        // wait for the counts themselves.
-        let started = std::time::Instant::now();
-        wait_until(Duration::from_secs(120), || {
-            let l = local();
-            l[0] == l[1] && l[2] == l[3]
-        });
-        let local = local();
-        eprintln!("{table}: replicas {local:?} after {:?}", started.elapsed());
-        assert_eq!(local[0], local[1], "{table}: shard 1 replicas {local:?}");
-        assert_eq!(local[2], local[3], "{table}: shard 2 replicas {local:?}");
+    // Node 1 has caught up (load waited for it): both replicas of each
+    // shard hold the same rows, the shards hold all of them, and both some.
+    let counts = replica_counts(&urls, db);
+    eprintln!("rows per replica: {counts:?}");
+    for (table, local) in &counts {
         let all = count(&urls[0], &format!("SELECT count() FROM {db}.{table}"));
         assert_eq!(local[0] + local[2], all, "{table}: {local:?} vs {all}");
-        if table == "heartbeats" {
-            assert!(
-                local[0] > 0 && local[2] > 0,
-                "one shard is empty: {local:?}"
-            );
-        }
     }
+    let heartbeats = &counts["heartbeats"];
+    assert!(
+        heartbeats[0] > 0 && heartbeats[2] > 0,
+        "one shard is empty: {heartbeats:?}"
+    );
 
     // What the kill cost the views (reported), and the repair.
     let differences = view_differences(&urls[1], db, &quiet, false);

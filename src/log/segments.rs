@@ -77,40 +77,50 @@ pub fn recover(dir: &Path, empty_start: u64) -> std::io::Result<Recovered> {
         });
     };
     let file = path(dir, last);
-    let bytes = fs::read(&file)?;
-    let mut entries = format::entries(&bytes);
-    for entry in entries.by_ref() {
-        if entry.is_err() {
-            break;
-        }
-    }
-    // Where the reading stopped: after the last whole entry.
-    let valid = last_whole(&bytes);
-    let torn = bytes[valid..]
-        .iter()
-        .rposition(|b| *b != 0)
-        .map_or(0, |p| p as u64 + 1);
+    // Read in blocks, as a replay does: the newest segment is usually a
+    // zero-filled 64 MiB, and reading it whole would leave that much
+    // resident after every restart.
+    let mut reader = Reader::new(dir, last);
+    let valid = match reader.read(&[last], u64::MAX, |_, _, _| true) {
+        Ok(_) => reader.position() - last,
+        // Where the reading stopped: after the last whole entry.
+        Err(ReadError::Damaged { at, .. }) => at - last,
+        Err(ReadError::Io { source, .. }) => return Err(source),
+    };
+    drop(reader);
+    let (len, torn) = nonzero_tail(&file, valid)?;
     // Also the zeros a segment was filled with ahead of time: nothing is
     // ever written to it again (the start begins a new one at the end).
-    if bytes.len() > valid {
+    if len > valid {
         let f = OpenOptions::new().write(true).open(&file)?;
-        f.set_len(valid as u64)?;
+        f.set_len(valid)?;
         f.sync_all()?;
     }
     Ok(Recovered {
         segments,
-        end: last + valid as u64,
+        end: last + valid,
         torn_bytes: torn,
     })
 }
 
-/// The length of the whole entries at the start of `bytes`.
-fn last_whole(bytes: &[u8]) -> usize {
-    let mut pos = 0;
-    while let Ok(Some((_, len))) = format::read(&bytes[pos..]) {
-        pos += len;
+/// The length of `file`, and how many bytes after `from` lead up to its
+/// last nonzero byte (what a crash left of an append).
+fn nonzero_tail(file: &Path, from: u64) -> std::io::Result<(u64, u64)> {
+    let mut f = File::open(file)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut at, mut torn) = (from, 0);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((len, torn));
+        }
+        if let Some(p) = buf[..n].iter().rposition(|b| *b != 0) {
+            torn = at + p as u64 + 1 - from;
+        }
+        at += n as u64;
     }
-    pos
 }
 
 /// Moves a damaged segment into `dir/corrupt/`, where it stays for an
