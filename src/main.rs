@@ -434,6 +434,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     badge_ingest::logging::init(&config.logging.filter, config.logging.json);
     badge_ingest::logging::abort_on_panic();
+    if !config.server.transparent_huge_pages {
+        // Before the shards and writers start: their heaps are what the
+        // kernel would back with huge pages.
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only
+        // how later page faults of this process are served.
+        if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not turn transparent huge pages off");
+        }
+    }
     if config.sink.kind == SinkKind::ClickHouse && config.clickhouse.apply_schema {
         let n = apply_schema(&config)?;
         tracing::info!(statements = n, database = %config.clickhouse.database, "schema applied");

@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// io_uring submission queue depth per shard. 128 (glommio's default)
     /// costs more than half the CPU at 20k sockets; 4096 fixes that.
     pub ring_depth: usize,
+    /// Let the kernel back the heap with 2 MiB pages. Off, the process
+    /// asks for 4 KiB pages only: about 38 MiB less resident at 1,000
+    /// badges, for about 6 % more CPU per frame (README, "Tuning").
+    pub transparent_huge_pages: bool,
     /// Memory glommio sets aside per shard for registered I/O buffers.
     pub io_memory: usize,
     /// The per-shard read buffer every connection reads into.
@@ -329,6 +333,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 0,
             timer_interval_ms: 1000,
             ring_depth: 4096,
+            transparent_huge_pages: true,
             io_memory: 65_536,
             read_buffer: 64 * 1024,
             max_pending_output: 64 * 1024,
@@ -720,13 +725,16 @@ mod tests {
     }
 
     #[test]
-    fn clickhouse_settings_are_names_and_values() {
+    fn clickhouse_settings_and_huge_pages_are_read() {
         let c: Config = toml::from_str(
             "[clickhouse.settings]\ninsert_distributed_sync = \"1\"\ninsert_quorum = \"2\"\n",
         )
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.clickhouse.settings["insert_distributed_sync"], "1");
+        assert!(c.server.transparent_huge_pages, "on by default");
+        let c: Config = toml::from_str("[server]\ntransparent_huge_pages = false\n").unwrap();
+        assert!(!c.server.transparent_huge_pages);
         let c: Config = toml::from_str("[clickhouse.settings]\n\"a=b&c\" = \"1\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("config key `clickhouse.settings`"), "{e}");
