@@ -8,7 +8,8 @@
 # second instance and prints its 0x81 reply. Then: loadgen's summary with
 # every row verified in the cluster, the merged stats of both instances, rows
 # per shard and replica, the badges' own addresses as the servers saw them,
-# and a BI query. Everything it started is stopped at the end.
+# and what BI queries answer (scripts/bi-summary.sh). Everything it started is
+# stopped at the end.
 #
 # Environment: DEVICES (2000), DURATION (30), SOURCES (127.0.0.2-127.0.0.9),
 # DATABASE (badges_cluster_demo), BADGE_CLUSTER_PORT (18400, see ch-cluster.sh).
@@ -164,7 +165,6 @@ done
 echo
 echo "== the badges' own addresses, as both instances recorded them (device_events.peer_addr)"
 curl -s "$NODE2/" --data-binary "SELECT ingest_instance, splitByChar(':', peer_addr)[1] AS badge_address, uniqExact(imei) AS badges FROM $DATABASE.device_events WHERE event = 'login' GROUP BY ingest_instance, badge_address ORDER BY ingest_instance, badge_address FORMAT PrettyCompactMonoBlock"
-echo "== BI: attendance per day over the whole cluster (view attendance_day)"
-curl -s "$NODE2/" --data-binary "SELECT day, count() AS badges, sum(clock_ins) AS clock_ins, sum(clock_outs) AS clock_outs, sum(bt_punches) AS bt_punches FROM $DATABASE.attendance_day GROUP BY day ORDER BY day FORMAT PrettyCompactMonoBlock"
+scripts/bi-summary.sh "$NODE2" "$DATABASE"
 
 exit "$loadgen_status"

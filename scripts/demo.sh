@@ -78,9 +78,6 @@ for t in device_events heartbeats locations alarms attendance bluetooth device_i
     printf '%-14s %s\n' "$t" "$(curl -s "$CH_URL/" --data-binary "SELECT count() FROM $DATABASE.$t")"
 done
 echo
-echo "== BI: where are five badges now, and their battery (view badge_now)"
-curl -s "$CH_URL/" --data-binary "SELECT imei, round(lat, 5) AS lat, round(lon, 5) AS lon, position_source, battery, session_event FROM $DATABASE.badge_now ORDER BY imei LIMIT 5 FORMAT PrettyCompactMonoBlock"
-echo "== BI: attendance per day (view attendance_day)"
-curl -s "$CH_URL/" --data-binary "SELECT day, count() AS badges, sum(clock_ins) AS clock_ins, sum(clock_outs) AS clock_outs, sum(bt_punches) AS bt_punches FROM $DATABASE.attendance_day GROUP BY day ORDER BY day FORMAT PrettyCompactMonoBlock"
+scripts/bi-summary.sh "$CH_URL" "$DATABASE"
 
 exit "$loadgen_status"

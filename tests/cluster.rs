@@ -25,17 +25,11 @@ use pipeline_support::fleet::{by_table, check, one_per_table, Acked, Fleet};
 use pipeline_support::*;
 
 /// The tables rows are inserted into (the rest are filled by views).
-const ROW_TABLES: [&str; 9] = [
-    "device_events",
-    "heartbeats",
-    "locations",
-    "alarms",
-    "attendance",
-    "bluetooth",
-    "device_info",
-    "command_log",
-    "raw_frames",
-];
+fn row_tables() -> impl Iterator<Item = &'static str> {
+    badge_ingest::record::Table::ALL
+        .into_iter()
+        .map(|t| t.name())
+}
 
 /// The cluster's processes, stopped (and their files removed) when dropped.
 struct Cluster {
@@ -183,14 +177,13 @@ fn load(
 
 /// Rows of each row table on each node (`<table>_local`).
 fn replica_counts(urls: &[String], db: &str) -> BTreeMap<&'static str, Vec<u64>> {
-    ROW_TABLES
-        .iter()
+    row_tables()
         .map(|table| {
             let counts = urls
                 .iter()
                 .map(|u| count(u, &format!("SELECT count() FROM {db}.{table}_local")))
                 .collect();
-            (*table, counts)
+            (table, counts)
         })
         .collect()
 }
@@ -244,7 +237,7 @@ fn view_differences(url: &str, db: &str, quiet: &[u64], rebuild: bool) -> BTreeM
         .unwrap();
     rt.block_on(badge_ingest::sink::clickhouse::apply_schema(&c, &single))
         .expect("schema/ applies");
-    for table in ROW_TABLES {
+    for table in row_tables() {
         query(
             url,
             &format!("INSERT INTO {single}.{table} SELECT * FROM {db}.{table}"),
