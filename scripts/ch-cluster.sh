@@ -20,6 +20,10 @@
 #   BADGE_CLUSTER_PORT  first port (default 18400): ZooKeeper on PORT+5, node N on
 #                       PORT+10N (HTTP), PORT+10N+1 (native), PORT+10N+2 (interserver)
 #   BADGE_CLUSTER_SHARDS, BADGE_CLUSTER_REPLICAS   layout (default 2 and 2)
+#   BADGE_CH_START_TIMEOUT  seconds a node may take to answer (default 120: a node
+#                       killed with SIGKILL and started again waits until ZooKeeper
+#                       expires its old session, up to 30 s or more, before it loads
+#                       its replicated tables)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -78,6 +82,7 @@ node() {
         BADGE_CH_CLUSTER_NODES="$(topology)" \
         BADGE_CH_SHARD="$(printf '%02d' "$(shard_of "$n")")" \
         BADGE_CH_REPLICA="replica-$(printf '%02d' "$(replica_of "$n")")" \
+        BADGE_CH_START_TIMEOUT="${BADGE_CH_START_TIMEOUT:-120}" \
         "$SCRIPT_DIR/clickhouse.sh" "$@"
 }
 
@@ -90,11 +95,14 @@ ensure_zookeeper() {
     [[ -f "$ZK_JAR" ]] || die "no $ZK_JAR after installing zookeeper"
 }
 
+# Serving sessions, not only up: `ruok` says imok while ZooKeeper still loads
+# its data, and a ClickHouse that connects then fails its handshake (and
+# 18.16 may abort on it).
 zk_ok() {
     local answer
-    answer="$( (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf 'ruok' >&3 && timeout 2 cat <&3) 2>/dev/null)" ||
+    answer="$( (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf 'srvr' >&3 && timeout 2 cat <&3) 2>/dev/null)" ||
         return 1
-    [[ "$answer" == imok ]]
+    [[ "$answer" == *"Mode: standalone"* ]]
 }
 
 zk_pid() {
@@ -120,6 +128,10 @@ maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr
 autopurge.purgeInterval=1
+# A throwaway cluster on the disk the ingesters' logs are on: ZooKeeper's
+# fsync of every transaction (each insert block is one) would compete with
+# the logs' commits and hold every acknowledgement behind it.
+forceSync=no
 EOF
     (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT") 2>/dev/null &&
         die "port 127.0.0.1:$ZK_PORT is already in use (set BADGE_CLUSTER_PORT)"

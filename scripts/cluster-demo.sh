@@ -12,7 +12,8 @@
 # stopped at the end.
 #
 # Environment: DEVICES (2000), DURATION (30), SOURCES (127.0.0.2-127.0.0.9),
-# DATABASE (badges_cluster_demo), BADGE_CLUSTER_PORT (18400, see ch-cluster.sh).
+# DATABASE (badges_cluster_demo), ACK (durable; or received), BADGE_CLUSTER_PORT
+# (18400, see ch-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ DEVICES="${DEVICES:-2000}"
 DURATION="${DURATION:-30}"
 SOURCES="${SOURCES:-127.0.0.2-127.0.0.9}"
 DATABASE="${DATABASE:-badges_cluster_demo}"
+ACK="${ACK:-durable}"
 FRONT=127.0.0.1:18850
 WORK=.data/cluster-demo
 mkdir -p "$WORK"
@@ -86,7 +88,7 @@ summary_interval_secs = 0
 insert_distributed_sync = "1"
 EOF
     "$BIN" serve --config "$WORK/instance-$i.toml" --listen "$listen" --control "$control" \
-        --clickhouse-url "$url" --database "$DATABASE" --log-dir "$WORK/log-$i" \
+        --clickhouse-url "$url" --database "$DATABASE" --log-dir "$WORK/log-$i" --ack "$ACK" \
         >"$WORK/instance-$i.log" 2>&1 &
     pids+=("$!")
     controls+=("$control")
