@@ -366,6 +366,9 @@ columns_sig() {
         "$extra" "$1" "$2"
 }
 
+# The tables schema/cluster/ replicates whole to every node (no Distributed).
+registry() { [[ "$1" == beacons || "$1" == devices ]]; }
+
 # Cluster check: every table of schema/ must have the same columns (DESCRIBE) as its
 # counterpart in schema/cluster/, both the Distributed table and <table>_local.
 compare_with_single_node() {
@@ -384,7 +387,7 @@ compare_with_single_node() {
         for cl_name in "$name" "${name}_local"; do
             if [[ "$kind" != table && "$cl_name" == *_local ]]; then continue; fi
             # the registries are replicated whole, without a _local table
-            if [[ ( "$name" == beacons || "$name" == devices ) && "$cl_name" == *_local ]]; then continue; fi
+            if registry "$name" && [[ "$cl_name" == *_local ]]; then continue; fi
             if [[ "$kind" == mv ]]; then
                 # compare the target the MV writes to: same name in both
                 assert_eq "$cl_name exists in cluster schema" \
@@ -393,7 +396,7 @@ compare_with_single_node() {
             fi
             local keys=0
             # sorting/partition keys are compared for the MergeTree tables (not Distributed/View)
-            if [[ "$kind" == table && ( "$cl_name" == *_local || "$name" == beacons || "$name" == devices ) ]]; then keys=1; fi
+            if [[ "$kind" == table ]] && { [[ "$cl_name" == *_local ]] || registry "$name"; }; then keys=1; fi
             assert_eq "columns of $cl_name match schema/$name" \
                 "$(columns_sig "$CHECK_DB" "$cl_name" "$keys")" \
                 "$(query "$(columns_sig "$single" "$name" "$keys")")"

@@ -5,9 +5,9 @@ ROOT=$(pwd)
 GT06=${GT06:-$ROOT/../shared/bench/gt06bench}
 TARGET=${CARGO_TARGET_DIR_GT06:-/tmp/gt06bench-target}
 ulimit -n 20000
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null
-done
+. scripts/packages.sh
+need_package jq jq
+need_package curl curl
 cargo build --release --locked --quiet
 cargo build --release --quiet --manifest-path "$GT06/Cargo.toml" --target-dir "$TARGET"
 BIN=$ROOT/target/release/badge-ingest

@@ -40,6 +40,8 @@ ZK_PID="$ZK_DIR/zookeeper.pid"
 ZK_JAR=/usr/share/java/zookeeper.jar
 ZK_START_TIMEOUT=60
 
+. "$SCRIPT_DIR/packages.sh"
+
 log() { printf 'ch-cluster.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -87,12 +89,8 @@ node() {
 }
 
 ensure_zookeeper() {
-    [[ -f "$ZK_JAR" ]] && command -v java >/dev/null && return 0
-    log "installing zookeeper (Debian package)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q zookeeper >/dev/null ||
-        { apt-get update -q >/dev/null && apt-get install -y -q zookeeper >/dev/null; }
-    [[ -f "$ZK_JAR" ]] || die "no $ZK_JAR after installing zookeeper"
+    need_package "$ZK_JAR" zookeeper
+    [[ -f "$ZK_JAR" ]] && command -v java >/dev/null || die "no $ZK_JAR or java after installing zookeeper"
 }
 
 # Serving sessions, not only up: `ruok` says imok while ZooKeeper still loads

@@ -26,14 +26,9 @@ FRONT=127.0.0.1:18850
 WORK=.data/cluster-demo
 mkdir -p "$WORK"
 
-need() {
-    command -v "$1" >/dev/null && return 0
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends "$2" >/dev/null 2>&1 ||
-        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$2" >/dev/null; }
-}
-need curl curl
-need haproxy haproxy
+. scripts/packages.sh
+need_package curl curl
+need_package haproxy haproxy
 
 echo "== building (release)"
 cargo build --release --locked --workspace --quiet

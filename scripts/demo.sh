@@ -18,10 +18,8 @@ WORK=.data/demo
 mkdir -p "$WORK"
 
 # The schema check and the BI queries talk to ClickHouse with curl.
-if ! command -v curl >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q curl >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q curl >/dev/null; }
-fi
+. scripts/packages.sh
+need_package curl curl
 
 echo "== building (release)"
 cargo build --release --locked --workspace --quiet

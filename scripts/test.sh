@@ -13,31 +13,20 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # The schema check and the BI queries talk to ClickHouse with curl.
-if ! command -v curl >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q curl >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q curl >/dev/null; }
-fi
+. scripts/packages.sh
+need_package curl curl
 
 # tests/prometheus_scrape.rs runs a real Prometheus, tests/haproxy.rs a real
 # HAProxy; tests/deploy.rs checks the systemd unit with systemd-analyze.
-for need in prometheus:prometheus haproxy:haproxy systemd-analyze:systemd; do
-    if ! command -v "${need%%:*}" >/dev/null; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends "${need#*:}" >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need#*:}" >/dev/null; }
-    fi
-done
+need_package prometheus prometheus
+need_package haproxy haproxy
+need_package systemd-analyze systemd
+# tests/cluster.rs: scripts/ch-cluster.sh runs Debian's ZooKeeper (and installs it
+# itself if need be; done here so that no test waits on apt)
+need_package /usr/share/java/zookeeper.jar zookeeper
 
 # What CI runs runs everything: an opt-out left in the environment must not
 # turn the ClickHouse tests into "ignored" here (build.rs reads it).
-# tests/cluster.rs: scripts/ch-cluster.sh runs Debian's ZooKeeper (and installs it
-# itself if need be; done here so that no test waits on apt)
-if [ ! -f /usr/share/java/zookeeper.jar ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q zookeeper >/dev/null 2>&1 ||
-        { apt-get update -q >/dev/null && apt-get install -y -q zookeeper >/dev/null; }
-fi
-
 unset BADGE_TEST_SKIP_CLICKHOUSE
 
 started_here=0

@@ -228,8 +228,7 @@ fn sink_state(running: &Running) -> String {
 /// (schema/, on node 2) given the same rows: the differing rows of each.
 fn view_differences(url: &str, db: &str, quiet: &[u64], rebuild: bool) -> BTreeMap<String, usize> {
     let single = format!("{db}_single");
-    let mut c = config(url, &single, Path::new("unused"));
-    c.clickhouse.database = single.clone();
+    let c = config(url, &single, Path::new("unused"));
     query(url, &format!("DROP DATABASE IF EXISTS {single}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
