@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod record;
 mod refresh;
+pub mod runtime;
 pub mod server;
 pub mod sink;
 pub mod zones;

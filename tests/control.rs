@@ -1408,7 +1408,10 @@ fn send_to_an_online_badge_writes_0x80_and_matches_the_0x81_reply() {
         .collect();
     assert!(created.windows(2).all(|w| w[0] >= w[1]), "{created:?}");
     // Every status change went to the command_log table.
-    let v = ctl.ask_json("stats");
+    let v = wait_for("7 command_log rows", || {
+        let v = ctl.ask_json("stats");
+        (v["rows"]["command_log"]["queued"].as_u64() >= Some(7)).then_some(v)
+    });
     assert_eq!(
         v["rows"]["command_log"]["queued"],
         4 + 3,
@@ -1580,7 +1583,12 @@ fn queued_commands_expire() {
     assert_eq!(badge.bytes_received, 20);
     let v = ctl.ask_json("stats");
     assert_eq!(v["total"]["bytes_out"], 20, "{v}");
-    // 3 queued + 3 expired status rows.
+    // 3 queued + 3 expired status rows, handed to the writers within
+    // the log's handoff interval.
+    let v = wait_for("6 command_log rows", || {
+        let v = ctl.ask_json("stats");
+        (v["rows"]["command_log"]["queued"].as_u64() >= Some(6)).then_some(v)
+    });
     assert_eq!(v["rows"]["command_log"]["queued"], 6, "{v}");
 }
 

@@ -1,7 +1,7 @@
 //! The geo service over real loopback HTTP: tiny HTTP/1.1 servers on
 //! 127.0.0.1 stand in for the geolocation and reverse-geocoding providers,
 //! and the handle is used the way shards will use it (futures awaited from
-//! outside tokio, glommio included).
+//! outside tokio, the shards' own runtime included).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -604,7 +604,7 @@ fn a_dropped_service_answers_none() {
 }
 
 #[test]
-fn the_handle_is_awaited_from_a_glommio_executor() {
+fn the_handle_is_awaited_from_a_shard_runtime() {
     // The late lookup is never answered during the test.
     let gate = Gate::new();
     let server = FakeServer::start({
@@ -617,7 +617,7 @@ fn the_handle_is_awaited_from_a_glommio_executor() {
         }
     });
     let rt = runtime();
-    let dir = TempDir::new("glommio");
+    let dir = TempDir::new("shard-runtime");
     let (geo, _service) = start(
         GeoConfig {
             cell_db: Some(dir.file("cells.csv", CELLS_CSV)),
@@ -629,29 +629,25 @@ fn the_handle_is_awaited_from_a_glommio_executor() {
         &rt,
     );
     let on_shard = geo.clone();
-    let (address, fix, deadline_hit, waited) =
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .name("geo-test")
-            .spawn(move || async move {
-                let address = on_shard.address(22.5431, 113.9419, Language::Chinese).await;
-                let fix = on_shard
-                    .locate(gsm_query(vec![tower(9360, 4082, 60)]))
-                    .await;
-                // The caller's own deadline, as a shard applies it.
-                let t = Instant::now();
-                let late = futures_lite::future::or(
-                    on_shard.address(10.0, 10.0, Language::Chinese),
-                    async {
-                        glommio::timer::sleep(Duration::from_millis(100)).await;
-                        None
-                    },
-                )
+    let (address, fix, deadline_hit, waited) = badge_ingest::runtime::Builder::new("geo-test")
+        .spawn(move || async move {
+            let address = on_shard.address(22.5431, 113.9419, Language::Chinese).await;
+            let fix = on_shard
+                .locate(gsm_query(vec![tower(9360, 4082, 60)]))
                 .await;
-                (address, fix, late.is_none(), t.elapsed())
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+            // The caller's own deadline, as a shard applies it.
+            let t = Instant::now();
+            let late =
+                futures_lite::future::or(on_shard.address(10.0, 10.0, Language::Chinese), async {
+                    badge_ingest::runtime::sleep(Duration::from_millis(100)).await;
+                    None
+                })
+                .await;
+            (address, fix, late.is_none(), t.elapsed())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
     assert_eq!(address.as_deref(), Some(ZH));
     assert_eq!(fix.map(|f| f.source), Some(FixSource::Cell));
     assert!(deadline_hit);

@@ -466,8 +466,8 @@ fn cloned_imeis_are_counted_and_listed_and_an_allowlist_keeps_strangers_out() {
 }
 
 /// Found by the demo: with a relative `log.dir`, moving to the zero-filled
-/// spare segment failed (glommio cannot open a relative directory to sync
-/// it), and the log stayed on an appending segment.
+/// spare segment failed (the runtime of the time could not open a relative
+/// directory to sync it), and the log stayed on an appending segment.
 #[test]
 fn a_relative_log_dir_still_writes_to_prepared_segments() {
     let dir = std::path::PathBuf::from(format!("target/test-relative-log-{}", std::process::id()));

@@ -11,8 +11,8 @@
 //! Lookups run on a tokio runtime, never on a shard. A shard holds a
 //! [`GeoHandle`]: each lookup is a `try_send` into the service queue (a full
 //! queue answers `None` at once and counts `queue_full`) and a one-slot
-//! flume channel for the reply, which any executor can await, glommio's
-//! included. The handle never blocks.
+//! flume channel for the reply, which any executor can await, the shards'
+//! runtime included. The handle never blocks.
 //!
 //! **Deadlines are the caller's.** The service bounds every provider call
 //! with `timeout_ms`, but a lookup may also wait for a concurrency permit,
@@ -23,10 +23,10 @@
 //! ```no_run
 //! # use std::time::Duration;
 //! # use badge_ingest::geo::{CellQuery, Fix, GeoHandle};
-//! // On a shard (glommio).
+//! // On a shard.
 //! async fn position(geo: &GeoHandle, query: CellQuery) -> Option<Fix> {
 //!     futures_lite::future::or(geo.locate(query), async {
-//!         glommio::timer::sleep(Duration::from_millis(300)).await;
+//!         badge_ingest::runtime::sleep(Duration::from_millis(300)).await;
 //!         None
 //!     })
 //!     .await

@@ -6,12 +6,13 @@ use std::time::Duration;
 use super::CloseReason;
 
 /// How long a connection may take to log in, to finish a frame it began,
-/// and stay silent after.
+/// to take the replies sent to it, and stay silent after.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     pub login: Duration,
     pub idle: Duration,
     pub partial_frame: Duration,
+    pub write: Duration,
 }
 
 /// What the timer knows of a connection.
@@ -24,11 +25,17 @@ pub struct Liveness {
     pub silent: Duration,
     /// Since the start of a frame still unfinished, if one is.
     pub partial: Option<Duration>,
+    /// Since the start of a send still unfinished, if one is.
+    pub sending: Option<Duration>,
 }
 
 impl Deadlines {
     /// Why the connection should close now, if it should.
     pub fn check(&self, conn: Liveness) -> Option<CloseReason> {
+        // A badge that stopped reading must not hold its connection.
+        if conn.sending.is_some_and(|s| s >= self.write) {
+            return Some(CloseReason::WriteTimeout);
+        }
         if conn.partial.is_some_and(|p| p >= self.partial_frame) {
             return Some(CloseReason::PartialFrameTimeout);
         }
@@ -50,12 +57,14 @@ mod tests {
             login: Duration::from_secs(60),
             idle: Duration::from_secs(600),
             partial_frame: Duration::from_secs(10),
+            write: Duration::from_secs(10),
         };
         let conn = |logged_in, age, silent| Liveness {
             logged_in,
             age: Duration::from_secs(age),
             silent: Duration::from_secs(silent),
             partial: None,
+            sending: None,
         };
         assert_eq!(d.check(conn(false, 59, 59)), None);
         assert_eq!(d.check(conn(false, 60, 0)), Some(CloseReason::LoginTimeout));
@@ -79,5 +88,13 @@ mod tests {
             d.check(partial(false, 10)),
             Some(CloseReason::PartialFrameTimeout)
         );
+        // Replies the badge does not take, logged in or not.
+        let sending = |logged_in, secs| Liveness {
+            sending: Some(Duration::from_secs(secs)),
+            ..conn(logged_in, 1, 1)
+        };
+        assert_eq!(d.check(sending(true, 9)), None);
+        assert_eq!(d.check(sending(true, 10)), Some(CloseReason::WriteTimeout));
+        assert_eq!(d.check(sending(false, 10)), Some(CloseReason::WriteTimeout));
     }
 }

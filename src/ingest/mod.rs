@@ -110,6 +110,7 @@ impl Settings {
                 login: Duration::from_secs(config.server.login_timeout_secs),
                 idle: config.idle_timeout(),
                 partial_frame: Duration::from_secs(config.limits.partial_frame_timeout_secs),
+                write: Duration::from_secs(config.limits.write_timeout_secs),
             },
             hold_acks: config.log.ack == crate::config::AckMode::Durable,
             prelogin_frames: config.limits.prelogin_frames,

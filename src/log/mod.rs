@@ -9,7 +9,7 @@
 //! ```
 //!
 //! - [`format`]: the bytes of an entry and of a segment's name.
-//! - [`writer`]: the shard's side (glommio DMA files), appending and
+//! - [`writer`]: the shard's side (direct I/O on the shard's ring), appending and
 //!   committing without ever blocking the shard.
 //! - [`segments`]: recovery at start, sequential reading for replay,
 //!   moving damaged segments aside, listing and deleting.
@@ -45,8 +45,8 @@ pub struct Chunk {
 }
 
 /// The directory of shard `shard`'s log under `dir`, made absolute:
-/// glommio's io_uring `openat` of a relative directory fails (EBADF), and
-/// the segment rotation syncs the directory that way.
+/// the writers' thread reads it from another working directory's view of
+/// the same paths, and the segment rotation syncs the directory by name.
 pub fn shard_dir(dir: &Path, shard: usize) -> PathBuf {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     dir.join(format!("shard-{shard}"))

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use glommio::io::DmaFile;
+use crate::runtime::fs::{DmaBuf, File as DmaFile};
 
 use crate::config::LogConfig;
 use crate::record::Record;
@@ -128,6 +128,9 @@ pub struct LogWriter {
     /// Taken out at close: tasks still pending when the executor ends must
     /// not keep the writers' channel open.
     sink: RefCell<Option<ChunkSink>>,
+    /// Commits not yet handed on (see `hand_on`), and whether a task will.
+    outbox: RefCell<Option<Chunk>>,
+    handoff_pending: Cell<bool>,
 }
 
 /// The next segment, zero-filled ahead of time.
@@ -149,12 +152,17 @@ const ROOM_POLL: Duration = Duration::from_millis(5);
 /// Zeros written per request while preparing a spare.
 const ZERO_CHUNK: u64 = 256 << 10;
 
+/// Commits are handed on to the writers at least this often ...
+const HANDOFF_EVERY: Duration = Duration::from_millis(10);
+/// ... or once this many bytes of them wait.
+const HANDOFF_BYTES: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("log segment {}: {source}", path.display())]
     Open {
         path: PathBuf,
-        source: glommio::GlommioError<()>,
+        source: std::io::Error,
     },
 }
 
@@ -183,7 +191,7 @@ impl LogWriter {
         let mut first = reuse_spare(dir, &path, size).await;
         if first.is_none() {
             if let Ok(spare) = zero_filled(&dir.join(SPARE), size, &Cell::new(false)).await {
-                let _ = spare.close().await;
+                drop(spare);
                 first = reuse_spare(dir, &path, size).await;
             }
         }
@@ -191,9 +199,7 @@ impl LogWriter {
         let (file, preallocated) = match first {
             Some(file) => (file, true),
             None => (
-                DmaFile::create(&path)
-                    .await
-                    .map_err(|source| LogError::Open { path, source })?,
+                DmaFile::create(&path).map_err(|source| LogError::Open { path, source })?,
                 false,
             ),
         };
@@ -236,11 +242,13 @@ impl LogWriter {
             segments,
             stats,
             sink: RefCell::new(Some(sink)),
+            outbox: RefCell::new(None),
+            handoff_pending: Cell::new(false),
         });
         if !preallocated {
             log.prepare_spare();
         }
-        glommio::spawn_local(commit_loop(log.clone())).detach();
+        crate::runtime::spawn_local(commit_loop(log.clone())).detach();
         Ok(log)
     }
 
@@ -348,10 +356,10 @@ impl LogWriter {
             "log full (or its disk failing): the shard stops reading sockets until there is room; nothing is dropped"
         );
         let log = self.clone();
-        glommio::spawn_local(async move {
+        crate::runtime::spawn_local(async move {
             let since = Instant::now();
             while log.full() && !log.closing.get() {
-                glommio::timer::sleep(ROOM_POLL).await;
+                crate::runtime::sleep(ROOM_POLL).await;
             }
             log.stopped.set(false);
             for w in log.room_waiters.borrow_mut().drain(..) {
@@ -376,8 +384,9 @@ impl LogWriter {
         // A spare being zero-filled stops at its next write.
         let deadline = Instant::now() + Duration::from_secs(1);
         while matches!(*self.spare.borrow(), Spare::Preparing) && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            crate::runtime::sleep(Duration::from_millis(1)).await;
         }
+        self.flush_outbox();
         self.sink.borrow_mut().take();
     }
 
@@ -401,7 +410,7 @@ impl LogWriter {
     }
 
     /// One commit: the new blocks written, synced, and the entries handed on.
-    async fn commit(&self) {
+    async fn commit(self: &Rc<Self>) {
         let started = Instant::now();
         let end = self.appended.get();
         let mut delay = Duration::from_millis(10);
@@ -412,7 +421,7 @@ impl LogWriter {
                 let s = self.state.borrow();
                 let used = (end - s.segment - s.base) as usize;
                 let len = used.div_ceil(self.align as usize) * self.align as usize;
-                let mut data = s.file.alloc_dma_buffer(len);
+                let mut data = DmaBuf::new(len);
                 let bytes = data.as_bytes_mut();
                 bytes[..used].copy_from_slice(&s.buf[..used]);
                 bytes[used..].fill(0);
@@ -437,7 +446,7 @@ impl LogWriter {
                         tracing::error!(shard = self.shard, %error, suppressed,
                             "log commit failed; retrying (acknowledgements wait, and reading stops once enough is pending)");
                     }
-                    glommio::timer::sleep(delay).await;
+                    crate::runtime::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
             }
@@ -477,6 +486,45 @@ impl LogWriter {
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
+        self.hand_on(chunk);
+    }
+
+    /// Passes a commit's entries on to the writers, joined with the other
+    /// commits of the last few milliseconds: one commit a millisecond
+    /// would wake the writers' thread a thousand times a second for each
+    /// shard, for rows it batches far longer than that anyway.
+    fn hand_on(self: &Rc<Self>, chunk: Chunk) {
+        let big = {
+            let mut outbox = self.outbox.borrow_mut();
+            let joined = match &mut *outbox {
+                Some(o) => {
+                    debug_assert_eq!(o.end, chunk.start, "commits hand on in order");
+                    o.end = chunk.end;
+                    o.bytes.extend_from_slice(&chunk.bytes);
+                    o.received.extend_from_slice(&chunk.received);
+                    o
+                }
+                None => outbox.insert(chunk),
+            };
+            joined.bytes.len() >= HANDOFF_BYTES
+        };
+        if big || self.closing.get() {
+            self.flush_outbox();
+        } else if !self.handoff_pending.replace(true) {
+            let log = self.clone();
+            crate::runtime::spawn_local(async move {
+                crate::runtime::sleep(HANDOFF_EVERY).await;
+                log.handoff_pending.set(false);
+                log.flush_outbox();
+            })
+            .detach();
+        }
+    }
+
+    fn flush_outbox(&self) {
+        let Some(chunk) = self.outbox.borrow_mut().take() else {
+            return;
+        };
         if let Some(sink) = &*self.sink.borrow() {
             sink(chunk);
         }
@@ -494,15 +542,11 @@ impl LogWriter {
         }
         *self.spare.borrow_mut() = Spare::Preparing;
         let log = self.clone();
-        glommio::spawn_local(async move {
+        crate::runtime::spawn_local(async move {
             let path = log.dir.join(SPARE);
             let size = spare_size(log.segment_bytes, log.commit_bytes);
             let left = if whole_spare(&path, size) {
-                glommio::io::OpenOptions::new()
-                    .write(true)
-                    .dma_open(&path)
-                    .await
-                    .ok()
+                DmaFile::open_write(&path, 0).ok()
             } else {
                 None
             };
@@ -552,11 +596,11 @@ impl LogWriter {
             ) else {
                 unreachable!("checked above")
             };
-            match file.rename(&path).await {
+            match file.rename(&path) {
                 // Written through from now on: the same file, open O_DSYNC.
                 Ok(()) => {
-                    let reopened = open_dsync(&path).await;
-                    let _ = file.close().await;
+                    let reopened = open_dsync(&path);
+                    drop(file);
                     reopened.map(|f| (f, true))
                 }
                 Err(e) => Err(e.to_string()),
@@ -564,7 +608,6 @@ impl LogWriter {
         } else {
             self.prepare_spare();
             DmaFile::create(&path)
-                .await
                 .map(|file| (file, false))
                 .map_err(|e| e.to_string())
         };
@@ -573,7 +616,7 @@ impl LogWriter {
             Ok(next) => match sync_dir(&self.dir).await {
                 Ok(()) => Ok(next),
                 Err(e) => {
-                    let _ = next.0.remove().await;
+                    let _ = next.0.remove();
                     Err(e)
                 }
             },
@@ -611,9 +654,7 @@ impl LogWriter {
             self.prepare_spare();
         }
         // The old segment is whole and synced; closing it is all that is left.
-        if let Ok(old) = Rc::try_unwrap(old) {
-            let _ = old.close().await;
-        }
+        drop(old);
     }
 
     /// The next spare is made once the segment is a quarter full: long
@@ -650,7 +691,7 @@ async fn commit_loop(log: Rc<LogWriter>) {
         if let Some(at) = log.next_commit(last_start) {
             let now = Instant::now();
             if at > now {
-                glommio::timer::sleep(at - now).await;
+                crate::runtime::sleep(at - now).await;
             }
         }
         last_start = Some(Instant::now());
@@ -663,12 +704,9 @@ async fn commit_loop(log: Rc<LogWriter>) {
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), String> {
-    let d = glommio::io::Directory::open(dir)
+    crate::runtime::fs::sync_dir(dir)
         .await
-        .map_err(|e| e.to_string())?;
-    let synced = d.sync().await.map_err(|e| e.to_string());
-    let _ = d.close().await;
-    synced
+        .map_err(|e| format!("syncing {}: {e}", dir.display()))
 }
 
 /// The size of a spare: a segment and one commit's worth past its end.
@@ -685,13 +723,8 @@ fn whole_spare(path: &Path, size: u64) -> bool {
 }
 
 /// A zero-filled segment, written through: each write is durable once done.
-async fn open_dsync(path: &Path) -> Result<DmaFile, String> {
-    glommio::io::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DSYNC)
-        .dma_open(path)
-        .await
-        .map_err(|e| e.to_string())
+fn open_dsync(path: &Path) -> Result<DmaFile, String> {
+    DmaFile::open_write(path, libc::O_DSYNC).map_err(|e| e.to_string())
 }
 
 /// At a start: the spare in `dir`, renamed to `segment` (the name
@@ -706,14 +739,14 @@ async fn reuse_spare(dir: &Path, segment: &Path, size: u64) -> Option<DmaFile> {
         let _ = std::fs::remove_file(segment);
         return None;
     }
-    open_dsync(segment).await.ok()
+    open_dsync(segment).ok()
 }
 
 /// A new file at `path` of `size` zeros, synced; given up when `closing`,
 /// and removed when it cannot be made whole (a full disk keeps no half
 /// spare).
 async fn zero_filled(path: &Path, size: u64, closing: &Cell<bool>) -> Result<DmaFile, String> {
-    let file = DmaFile::create(path).await.map_err(|e| e.to_string())?;
+    let file = DmaFile::create(path).map_err(|e| e.to_string())?;
     let mut pos = 0;
     let mut failure = None;
     while pos < size && failure.is_none() {
@@ -721,8 +754,7 @@ async fn zero_filled(path: &Path, size: u64, closing: &Cell<bool>) -> Result<Dma
             failure = Some("the log is closing".to_string());
             break;
         }
-        let mut zeros = file.alloc_dma_buffer(ZERO_CHUNK as usize);
-        zeros.as_bytes_mut().fill(0);
+        let zeros = DmaBuf::new(ZERO_CHUNK as usize);
         match file.write_at(zeros, pos).await {
             Ok(0) => failure = Some("the disk took no bytes".into()),
             Ok(n) => pos += n as u64,
@@ -737,8 +769,7 @@ async fn zero_filled(path: &Path, size: u64, closing: &Cell<bool>) -> Result<Dma
     match failure {
         None => Ok(file),
         Some(e) => {
-            let _ = file.remove().await;
-            let _ = file.close().await;
+            let _ = file.remove();
             Err(e)
         }
     }
@@ -860,8 +891,7 @@ mod tests {
     /// and the end.
     fn write_bursts(dir: &Path, config: &LogConfig, start: u64, bursts: u16) -> (Vec<Chunk>, u64) {
         let (d, c) = (dir.to_owned(), config.clone());
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(65_536)
+        crate::runtime::Builder::new("log-test")
             .spawn(move || async move {
                 let chunks = Rc::new(RefCell::new(Vec::<Chunk>::new()));
                 let seen = chunks.clone();
@@ -888,7 +918,7 @@ mod tests {
                 // A spare being made is given up at close: let it finish.
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while matches!(*log.spare.borrow(), Spare::Preparing) && Instant::now() < deadline {
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    crate::runtime::sleep(Duration::from_millis(1)).await;
                 }
                 log.close().await;
                 let end = log.appended_end();

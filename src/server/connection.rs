@@ -4,15 +4,13 @@
 //! and hand the socket off. Back only for replies.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
 
-use futures_lite::future::{poll_fn, poll_once};
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::future::poll_fn;
+
+use crate::runtime::net::TcpStream;
 
 use crate::ingest::{Badge, CloseReason, End, Outcome};
 
@@ -135,7 +133,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
         // the reply latency must not include the badge's silence.
         if let Some(pause) = conn.pause.take() {
             shard.counters().rate_limited += 1;
-            glommio::timer::sleep(pause).await;
+            crate::runtime::sleep(pause).await;
             pending_input = std::mem::take(&mut conn.held);
         }
         let (step, received) = if !pending_input.is_empty() {
@@ -158,8 +156,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
                     *waker = Some(cx.waker().clone());
                 }
                 drop(waker);
-                let mut buf = shard.buf.borrow_mut();
-                Pin::new(&mut stream).poll_read(cx, &mut buf[..]).map(Some)
+                stream.poll_recv(cx).map(Some)
             })
             .await;
             let received = Instant::now();
@@ -169,18 +166,22 @@ pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn,
                     conn.unsent.extend_from_slice(&frames);
                     Step::Continue
                 }
-                Some(Ok(0)) => break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed),
+                Some(Ok(None)) => break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed),
                 Some(Err(_)) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
-                Some(Ok(len)) => {
+                Some(Ok(Some(buf))) => {
                     conn.shared.last_seen.set(received);
-                    shard.counters().bytes_in += len as u64;
-                    let buf = shard.buf.borrow();
-                    conn.feed(&shard, &buf[..len], received)
+                    shard.counters().bytes_in += buf.len() as u64;
+                    // The buffer goes back to the kernel once decoded.
+                    conn.feed(&shard, &buf, received)
                 }
             };
             (step, received)
         };
-        if let Err(reason) = conn.flush(&shard, &mut stream, received).await {
+        // The next receive goes out with this turn's send, when the
+        // connection reads on right after it.
+        let reads_on =
+            matches!(step, Step::Continue) && conn.pause.is_none() && conn.held.is_empty();
+        if let Err(reason) = conn.flush(&shard, &mut stream, received, reads_on).await {
             // A write fails when the connection was closed from outside
             // (timeout, newer login, shutdown): that is the reason to record.
             break conn.shared.close.get().unwrap_or(reason);
@@ -340,46 +341,29 @@ impl Conn {
     }
 
     /// Writes this read's replies, once the rows they acknowledge are
-    /// durable. Only here does the connection wait: for the commit, or on a
-    /// slow socket.
+    /// durable. Only here does the connection wait: for the commit, and
+    /// for its send to complete (at once when the socket has room).
     async fn flush(
         &mut self,
         shard: &Rc<Shard>,
         stream: &mut TcpStream,
         received: Instant,
+        reads_on: bool,
     ) -> Result<(), CloseReason> {
+        if reads_on && !self.unsent.is_empty() && !shard.log.full() {
+            stream.arm_recv();
+        }
         if shard.durable_acks && self.ack_lsn > shard.log.durable_end() && !self.unsent.is_empty() {
             Box::pin(shard.log.durable(self.ack_lsn)).await;
             self.waited = true;
         }
-        // Most replies go out in one write without waiting.
-        let mut off = 0;
-        while off < self.unsent.len() {
-            let unsent = &self.unsent[off..];
-            let attempt =
-                poll_once(poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, unsent))).await;
-            match attempt {
-                Some(Ok(0)) | Some(Err(_)) => {
-                    self.unsent.clear();
-                    return Err(CloseReason::IoError);
-                }
-                Some(Ok(n)) => off += n,
-                None => break,
-            }
-        }
-        if off > 0 {
-            shard.counters().bytes_out += off as u64;
-            self.unsent.drain(..off);
-        }
         if !self.unsent.is_empty() {
-            if self.unsent.len() > shard.config.server.max_pending_output {
-                shard.counters().output_overflows += 1;
-                return Err(CloseReason::OutputOverflow);
-            }
-            // The slow paths are boxed: every connection's task is as large
-            // as its largest await, and idle badges should cost little.
             self.waited = true;
-            Box::pin(self.write_unsent(shard, stream)).await?;
+            let unsent = std::mem::take(&mut self.unsent);
+            // The slow path is boxed: every connection's task is as large
+            // as its largest await, and idle badges should cost little.
+            self.unsent =
+                Box::pin(send_replies(shard, &self.shared, stream, unsent, received)).await?;
         }
         if self.replies > 0 {
             let us = received.elapsed().as_micros() as u64;
@@ -397,42 +381,13 @@ impl Conn {
     /// frame it sent before the server stopped.
     async fn owed_replies(&mut self, shard: &Rc<Shard>, stream: &mut TcpStream) {
         while self.shared.owed.get() > 0 && shard.counters().geo_pending > 0 {
-            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            crate::runtime::sleep(std::time::Duration::from_millis(5)).await;
         }
         let frames = std::mem::take(&mut *self.shared.downlink.borrow_mut());
-        if !frames.is_empty() && stream.write_all(&frames).await.is_ok() {
-            shard.counters().bytes_out += frames.len() as u64;
+        let len = frames.len() as u64;
+        if len > 0 && stream.send_all(frames).await.1.is_ok() {
+            shard.counters().bytes_out += len;
         }
-    }
-
-    async fn write_unsent(
-        &mut self,
-        shard: &Shard,
-        stream: &mut TcpStream,
-    ) -> Result<(), CloseReason> {
-        use futures_lite::FutureExt;
-        let unsent = std::mem::take(&mut self.unsent);
-        let timeout = std::time::Duration::from_secs(shard.config.limits.write_timeout_secs);
-        let write = async {
-            stream
-                .write_all(&unsent)
-                .await
-                .map_err(|_| CloseReason::IoError)
-        };
-        // A badge that stops reading must not hold its connection (and
-        // this task) forever.
-        let deadline = async {
-            glommio::timer::sleep(timeout).await;
-            Err(CloseReason::WriteTimeout)
-        };
-        if let Err(reason) = write.or(deadline).await {
-            if reason == CloseReason::WriteTimeout {
-                shard.counters().write_timeouts += 1;
-            }
-            return Err(reason);
-        }
-        shard.counters().bytes_out += unsent.len() as u64;
-        Ok(())
     }
 
     /// Moves the socket to the shard that owns its IMEI, with the bytes
@@ -448,15 +403,7 @@ impl Conn {
         let Some(permit) = self.permit.take() else {
             return;
         };
-        // glommio's stream cannot give up its fd; a duplicate survives the drop.
-        // SAFETY: dup on an fd we own; the result is checked.
-        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-        drop(stream);
-        if fd < 0 {
-            return;
-        }
-        // SAFETY: `fd` is a fresh duplicate that nothing else owns.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let fd = stream.into_fd();
         let handoff = Handoff {
             fd,
             peer: self.badge.peer(),
@@ -491,4 +438,47 @@ impl Conn {
         shard.counters().connections_open -= 1;
         tracing::debug!(shard = shard.id, peer = %self.badge.peer(), imei = ?self.badge.imei(), reason = reason.as_str(), "connection closed");
     }
+}
+
+/// Sends `unsent` in full. A badge that stops reading must not hold its
+/// connection (and its task) forever, nor pile up replies: the shard's
+/// timer ends a send older than the write deadline (`sending_since`), and
+/// too much left unsent ends it here. Gives the buffer back, emptied, for
+/// the next replies.
+async fn send_replies(
+    shard: &Shard,
+    conn: &ConnShared,
+    stream: &TcpStream,
+    unsent: Vec<u8>,
+    started: Instant,
+) -> Result<Vec<u8>, CloseReason> {
+    let max_pending = shard.config.server.max_pending_output;
+    let total = unsent.len() as u64;
+    conn.sending_since.set(Some(started));
+    let mut buf = unsent;
+    let mut off = 0;
+    let mut result = Ok(());
+    while off < buf.len() {
+        let (b, sent) = stream.send(buf, off).await;
+        buf = b;
+        match sent {
+            Ok(0) | Err(_) => {
+                result = Err(CloseReason::IoError);
+                break;
+            }
+            Ok(n) => off += n,
+        }
+        // What the socket would not take at once waits; too much of it
+        // means the badge stopped reading.
+        if buf.len() - off > max_pending {
+            shard.counters().output_overflows += 1;
+            result = Err(CloseReason::OutputOverflow);
+            break;
+        }
+    }
+    conn.sending_since.set(None);
+    result?;
+    shard.counters().bytes_out += total;
+    buf.clear();
+    Ok(buf)
 }

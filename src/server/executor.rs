@@ -1,16 +1,15 @@
-//! The life of a shard thread: a glommio executor pinned to a core, with
+//! The life of a shard thread: a runtime pinned to a core, with
 //! its own `SO_REUSEPORT` listener, its inbox, one coarse timer, and the
 //! shutdown that lets every connection finish its frames.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::FromRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::{TcpListener, TcpStream};
+use crate::runtime::net::{TcpListener, TcpStream};
 
 use crate::config::{AckMode, Config};
 use crate::events::Events;
@@ -26,6 +25,10 @@ use super::connection::{self, Conn};
 use super::limits::{ConnectionLimits, Refused};
 use super::proxy::{self, Parsed};
 use super::shard::{unix_now, Handoff, Shard, ShardMsg};
+
+/// Connections the kernel queues for a shard before it accepts them: a
+/// fleet reconnects all at once after a restart.
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// How long a shutdown lets connections write the answers to their last
 /// frames before their writing side is shut as well.
@@ -76,7 +79,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             return ShardMetrics::new(start.id);
         }
     };
-    let listener = match TcpListener::bind(start.listen) {
+    let listener = match TcpListener::bind(start.listen, LISTEN_BACKLOG) {
         Ok(l) => l,
         Err(e) => {
             let _ = start.ready.send(Err(format!(
@@ -94,7 +97,6 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             max_frame_len: config.protocol.max_frame,
             accept_bad_crc: config.protocol.accept_bad_crc,
         })),
-        buf: RefCell::new(vec![0u8; config.server.read_buffer].into_boxed_slice()),
         outcome: RefCell::new(Outcome::default()),
         conns: RefCell::new(HashMap::new()),
         peers: start.peers,
@@ -110,8 +112,9 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
     });
     let _ = start.ready.send(Ok(()));
 
-    let accept = glommio::spawn_local(accept_loop(shard.clone(), listener, start.next_conn_id));
-    let timer = glommio::spawn_local(timer_loop(shard.clone()));
+    let accept =
+        crate::runtime::spawn_local(accept_loop(shard.clone(), listener, start.next_conn_id));
+    let timer = crate::runtime::spawn_local(timer_loop(shard.clone()));
 
     while let Ok(msg) = start.inbox.recv_async().await {
         match msg {
@@ -128,7 +131,7 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
             ShardMsg::Command { request, reply } => {
                 let (answer, lsn) = shard.submit(request);
                 let shard = shard.clone();
-                glommio::spawn_local(async move {
+                crate::runtime::spawn_local(async move {
                     if shard.durable_acks {
                         shard.log.durable(lsn).await;
                     }
@@ -188,13 +191,13 @@ pub(crate) async fn run(start: ShardStart) -> ShardMetrics {
                 "shutdown still waiting for connections to finish (is the log's disk stuck?)"
             );
         }
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::runtime::sleep(Duration::from_millis(5)).await;
     }
     // Rows still waiting for the geo service: each waits at most the
     // deadline, then is queued with or without its position.
     while shard.counters().geo_pending > 0 {
         while start.inbox.try_recv().is_ok() {}
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::runtime::sleep(Duration::from_millis(5)).await;
     }
     while start.inbox.try_recv().is_ok() {}
     timer.cancel().await;
@@ -212,13 +215,12 @@ async fn accept_loop(
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let stream = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => {
                 backoff = Duration::from_millis(5);
                 s
             }
             Err(e) => {
-                let e = std::io::Error::from(e);
                 let out_of_fds =
                     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
                 if out_of_fds {
@@ -231,20 +233,17 @@ async fn accept_loop(
                 }
                 // Out of descriptors the listener stays readable: sleeping is
                 // what keeps this from spinning.
-                glommio::timer::sleep(backoff).await;
+                crate::runtime::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
         };
         let conn_id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let server = &shard.config.server;
         if !server.proxy_protocol {
             start_conn(&shard, stream, peer, conn_id, Vec::new());
         } else if server.trusted_proxies.trusts(peer.ip()) {
-            glommio::spawn_local(proxied(shard.clone(), stream, peer, conn_id)).detach();
+            crate::runtime::spawn_local(proxied(shard.clone(), stream, peer, conn_id)).detach();
         } else {
             shard.counters().proxy_untrusted += 1;
             if let Some(suppressed) = shard.accept_log.check() {
@@ -286,7 +285,7 @@ fn start_conn(
     let shared = shard.register(conn_id, std::os::fd::AsRawFd::as_raw_fd(&stream), accepted);
     shard.counters().connections_accepted += 1;
     let conn = Conn::new(conn_id, peer, shared, permit, false);
-    glommio::spawn_local(connection::run(shard.clone(), stream, conn, initial)).detach();
+    crate::runtime::spawn_local(connection::run(shard.clone(), stream, conn, initial)).detach();
 }
 
 /// Reads the PROXY header of a connection from a trusted `proxy`, within
@@ -294,10 +293,9 @@ fn start_conn(
 /// the connection as the client it names (a header that names none, a
 /// balancer's health check, stands for the proxy itself).
 async fn proxied(shard: Rc<Shard>, mut stream: TcpStream, proxy: SocketAddr, conn_id: u64) {
-    use futures_lite::{AsyncReadExt, FutureExt};
+    use futures_lite::FutureExt;
     let read = async {
         let mut buf = Vec::with_capacity(128);
-        let mut chunk = [0u8; 256];
         loop {
             match proxy::parse(&buf) {
                 Parsed::Incomplete => {}
@@ -307,17 +305,16 @@ async fn proxied(shard: Rc<Shard>, mut stream: TcpStream, proxy: SocketAddr, con
                 }
                 Parsed::Malformed(why) => return Err(why),
             }
-            let want = (proxy::MAX_HEADER - buf.len()).min(chunk.len());
-            match stream.read(&mut chunk[..want]).await {
+            match stream.recv_into(&mut buf).await {
                 Ok(0) => return Err("closed before its header ended".to_string()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
     };
     let deadline = Duration::from_secs(shard.config.limits.partial_frame_timeout_secs.max(1));
     let late = async {
-        glommio::timer::sleep(deadline).await;
+        crate::runtime::sleep(deadline).await;
         Err(format!("no whole header within {deadline:?}"))
     };
     match read.or(late).await {
@@ -353,14 +350,12 @@ fn adopt(shard: &Rc<Shard>, h: Handoff) {
     if shard.stopping.get() {
         return;
     }
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(h.fd);
-    // SAFETY: the sending shard dup'ed this fd for us and closed its own copy;
-    // `into_raw_fd` handed its ownership to the stream.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&h.fd);
+    let stream = TcpStream::from(h.fd);
     let shared = shard.register(h.conn_id, fd, h.accepted);
     shard.counters().handoffs_in += 1;
     let conn = Conn::new(h.conn_id, h.peer, shared, h.permit, true);
-    glommio::spawn_local(connection::run(shard.clone(), stream, conn, h.bytes)).detach();
+    crate::runtime::spawn_local(connection::run(shard.clone(), stream, conn, h.bytes)).detach();
 }
 
 /// One coarse timer per shard closes connections that never logged in or
@@ -369,9 +364,10 @@ async fn timer_loop(shard: Rc<Shard>) {
     let period = Duration::from_millis(shard.config.server.timer_interval_ms);
     let deadlines = shard.core.borrow().settings().deadlines;
     loop {
-        glommio::timer::sleep(period).await;
+        crate::runtime::sleep(period).await;
         let now = Instant::now();
         let (mut login_timeouts, mut idle_timeouts, mut partial_timeouts) = (0, 0, 0);
+        let mut write_timeouts = 0;
         for conn in shard.conns.borrow().values() {
             if conn.close.get().is_some() {
                 continue;
@@ -381,6 +377,7 @@ async fn timer_loop(shard: Rc<Shard>) {
                 age: now.duration_since(conn.accepted),
                 silent: now.duration_since(conn.last_seen.get()),
                 partial: conn.partial_since.get().map(|t| now.duration_since(t)),
+                sending: conn.sending_since.get().map(|t| now.duration_since(t)),
             };
             match deadlines.check(liveness) {
                 Some(reason @ CloseReason::LoginTimeout) => {
@@ -390,6 +387,10 @@ async fn timer_loop(shard: Rc<Shard>) {
                 Some(reason @ CloseReason::PartialFrameTimeout) => {
                     conn.close(reason);
                     partial_timeouts += 1;
+                }
+                Some(reason @ CloseReason::WriteTimeout) => {
+                    conn.close(reason);
+                    write_timeouts += 1;
                 }
                 Some(reason) => {
                     conn.close(reason);
@@ -403,6 +404,7 @@ async fn timer_loop(shard: Rc<Shard>) {
             c.login_timeouts += login_timeouts;
             c.idle_timeouts += idle_timeouts;
             c.partial_timeouts += partial_timeouts;
+            c.write_timeouts += write_timeouts;
         }
         if login_timeouts + partial_timeouts > 0 {
             if let Some(suppressed) = shard.accept_log.check() {

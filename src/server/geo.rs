@@ -31,7 +31,7 @@ pub(crate) fn start(shard: &Rc<Shard>, conn_id: u64, mut lookup: Lookup, receive
     }
     let deadline = shard.config.geo.deadline();
     let shard = shard.clone();
-    glommio::spawn_local(async move {
+    crate::runtime::spawn_local(async move {
         let until = Instant::now() + deadline;
         let mut found = Found::default();
         if let Some(query) = lookup.want.query.clone() {
@@ -79,7 +79,7 @@ pub(crate) fn start(shard: &Rc<Shard>, conn_id: u64, mut lookup: Lookup, receive
 async fn before<T>(until: Instant, future: impl std::future::Future<Output = T>) -> Option<T> {
     let left = until.saturating_duration_since(Instant::now());
     futures_lite::future::or(async { Some(future.await) }, async {
-        glommio::timer::sleep(left).await;
+        crate::runtime::sleep(left).await;
         None::<T>
     })
     .await

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// glommio refuses to start an executor below this soft memlock limit.
-pub const MIN_MEMLOCK: u64 = 512 * 1024;
+/// The kernel pins each shard's provided-buffer ring (a page) against the
+/// soft memlock limit; this leaves room for them and for the kernel's own.
+pub const MIN_MEMLOCK: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
@@ -47,7 +48,7 @@ fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::
     }
 }
 
-/// Makes sure glommio can start: raises the soft memlock limit towards the
+/// Makes sure the shards' rings can start: raises the soft memlock limit towards the
 /// hard one if needed, or explains how to fix it.
 pub fn ensure_memlock() -> Result<u64, LimitError> {
     let (soft, hard) = getrlimit(libc::RLIMIT_MEMLOCK);

@@ -1,12 +1,10 @@
-//! The ingestion server: one glommio executor per shard, connections
+//! The ingestion server: one runtime thread per shard, connections
 //! sharded by IMEI, and the process-level start and shutdown around them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
@@ -41,7 +39,7 @@ const FD_RESERVE: u64 = 64;
 
 /// A running server. Dropping it does not stop it: call [`RunningServer::shutdown`].
 pub struct RunningServer {
-    shards: Vec<ExecutorJoinHandle<ShardMetrics>>,
+    shards: Vec<std::thread::JoinHandle<ShardMetrics>>,
     map: crate::ingest::ShardMap,
     peers: Vec<flume::Sender<ShardMsg>>,
     local_addr: SocketAddr,
@@ -190,20 +188,19 @@ pub fn start(
             ready: ready_tx.clone(),
             geo: services.geo.clone(),
         };
-        let placement = if n <= cpus {
-            Placement::Fixed(id)
-        } else {
-            Placement::Unbound
-        };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{id}"))
-            .ring_depth(config.server.ring_depth)
-            .io_memory(config.server.io_memory)
-            .spawn(move || executor::run(start))
-            .map_err(|e| ServerError::Shard {
-                shard: id,
-                reason: e.to_string(),
-            })?;
+        let mut builder = crate::runtime::Builder::new(format!("shard-{id}"))
+            .ring_entries(config.server.ring_depth as u32)
+            .buffers(config.server.read_buffers, config.server.read_buffer);
+        if n <= cpus {
+            builder = builder.pin(id);
+        }
+        let handle =
+            builder
+                .spawn(move || executor::run(start))
+                .map_err(|e| ServerError::Shard {
+                    shard: id,
+                    reason: e.to_string(),
+                })?;
         shards.push(handle);
     }
     drop(ready_tx);

@@ -1,5 +1,5 @@
 //! One shard's state: its ingest core (the sessions of the IMEIs it owns),
-//! its frame decoder and read buffer, its connections, its way into the
+//! its frame decoder, its connections, its way into the
 //! sink, and the messages other threads send it.
 
 use std::cell::{Cell, RefCell, RefMut};
@@ -89,6 +89,9 @@ pub struct ConnShared {
     pub logged_in: Cell<bool>,
     /// When the unfinished frame the connection keeps began arriving.
     pub partial_since: Cell<Option<Instant>>,
+    /// When the send still in flight began: the timer ends a connection
+    /// whose badge does not take its replies within the write deadline.
+    pub sending_since: Cell<Option<Instant>>,
     pub close: Cell<Option<CloseReason>>,
     /// Server-initiated frames waiting to be written by the connection's task.
     pub downlink: RefCell<Vec<u8>>,
@@ -150,9 +153,6 @@ pub(crate) struct Shard {
     /// What is decided for every frame; borrowed only synchronously.
     pub core: RefCell<Ingest>,
     pub decoder: RefCell<FrameDecoder>,
-    /// Every connection of the shard reads into this one buffer; a
-    /// connection keeps only a partial frame of its own.
-    pub buf: RefCell<Box<[u8]>>,
     /// The core's answer to one read, emptied before the next await.
     pub outcome: RefCell<Outcome>,
     pub conns: RefCell<HashMap<u64, Rc<ConnShared>>>,
@@ -212,6 +212,7 @@ impl Shard {
             last_seen: Cell::new(accepted),
             logged_in: Cell::new(false),
             partial_since: Cell::new(None),
+            sending_since: Cell::new(None),
             close: Cell::new(None),
             downlink: RefCell::new(Vec::new()),
             waker: RefCell::new(None),
