@@ -126,89 +126,102 @@ impl Conn {
     }
 }
 
-pub(crate) async fn run(shard: Rc<Shard>, mut stream: TcpStream, mut conn: Conn, initial: Vec<u8>) {
-    let mut pending_input = initial;
-    let reason = loop {
-        // `received` is when the bytes were read, not when the wait began:
-        // the reply latency must not include the badge's silence.
-        if let Some(pause) = conn.pause.take() {
-            shard.counters().rate_limited += 1;
-            crate::runtime::sleep(pause).await;
-            pending_input = std::mem::take(&mut conn.held);
-        }
-        let (step, received) = if !pending_input.is_empty() {
-            let input = std::mem::take(&mut pending_input);
-            let received = Instant::now();
-            (conn.feed(&shard, &input, received), received)
-        } else {
-            // A full log (ClickHouse away too long, or a failing disk) stops
-            // reading: TCP then holds the badges back.
-            if shard.log.full() {
-                Box::pin(shard.log.room()).await;
+/// The connection's task. Written as an `async move` block, not an `async
+/// fn`: an `async fn` keeps its arguments twice in its future (as
+/// arguments and as the locals they move into), and this future is what
+/// every idle badge costs.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    mut conn: Conn,
+    mut pending_input: Vec<u8>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let reason = loop {
+            // `received` is when the bytes were read, not when the wait began:
+            // the reply latency must not include the badge's silence.
+            if let Some(pause) = conn.pause.take() {
+                shard.counters().rate_limited += 1;
+                crate::runtime::sleep(pause).await;
+                pending_input = std::mem::take(&mut conn.held);
             }
-            // Wait for bytes from the badge, or for a command to write to it.
-            let event = poll_fn(|cx| {
-                if !conn.shared.downlink.borrow().is_empty() {
-                    return Poll::Ready(None);
+            let (step, received) = if !pending_input.is_empty() {
+                let input = std::mem::take(&mut pending_input);
+                let received = Instant::now();
+                (conn.feed(&shard, &input, received), received)
+            } else {
+                // A full log (ClickHouse away too long, or a failing disk) stops
+                // reading: TCP then holds the badges back.
+                if shard.log.full() {
+                    Box::pin(shard.log.room()).await;
                 }
-                let mut waker = conn.shared.waker.borrow_mut();
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                drop(waker);
-                stream.poll_recv(cx).map(Some)
-            })
-            .await;
-            let received = Instant::now();
-            let step = match event {
-                None => {
-                    let frames = std::mem::take(&mut *conn.shared.downlink.borrow_mut());
-                    conn.unsent.extend_from_slice(&frames);
-                    Step::Continue
-                }
-                Some(Ok(None)) => break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed),
-                Some(Err(_)) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
-                Some(Ok(Some(buf))) => {
-                    conn.shared.last_seen.set(received);
-                    shard.counters().bytes_in += buf.len() as u64;
-                    // The buffer goes back to the kernel once decoded.
-                    conn.feed(&shard, &buf, received)
-                }
+                // Wait for bytes from the badge, or for a command to write to it.
+                let event = poll_fn(|cx| {
+                    if !conn.shared.downlink.borrow().is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let mut waker = conn.shared.waker.borrow_mut();
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                    drop(waker);
+                    stream.poll_recv(cx).map(Some)
+                })
+                .await;
+                let received = Instant::now();
+                let step = match event {
+                    None => {
+                        let frames = std::mem::take(&mut *conn.shared.downlink.borrow_mut());
+                        conn.unsent.extend_from_slice(&frames);
+                        Step::Continue
+                    }
+                    Some(Ok(None)) => {
+                        break conn.shared.close.get().unwrap_or(CloseReason::PeerClosed)
+                    }
+                    Some(Err(_)) => break conn.shared.close.get().unwrap_or(CloseReason::IoError),
+                    Some(Ok(Some(buf))) => {
+                        conn.shared.last_seen.set(received);
+                        shard.counters().bytes_in += buf.len() as u64;
+                        // The buffer goes back to the kernel once decoded.
+                        conn.feed(&shard, &buf, received)
+                    }
+                };
+                (step, received)
             };
-            (step, received)
-        };
-        // The next receive goes out with this turn's send, when the
-        // connection reads on right after it.
-        let reads_on =
-            matches!(step, Step::Continue) && conn.pause.is_none() && conn.held.is_empty();
-        if let Err(reason) = conn.flush(&shard, &mut stream, received, reads_on).await {
-            // A write fails when the connection was closed from outside
-            // (timeout, newer login, shutdown): that is the reason to record.
-            break conn.shared.close.get().unwrap_or(reason);
-        }
-        match step {
-            Step::Continue => {}
-            Step::Close(reason) => break reason,
-            Step::Handoff { owner, bytes } => {
-                Box::pin(conn.hand_off(&shard, stream, owner, bytes)).await;
-                return;
+            // The next receive goes out with this turn's send, when the
+            // connection reads on right after it.
+            let reads_on =
+                matches!(step, Step::Continue) && conn.pause.is_none() && conn.held.is_empty();
+            if let Err(reason) = conn.flush(&shard, &mut stream, received, reads_on).await {
+                // A write fails when the connection was closed from outside
+                // (timeout, newer login, shutdown): that is the reason to record.
+                break conn.shared.close.get().unwrap_or(reason);
             }
+            match step {
+                Step::Continue => {}
+                Step::Close(reason) => break reason,
+                Step::Handoff { owner, bytes } => {
+                    Box::pin(conn.hand_off(&shard, stream, owner, bytes)).await;
+                    return;
+                }
+            }
+            // A read that returns data does not yield by itself: without this,
+            // a client that keeps bytes queued would be served for as long as
+            // it likes, and the shard's other connections, its timer and its
+            // inbox would wait. One read's worth of frames per turn; a turn
+            // that waited (for its commit, or on the socket) has already let
+            // the others run.
+            if !std::mem::take(&mut conn.waited) {
+                futures_lite::future::yield_now().await;
+            }
+        };
+        if reason == CloseReason::Shutdown && conn.shared.owed.get() > 0 {
+            Box::pin(conn.owed_replies(&shard, &mut stream)).await;
         }
-        // A read that returns data does not yield by itself: without this,
-        // a client that keeps bytes queued would be served for as long as
-        // it likes, and the shard's other connections, its timer and its
-        // inbox would wait. One read's worth of frames per turn; a turn
-        // that waited (for its commit, or on the socket) has already let
-        // the others run.
-        if !std::mem::take(&mut conn.waited) {
-            futures_lite::future::yield_now().await;
-        }
-    };
-    if reason == CloseReason::Shutdown && conn.shared.owed.get() > 0 {
-        Box::pin(conn.owed_replies(&shard, &mut stream)).await;
+        Box::pin(conn.finish(&shard, reason)).await;
+        drop(stream);
     }
-    Box::pin(conn.finish(&shard, reason)).await;
-    drop(stream);
 }
 
 impl Conn {
@@ -481,4 +494,19 @@ async fn send_replies(
     shard.counters().bytes_out += total;
     buf.clear();
     Ok(buf)
+}
+#[cfg(test)]
+mod tests {
+    /// Every idle badge costs its connection's task: the future of `run`,
+    /// in which `Conn` lives. An `async fn` would keep its arguments twice
+    /// (760 bytes here); the slow paths are boxed for the same reason.
+    #[test]
+    fn the_connection_task_stays_small() {
+        fn future_size<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = future_size(super::run as fn(_, _, _, _) -> _);
+        assert!(size <= 512, "the connection future is {size} bytes");
+        assert!(std::mem::size_of::<super::Conn>() <= 320);
+    }
 }
