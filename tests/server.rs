@@ -2045,3 +2045,43 @@ fn reply_latency_does_not_include_the_silence_before_a_frame() {
         "a reply latency of {max:?} includes the {silence:?} of silence"
     );
 }
+
+/// With only two receive buffers per shard, many badges sending at once
+/// find every buffer taken (the kernel answers their receives with
+/// ENOBUFS): each such receive waits for a buffer to come back, and
+/// nothing is lost or answered out of order.
+#[test]
+fn receives_wait_for_a_buffer_when_every_one_is_taken() {
+    let server = TestServer::start("few-buffers", |c| {
+        c.server.read_buffers = 2;
+        c.server.read_buffer = 512;
+    });
+    let addr = server.addr;
+    let badges: Vec<_> = (0..40u64)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut c = Client { s };
+                c.login(imei(9_000 + n), 1);
+                for round in 0..10u16 {
+                    // 30 heartbeats in one write: more than a buffer holds.
+                    let serials: Vec<u16> = (0..30).map(|i| 2 + round * 30 + i).collect();
+                    let burst: Vec<u8> = serials.iter().flat_map(|s| heartbeat(*s)).collect();
+                    c.send(&burst);
+                    let want: Vec<u8> = serials.iter().flat_map(|s| ack(0x13, *s)).collect();
+                    c.expect(&want);
+                }
+                c
+            })
+        })
+        .collect();
+    let clients: Vec<Client> = badges.into_iter().map(|t| t.join().unwrap()).collect();
+    let m = server.wait_for("every frame", |m| m.frame.frames >= 40 * 301);
+    assert_eq!(m.frame.frames, 40 * 301);
+    assert_eq!((m.frame.rejected(), m.frame.garbage_bytes), (0, 0));
+    drop(clients);
+    let (_, rows) = server.stop();
+    let heartbeats = rows.iter().filter(|r| table(r) == "heartbeats").count();
+    assert_eq!(heartbeats, 40 * 300);
+}
