@@ -232,6 +232,8 @@ figures! {
     proxy_untrusted: Counter, "proxy_untrusted", "proxy_untrusted_total", [Limits "proxy_untrusted"];
     /// Connections closed for a malformed, too long or late PROXY header.
     proxy_bad_headers: Counter, "proxy_bad_headers", "proxy_bad_headers_total", [Limits "proxy_bad_header"];
+    /// Receives that found every receive buffer taken and waited for one (often: raise `server.read_buffers`).
+    recv_buffer_waits: Counter, "recv_buffer_waits", "receive_buffer_waits_total", [];
     /// Accepts that failed for lack of file descriptors.
     emfile: Counter, "emfile", "emfile_total", [Errors "emfile"];
     /// Accepts that failed for another reason.

@@ -2080,6 +2080,10 @@ fn receives_wait_for_a_buffer_when_every_one_is_taken() {
     let m = server.wait_for("every frame", |m| m.frame.frames >= 40 * 301);
     assert_eq!(m.frame.frames, 40 * 301);
     assert_eq!((m.frame.rejected(), m.frame.garbage_bytes), (0, 0));
+    assert!(
+        m.counters.recv_buffer_waits > 0,
+        "no receive waited for a buffer: {m:?}"
+    );
     drop(clients);
     let (_, rows) = server.stop();
     let heartbeats = rows.iter().filter(|r| table(r) == "heartbeats").count();

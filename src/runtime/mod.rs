@@ -109,6 +109,12 @@ impl Builder {
     }
 }
 
+/// Receives on this runtime thread that found every receive buffer taken
+/// and waited for one (0 off a runtime thread).
+pub fn receive_buffer_waits() -> u64 {
+    executor::try_with(|e| e.ring.bufs.waits()).unwrap_or(0)
+}
+
 fn pin_to(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
     // sched_setaffinity only touch the set we pass.

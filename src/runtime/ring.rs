@@ -351,6 +351,8 @@ pub(crate) struct Buffers {
     pub size: usize,
     /// Buffers the kernel may still take.
     available: Cell<usize>,
+    /// Receives that found none left and waited.
+    waits: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
 }
 
@@ -379,6 +381,7 @@ impl Buffers {
             mem: vec![0u8; count as usize * size].into_boxed_slice(),
             size,
             available: Cell::new(0),
+            waits: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
         };
         // SAFETY: the mapping lives as long as `bufs`, and is unregistered
@@ -427,8 +430,14 @@ impl Buffers {
         self.available.get()
     }
 
+    /// Receives so far that found every buffer taken.
+    pub fn waits(&self) -> u64 {
+        self.waits.get()
+    }
+
     /// Wakes `waker` when a buffer comes back.
     pub fn wait(&self, waker: &Waker) {
+        self.waits.set(self.waits.get() + 1);
         self.waiters.borrow_mut().push(waker.clone());
     }
 }

@@ -195,7 +195,8 @@ impl Shard {
 
     pub fn snapshot(&self) -> ShardMetrics {
         let core = self.core.borrow();
-        let counters = core.counters();
+        let mut counters = core.counters();
+        counters.recv_buffer_waits = crate::runtime::receive_buffer_waits();
         ShardMetrics {
             shard: self.id,
             counters,
