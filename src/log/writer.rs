@@ -451,28 +451,20 @@ impl LogWriter {
                 }
             }
         };
-        let chunk = {
+        {
             let mut s = self.state.borrow_mut();
             // Keep the last, partial block: the next commit writes it again.
             let done = (end - s.segment - s.base) as usize;
             let keep_from = done / self.align as usize * self.align as usize;
-            let chunk_bytes = {
-                let from = (s.chunk_start - s.segment - s.base) as usize;
-                s.buf[from..done].to_vec()
-            };
+            let from = (s.chunk_start - s.segment - s.base) as usize;
+            let received = std::mem::take(&mut s.received);
+            // Straight into the outbox (see `hand_on`): the bytes are
+            // copied once, however many commits it joins.
+            self.stage(s.chunk_start, end, &s.buf[from..done], received);
             s.buf.drain(..keep_from);
             s.base += keep_from as u64;
-            let received = std::mem::take(&mut s.received);
-            let chunk = Chunk {
-                shard: self.shard,
-                start: s.chunk_start,
-                end,
-                bytes: chunk_bytes,
-                received,
-            };
             s.chunk_start = end;
-            chunk
-        };
+        }
         self.durable.set(end);
         let st = &self.stats;
         st.durable.store(end, Ordering::Relaxed);
@@ -486,28 +478,35 @@ impl LogWriter {
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
-        self.hand_on(chunk);
+        self.hand_on();
     }
 
-    /// Passes a commit's entries on to the writers, joined with the other
-    /// commits of the last few milliseconds: one commit a millisecond
-    /// would wake the writers' thread a thousand times a second for each
-    /// shard, for rows it batches far longer than that anyway.
-    fn hand_on(self: &Rc<Self>, chunk: Chunk) {
-        let big = {
-            let mut outbox = self.outbox.borrow_mut();
-            let joined = match &mut *outbox {
-                Some(o) => {
-                    debug_assert_eq!(o.end, chunk.start, "commits hand on in order");
-                    o.end = chunk.end;
-                    o.bytes.extend_from_slice(&chunk.bytes);
-                    o.received.extend_from_slice(&chunk.received);
-                    o
-                }
-                None => outbox.insert(chunk),
-            };
-            joined.bytes.len() >= HANDOFF_BYTES
-        };
+    /// Adds a commit's entries (`start..end`) to the outbox.
+    fn stage(&self, start: u64, end: u64, bytes: &[u8], mut received: Vec<Instant>) {
+        let mut outbox = self.outbox.borrow_mut();
+        let o = outbox.get_or_insert_with(|| Chunk {
+            shard: self.shard,
+            start,
+            end: start,
+            bytes: Vec::with_capacity(bytes.len()),
+            received: Vec::new(),
+        });
+        debug_assert_eq!(o.end, start, "commits hand on in order");
+        o.end = end;
+        o.bytes.extend_from_slice(bytes);
+        o.received.append(&mut received);
+    }
+
+    /// Passes the outbox on to the writers, with the other commits of the
+    /// last few milliseconds: one commit a millisecond would wake the
+    /// writers' thread a thousand times a second for each shard, for rows
+    /// it batches far longer than that anyway.
+    fn hand_on(self: &Rc<Self>) {
+        let big = self
+            .outbox
+            .borrow()
+            .as_ref()
+            .is_some_and(|o| o.bytes.len() >= HANDOFF_BYTES);
         if big || self.closing.get() {
             self.flush_outbox();
         } else if !self.handoff_pending.replace(true) {

@@ -217,7 +217,8 @@ impl Executor {
             }
             self.remote.sleeping.store(false, Ordering::Relaxed);
         }
-        if self.ring.reap() {
+        self.ring.reap();
+        if self.ring.take_woken() {
             // The eventfd was read: the next wake-up needs a new write.
             self.remote.notified.store(false, Ordering::Release);
         }

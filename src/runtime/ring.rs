@@ -16,6 +16,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 const WAKE: u64 = u64::MAX;
 /// user_data of cancellations, whose completions say nothing we need.
 const CANCEL: u64 = u64::MAX - 1;
+/// Ring errors are not expected; if one repeats, once a second is enough.
+static RING_LOG: crate::logging::LogLimit = crate::logging::LogLimit::per_second();
 /// How long a wait that counts the sends just submitted may last.
 const SEND_WAIT: Duration = Duration::from_millis(1);
 /// The buffer group of the receive buffers.
@@ -46,6 +48,7 @@ pub(crate) struct Ring {
     /// with the next event instead of at once (one `io_uring_enter` per
     /// frame instead of two).
     sends: Cell<u32>,
+    woken: Cell<bool>,
 }
 
 impl Ring {
@@ -72,6 +75,7 @@ impl Ring {
             wake_fd,
             wake_buf: Box::new(Cell::new(0)),
             sends: Cell::new(0),
+            woken: Cell::new(false),
         };
         ring.arm_wake();
         Ok(ring)
@@ -85,18 +89,32 @@ impl Ring {
     }
 
     fn push(&self, sqe: squeue::Entry) {
-        let mut uring = self.uring.borrow_mut();
         loop {
             // SAFETY: every buffer an entry points to is kept alive by its
             // slot (or by the ring itself) until its completion is reaped.
-            if unsafe { uring.submission().push(&sqe) }.is_ok() {
+            if unsafe { self.uring.borrow_mut().submission().push(&sqe) }.is_ok() {
                 return;
             }
-            // The queue is full: hand it to the kernel now.
-            if let Err(e) = uring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    tracing::error!(error = %e, "io_uring submit failed");
+            // The queue is full: hand it to the kernel now. A kernel that
+            // holds completions we have not taken refuses (EBUSY) until we
+            // take them.
+            if !self.submit_queued() {
+                self.reap();
+            }
+        }
+    }
+
+    /// Submits what is queued; false if the kernel first wants the
+    /// completions taken (EBUSY).
+    fn submit_queued(&self) -> bool {
+        match self.uring.borrow_mut().submit() {
+            Ok(_) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => false,
+            Err(e) => {
+                if let Some(suppressed) = RING_LOG.check() {
+                    tracing::error!(error = %e, suppressed, "io_uring submit failed");
                 }
+                true
             }
         }
     }
@@ -151,10 +169,7 @@ impl Ring {
                     false
                 }
                 Slot::Done(_, flags, owned) => {
-                    drop(owned);
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        self.bufs.give_back(bid);
-                    }
+                    self.release(flags, owned);
                     true
                 }
                 other => {
@@ -181,18 +196,26 @@ impl Ring {
         self.start(sqe, owned)
     }
 
+    /// What a completion nobody will take held: its resources, and the
+    /// receive buffer the kernel filled, which goes back unread.
+    fn release(&self, flags: u32, owned: Option<Owned>) {
+        drop(owned);
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            self.bufs.give_back(bid);
+        }
+    }
+
     /// Hands the queued entries to the kernel without waiting (and runs
     /// completions the kernel deferred to us).
     pub fn submit(&self) {
         self.sends.set(0);
-        let mut uring = self.uring.borrow_mut();
-        let pending = !uring.submission().is_empty();
-        if pending || uring.submission().taskrun() {
-            if let Err(e) = uring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    tracing::error!(error = %e, "io_uring submit failed");
-                }
-            }
+        let due = {
+            let mut uring = self.uring.borrow_mut();
+            let sq = uring.submission();
+            !sq.is_empty() || sq.taskrun()
+        };
+        if due {
+            self.submit_queued();
         }
     }
 
@@ -217,15 +240,17 @@ impl Ring {
         if let Err(e) = result {
             match e.raw_os_error() {
                 Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
-                _ => tracing::error!(error = %e, "io_uring wait failed"),
+                _ => {
+                    if let Some(suppressed) = RING_LOG.check() {
+                        tracing::error!(error = %e, suppressed, "io_uring wait failed");
+                    }
+                }
             }
         }
     }
 
-    /// Takes every completion and wakes its task. True if the wake-up
-    /// eventfd was among them.
-    pub fn reap(&self) -> bool {
-        let mut woke_by_fd = false;
+    /// Takes every completion and wakes its task.
+    pub fn reap(&self) {
         let mut wakers: Vec<Waker> = Vec::new();
         let mut rearm = false;
         {
@@ -235,7 +260,7 @@ impl Ring {
             for cqe in uring.completion() {
                 let ud = cqe.user_data();
                 if ud == WAKE {
-                    woke_by_fd = true;
+                    self.woken.set(true);
                     rearm = true;
                     continue;
                 }
@@ -255,10 +280,7 @@ impl Ring {
                         }
                     }
                     Slot::Orphan(owned) => {
-                        drop(owned);
-                        if let Some(bid) = cqueue::buffer_select(flags) {
-                            self.bufs.give_back(bid);
-                        }
+                        self.release(flags, owned);
                         free.push(id);
                     }
                     other => slots[id] = other,
@@ -271,7 +293,12 @@ impl Ring {
         for w in wakers {
             w.wake();
         }
-        woke_by_fd
+    }
+
+    /// Whether the wake-up eventfd was read since the last call (by any
+    /// reap, also one a full queue forced in the middle of a turn).
+    pub fn take_woken(&self) -> bool {
+        self.woken.replace(false)
     }
 
     /// At the end of the thread: waits (briefly) for the operations still
