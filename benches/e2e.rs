@@ -4,7 +4,8 @@
 //!     BADGE_BENCH_CLICKHOUSE_URL=$(scripts/clickhouse.sh url) cargo bench --bench e2e
 //!
 //! Environment: BADGE_BENCH_ROWS (default 1,000,000), BADGE_BENCH_CONNECTIONS (200),
-//! BADGE_BENCH_COMPRESSION (`lz4`, the default, or `none`).
+//! BADGE_BENCH_COMPRESSION (`lz4`, the default, or `none`),
+//! BADGE_BENCH_INSERTS_IN_FLIGHT (`sink.inserts_in_flight`, default 2).
 //! The server runs in-process (2 shards, ClickHouse sink with its default
 //! batching); the load comes from plain threads writing pre-encoded GPS and
 //! LBS frames, which need no reply. The raw rate is `clickhouse-client`
@@ -131,6 +132,9 @@ fn main() {
     config.sink.kind = SinkKind::ClickHouse;
     config.clickhouse.url = url.clone();
     config.clickhouse.database = db.clone();
+    if let Ok(n) = std::env::var("BADGE_BENCH_INSERTS_IN_FLIGHT") {
+        config.sink.inserts_in_flight = n.parse().expect("BADGE_BENCH_INSERTS_IN_FLIGHT: a number");
+    }
     if let Ok(c) = std::env::var("BADGE_BENCH_COMPRESSION") {
         config.clickhouse.compression = c;
     }

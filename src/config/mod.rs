@@ -159,6 +159,9 @@ pub struct SinkConfig {
     pub batch_bytes: usize,
     /// ... or when its oldest row is this old.
     pub batch_age_ms: u64,
+    /// Inserts of one table out at once. ClickHouse parses and writes an
+    /// insert on one thread: a second in flight uses another core.
+    pub inserts_in_flight: usize,
     /// Keep the raw frames in the `raw_frames` table.
     pub raw_frames: bool,
 }
@@ -381,6 +384,7 @@ impl Default for SinkConfig {
             batch_rows: 50_000,
             batch_bytes: 16 * 1024 * 1024,
             batch_age_ms: 1000,
+            inserts_in_flight: 2,
             raw_frames: false,
         }
     }
@@ -638,6 +642,9 @@ impl Config {
         if k.batch_age_ms == 0 {
             return bad("sink.batch_age_ms", "must be at least 1");
         }
+        if !(1..=16).contains(&k.inserts_in_flight) {
+            return bad("sink.inserts_in_flight", "must be between 1 and 16");
+        }
         if k.kind == SinkKind::File && k.file.as_os_str().is_empty() {
             return bad("sink.file", "must name a file when sink.kind = \"file\"");
         }
@@ -725,6 +732,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lisen"), "{e}");
+        for n in ["0", "17"] {
+            let c: Config = toml::from_str(&format!("[sink]\ninserts_in_flight = {n}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with("config key `sink.inserts_in_flight`"), "{e}");
+        }
+        assert_eq!(Config::default().sink.inserts_in_flight, 2);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Where batches are inserted: ClickHouse (over HTTP, on a small tokio
-//! runtime, one insert in flight per table), a JSON-lines file (for
+//! runtime, up to `sink.inserts_in_flight` inserts per table), a JSON-lines file (for
 //! debugging and the server tests), or nowhere (load tests of the server
 //! alone: rows are only counted).
 
@@ -15,12 +15,14 @@ use crate::config::{Config, SinkKind};
 use crate::record::Table;
 
 use super::clickhouse::{self, Failure};
+use super::lanes::BatchId;
 use super::{SinkError, SinkStats};
 
 /// How an insert ended.
 #[derive(Debug)]
 pub struct Done {
     pub table: Table,
+    pub batch: BatchId,
     /// How long it took, or why it failed.
     pub result: Result<Duration, Failure>,
 }
@@ -101,9 +103,9 @@ impl Destination {
         })
     }
 
-    /// Starts inserting `payload` (rows of `table` in RowBinary); the
-    /// outcome comes on `done`.
-    pub fn insert(&mut self, table: Table, payload: Bytes, done: &Sender<Done>) {
+    /// Starts inserting `payload` (rows of `table`'s batch `batch`, in
+    /// RowBinary); the outcome comes on `done`.
+    pub fn insert(&mut self, table: Table, batch: BatchId, payload: Bytes, done: &Sender<Done>) {
         let started = Instant::now();
         match self {
             Destination::ClickHouse {
@@ -121,18 +123,27 @@ impl Destination {
                         .await
                         .map(|()| started.elapsed())
                         .map_err(|e| clickhouse::classify(&e));
-                    let _ = done.send(Done { table, result });
+                    let _ = done.send(Done {
+                        table,
+                        batch,
+                        result,
+                    });
                 });
             }
             Destination::File(out) => {
                 let result = write_json(out, table, &payload)
                     .map(|()| started.elapsed())
                     .map_err(|e| Failure::Retry(e.to_string()));
-                let _ = done.send(Done { table, result });
+                let _ = done.send(Done {
+                    table,
+                    batch,
+                    result,
+                });
             }
             Destination::Count => {
                 let _ = done.send(Done {
                     table,
+                    batch,
                     result: Ok(started.elapsed()),
                 });
             }

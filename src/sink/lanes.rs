@@ -1,8 +1,12 @@
 //! Which rows each table still needs, from which shard, and from where:
 //! the writers' bookkeeping, apart from the I/O so that it is tested alone.
 //!
-//! Each table has at most one open batch (rows being gathered) and one in
-//! flight (being inserted). Rows reach a table either from memory (the
+//! Each table has at most one open batch (rows being gathered) and up to
+//! `sink.inserts_in_flight` in flight (being inserted, each under its own
+//! [`BatchId`]): ClickHouse runs an insert on one thread, so a second one
+//! in flight keeps the other core busy while the first is parsed and merged
+//! into its views. Batches may go in out of order; a table's checkpoint
+//! stays below the oldest row still out. Rows reach a table either from memory (the
 //! entries of each commit, the normal case) or from the log: after a
 //! restart, after the table failed to insert (its rows are in the log, so
 //! memory is not needed to keep them), or after commits were missed (the
@@ -25,7 +29,13 @@ pub struct Limits {
     pub rows: usize,
     pub bytes: usize,
     pub age: Duration,
+    /// Batches of one table in flight at once.
+    pub in_flight: usize,
 }
+
+/// Which batch of a table an insert carries: the writer's handle on it
+/// while it is in flight.
+pub type BatchId = u64;
 
 /// One row of a batch: where it is in the payload, and where in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +110,37 @@ impl Batch {
     }
 }
 
+/// A batch out to ClickHouse.
+#[derive(Debug)]
+struct Flight {
+    id: BatchId,
+    batch: Batch,
+    /// After a failure: when it is tried again.
+    retry_at: Option<Instant>,
+}
+
 #[derive(Debug, Default)]
 struct TableState {
     open: Option<Batch>,
-    in_flight: Option<Batch>,
-    /// After a failure: nothing is tried before this.
-    paused_until: Option<Instant>,
+    /// In the order they went out.
+    in_flight: Vec<Flight>,
+    /// A batch failed and none has gone in since: no new batch goes out
+    /// (ClickHouse is in trouble, and the rows are safe in the log).
+    failing: bool,
+    next_id: BatchId,
+}
+
+impl TableState {
+    /// A failed batch waits for its retry: the table reads nothing more.
+    fn waiting(&self) -> bool {
+        self.in_flight.iter().any(|f| f.retry_at.is_some())
+    }
+
+    fn batches(&self) -> impl Iterator<Item = &Batch> {
+        self.open
+            .iter()
+            .chain(self.in_flight.iter().map(|f| &f.batch))
+    }
 }
 
 #[derive(Debug)]
@@ -249,8 +284,8 @@ impl Lanes {
             .into_iter()
             .filter(|t| {
                 let s = &self.tables[t.index()];
-                s.in_flight.is_none()
-                    && s.paused_until.is_none_or(|p| now >= p)
+                s.in_flight.len() < self.limits.in_flight
+                    && !s.failing
                     && s.open.as_ref().is_some_and(|b| {
                         !b.rows.is_empty()
                             && (closing
@@ -261,48 +296,72 @@ impl Lanes {
             .collect()
     }
 
-    /// The open batch of `table` goes out.
-    pub fn take(&mut self, table: Table) -> Option<&mut Batch> {
+    /// The open batch of `table` goes out (if there is room in flight).
+    pub fn take(&mut self, table: Table) -> Option<(BatchId, &mut Batch)> {
         let t = &mut self.tables[table.index()];
-        if t.in_flight.is_some() {
+        if t.in_flight.len() >= self.limits.in_flight {
             return None;
         }
-        t.in_flight = t.open.take();
-        t.in_flight.as_mut()
+        let batch = t.open.take()?;
+        let id = t.next_id;
+        t.next_id += 1;
+        t.in_flight.push(Flight {
+            id,
+            batch,
+            retry_at: None,
+        });
+        t.in_flight.last_mut().map(|f| (id, &mut f.batch))
     }
 
-    pub fn in_flight(&mut self, table: Table) -> Option<&mut Batch> {
-        self.tables[table.index()].in_flight.as_mut()
+    pub fn in_flight(&mut self, table: Table, id: BatchId) -> Option<&mut Batch> {
+        self.tables[table.index()]
+            .in_flight
+            .iter_mut()
+            .find(|f| f.id == id)
+            .map(|f| &mut f.batch)
     }
 
-    /// The batch in flight is in ClickHouse (or set aside): the table's
-    /// checkpoints move past it.
-    pub fn inserted(&mut self, table: Table) -> Option<Batch> {
+    /// Batch `id` is in ClickHouse (or set aside): the table's checkpoints
+    /// move past it, up to the oldest row still out.
+    pub fn inserted(&mut self, table: Table, id: BatchId) -> Option<Batch> {
         let t = &mut self.tables[table.index()];
-        t.paused_until = None;
-        t.in_flight.take()
+        let at = t.in_flight.iter().position(|f| f.id == id)?;
+        t.failing = false;
+        Some(t.in_flight.remove(at).batch)
     }
 
-    /// The batch in flight failed but may succeed later: it is tried again
-    /// after `retry`, and the table reads its further rows from the log.
-    pub fn failed(&mut self, table: Table, now: Instant, retry: Duration) {
-        self.tables[table.index()].paused_until = Some(now + retry);
+    /// Batch `id` failed but may succeed later: it is tried again after
+    /// `retry`, no new batch goes out until one goes in, and the table reads
+    /// its further rows from the log.
+    pub fn failed(&mut self, table: Table, id: BatchId, now: Instant, retry: Duration) {
+        let t = &mut self.tables[table.index()];
+        if let Some(f) = t.in_flight.iter_mut().find(|f| f.id == id) {
+            f.retry_at = Some(now + retry);
+        }
+        t.failing = true;
         self.read_from_log(table);
     }
 
-    /// Whether the batch in flight of `table` may be tried again.
-    pub fn retry_due(&self, table: Table, now: Instant) -> bool {
-        let t = &self.tables[table.index()];
-        t.in_flight.is_some() && t.paused_until.is_some_and(|p| now >= p)
+    /// The failed batches of `table` whose retry is due; they count as
+    /// going out again from now.
+    pub fn retries_due(&mut self, table: Table, now: Instant) -> Vec<BatchId> {
+        self.tables[table.index()]
+            .in_flight
+            .iter_mut()
+            .filter(|f| f.retry_at.is_some_and(|at| now >= at))
+            .map(|f| {
+                f.retry_at = None;
+                f.id
+            })
+            .collect()
     }
 
-    /// When the first table paused after a failure may try again.
+    /// When the first batch waiting after a failure may be tried again.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.tables.iter().filter_map(|t| t.paused_until).min()
-    }
-
-    pub fn clear_pause(&mut self, table: Table) {
-        self.tables[table.index()].paused_until = None;
+        self.tables
+            .iter()
+            .flat_map(|t| t.in_flight.iter().filter_map(|f| f.retry_at))
+            .min()
     }
 
     /// Where shard `shard`'s log should be read from next, if anywhere: the
@@ -327,7 +386,7 @@ impl Lanes {
         let t = &self.tables[table.index()];
         self.shards[shard].from_log[table.index()].is_some()
             && t.open.as_ref().is_none_or(|b| !b.full(&self.limits))
-            && t.paused_until.is_none()
+            && !t.waiting()
     }
 
     /// Where reading shard `shard`'s log must stop: the end it announced.
@@ -447,9 +506,7 @@ impl Lanes {
         let s = &self.shards[shard];
         let t = &self.tables[table.index()];
         let base = s.from_log[table.index()].unwrap_or(s.covered);
-        [t.open.as_ref(), t.in_flight.as_ref()]
-            .into_iter()
-            .flatten()
+        t.batches()
             .filter_map(|b| b.first_of(shard))
             .fold(base, u64::min)
     }
@@ -464,8 +521,7 @@ impl Lanes {
     pub fn pending_rows(&self) -> usize {
         self.tables
             .iter()
-            .flat_map(|t| [t.open.as_ref(), t.in_flight.as_ref()])
-            .flatten()
+            .flat_map(TableState::batches)
             .map(|b| b.rows.len())
             .sum()
     }
@@ -495,6 +551,7 @@ mod tests {
             rows: 3,
             bytes: 1 << 20,
             age: Duration::from_secs(1),
+            in_flight: 1,
         }
     }
 
@@ -587,14 +644,14 @@ mod tests {
             l.due(later, false),
             vec![Table::Heartbeats, Table::Locations]
         );
-        let batch = l.take(Table::Heartbeats).unwrap();
+        let (id, batch) = l.take(Table::Heartbeats).unwrap();
         assert_eq!(batch.rows.len(), 2);
         assert_eq!(
             l.checkpoint(0, Table::Heartbeats),
             at[0],
             "in flight is not in"
         );
-        l.inserted(Table::Heartbeats);
+        l.inserted(Table::Heartbeats, id).unwrap();
         assert_eq!(l.checkpoint(0, Table::Heartbeats), end);
         assert_eq!(l.checkpoint(0, Table::Locations), at[1]);
     }
@@ -605,8 +662,8 @@ mod tests {
         let mut l = fresh(0);
         let (b1, e1, a1) = commit(0, &[heartbeat(), location()]);
         l.chunk(0, 0, e1, &b1, &[], now);
-        l.take(Table::Heartbeats);
-        l.failed(Table::Heartbeats, now, Duration::from_secs(5));
+        let (id, _) = l.take(Table::Heartbeats).unwrap();
+        l.failed(Table::Heartbeats, id, now, Duration::from_secs(5));
         let (b2, e2, a2) = commit(e1, &[heartbeat(), location()]);
         l.chunk(0, e1, e2, &b2, &[], now);
         // Heartbeats: the failed batch waits; the new row is left to the log.
@@ -623,8 +680,14 @@ mod tests {
             2
         );
         assert_eq!(l.wants_log(0), None, "paused: not read yet");
-        assert!(l.retry_due(Table::Heartbeats, now + Duration::from_secs(5)));
-        l.inserted(Table::Heartbeats);
+        assert!(l
+            .retries_due(Table::Heartbeats, now + Duration::from_secs(4))
+            .is_empty());
+        assert_eq!(
+            l.retries_due(Table::Heartbeats, now + Duration::from_secs(5)),
+            vec![id]
+        );
+        l.inserted(Table::Heartbeats, id).unwrap();
         // The retry went in: the log is read from after it.
         assert_eq!(l.wants_log(0), Some(e1));
         let mut fx = Effects::default();
@@ -649,7 +712,11 @@ mod tests {
         let (bytes, end, at) = commit(0, &[heartbeat(), location(), heartbeat()]);
         let mut l = Lanes::new(limits(), &[end], &[([0; Table::COUNT], end)]);
         // Heartbeats fail and wait; locations read the log meanwhile.
-        l.tables[Table::Heartbeats.index()].paused_until = Some(now + Duration::from_secs(60));
+        l.tables[Table::Heartbeats.index()].in_flight.push(Flight {
+            id: 0,
+            batch: Batch::new(Table::Heartbeats, now, true),
+            retry_at: Some(now + Duration::from_secs(60)),
+        });
         let mut fx = Effects::default();
         let mut pos = 0;
         while let Ok(Some((entry, len))) = format::read(&bytes[pos..]) {
@@ -689,8 +756,8 @@ mod tests {
             1
         );
         assert_eq!(l.checkpoint(0, Table::Heartbeats), 0);
-        l.take(Table::Heartbeats);
-        l.inserted(Table::Heartbeats);
+        let (id, _) = l.take(Table::Heartbeats).unwrap();
+        l.inserted(Table::Heartbeats, id).unwrap();
         assert_eq!(l.checkpoint(0, Table::Heartbeats), a2[0]);
     }
 
@@ -747,16 +814,71 @@ mod tests {
         }
         assert_eq!(read, 3, "the batch holds 3 rows");
         assert_eq!(l.wants_log(0), None, "full: no more reading");
-        let b = l.take(Table::Heartbeats).unwrap();
+        let (id, b) = l.take(Table::Heartbeats).unwrap();
         let one = b.slice(1..2).len();
         assert_eq!(b.slice(0..3).len(), 3 * one);
         assert_eq!(b.bytes(), 3 * one);
-        l.inserted(Table::Heartbeats);
+        l.inserted(Table::Heartbeats, id).unwrap();
         assert_eq!(l.wants_log(0), Some(at[3]));
     }
 
+    #[test]
+    fn a_second_batch_goes_out_while_the_first_is_in_flight_and_may_go_in_first() {
+        let now = Instant::now();
+        let limits = Limits {
+            in_flight: 2,
+            ..limits()
+        };
+        let mut l = Lanes::new(limits, &[0], &[([0; Table::COUNT], 0)]);
+        let records: Vec<Record> = (0..7).map(|_| heartbeat()).collect();
+        let (bytes, end, at) = commit(0, &records);
+        l.chunk(0, 0, end, &bytes, &[], now);
+        // 7 rows, batches of 3 were gathered in one: one open batch of 7.
+        let (first, _) = l.take(Table::Heartbeats).unwrap();
+        assert!(l.take(Table::Heartbeats).is_none(), "nothing open");
+        let (b2, e2, a2) = commit(end, &records[..3]);
+        l.chunk(0, end, e2, &b2, &[], now);
+        assert_eq!(l.due(now, false), vec![Table::Heartbeats], "full, and room");
+        let (second, _) = l.take(Table::Heartbeats).unwrap();
+        assert_ne!(first, second);
+        let (b3, e3, a3) = commit(e2, &records[..3]);
+        l.chunk(0, e2, e3, &b3, &[], now);
+        assert!(l.due(now, false).is_empty(), "two in flight: no room");
+        // The second goes in first: the checkpoint waits for the first.
+        let b = l.inserted(Table::Heartbeats, second).unwrap();
+        assert_eq!(b.rows[0].lsn, a2[0]);
+        assert_eq!(l.checkpoint(0, Table::Heartbeats), at[0]);
+        assert_eq!(l.due(now, false), vec![Table::Heartbeats]);
+        l.inserted(Table::Heartbeats, first).unwrap();
+        assert_eq!(l.checkpoint(0, Table::Heartbeats), a3[0], "the open batch");
+        // A failure stops new batches until something goes in.
+        let (third, _) = l.take(Table::Heartbeats).unwrap();
+        l.failed(Table::Heartbeats, third, now, Duration::from_secs(1));
+        let (b4, e4, _) = commit(e3, &records[..3]);
+        l.chunk(0, e3, e4, &b4, &[], now);
+        assert!(
+            l.due(now, false).is_empty(),
+            "failing, and its rows wait in the log"
+        );
+        assert_eq!(l.next_retry(), Some(now + Duration::from_secs(1)));
+        assert_eq!(
+            l.retries_due(Table::Heartbeats, now + Duration::from_secs(1)),
+            vec![third]
+        );
+        assert_eq!(l.next_retry(), None);
+        l.inserted(Table::Heartbeats, third).unwrap();
+        assert_eq!(
+            l.checkpoint(0, Table::Heartbeats),
+            e3,
+            "read from the log next"
+        );
+        assert_eq!(l.wants_log(0), Some(e3));
+        assert!(l.inserted(Table::Heartbeats, third).is_none(), "once");
+    }
+
     /// Every row of two shards' logs, through chunks, failures, retries,
-    /// missed chunks and replays, is inserted exactly once.
+    /// missed chunks, replays and batches going in out of order, is inserted
+    /// exactly once, and no checkpoint ever passes a row not yet in.
     #[test]
     fn every_row_goes_in_once_whatever_fails() {
         const SHARDS: usize = 2;
@@ -789,7 +911,11 @@ mod tests {
                 chunks.push((s, start, base[s] + logs[s].len() as u64));
             }
             let checkpoints = base.map(|b| ([b; Table::COUNT], b));
-            let mut l = Lanes::new(limits(), &base, &checkpoints);
+            let limits = Limits {
+                in_flight: 1 + (seed % 3) as usize,
+                ..limits()
+            };
+            let mut l = Lanes::new(limits, &base, &checkpoints);
             let mut inserted = Vec::new();
             let mut now = Instant::now();
             let mut chunks = chunks.into_iter();
@@ -823,24 +949,33 @@ mod tests {
                     l.take(table);
                 }
                 for table in Table::ALL {
-                    if l.in_flight(table).is_none() {
-                        continue;
+                    // As the writer does: a retry goes out, and its outcome
+                    // comes a turn later.
+                    let retried = l.retries_due(table, now);
+                    let out: Vec<BatchId> = l.tables[table.index()]
+                        .in_flight
+                        .iter()
+                        .filter(|f| f.retry_at.is_none() && !retried.contains(&f.id))
+                        .map(|f| f.id)
+                        .collect();
+                    for id in out {
+                        // Outcomes come in any order.
+                        match next() % 4 {
+                            0 if fed => l.failed(table, id, now, Duration::from_millis(500)),
+                            1 => {}
+                            _ => {
+                                let b = l.inserted(table, id).unwrap();
+                                inserted.extend(
+                                    b.rows.iter().map(|r| (table, usize::from(r.shard), r.lsn)),
+                                );
+                            }
+                        }
                     }
-                    // As the writer does: a retry goes out unpaused, and its
-                    // outcome comes a turn later.
-                    if l.retry_due(table, now) {
-                        l.clear_pause(table);
-                        continue;
-                    }
-                    if l.tables[table.index()].paused_until.is_some() {
-                        continue;
-                    }
-                    if fed && next() % 3 == 0 {
-                        l.failed(table, now, Duration::from_millis(500));
-                    } else {
-                        let b = l.inserted(table).unwrap();
-                        inserted
-                            .extend(b.rows.iter().map(|r| (table, usize::from(r.shard), r.lsn)));
+                }
+                let done: std::collections::HashSet<_> = inserted.iter().copied().collect();
+                for &(table, s, lsn) in &all {
+                    if !done.contains(&(table, s, lsn)) {
+                        assert!(l.checkpoint(s, table) <= lsn, "seed {seed}: passed a row");
                     }
                 }
                 for s in 0..SHARDS {

@@ -8,7 +8,7 @@
 //! good is split in halves until the refused rows are found: they go to the
 //! dead-letter file, everything else is inserted.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::record::Table;
 use super::clickhouse::Failure;
 use super::dead_letter::DeadLetters;
 use super::destination::{Destination, Done};
-use super::lanes::{Effects, Lanes, Limits};
+use super::lanes::{BatchId, Effects, Lanes, Limits};
 use super::{ShardLog, SinkError, SinkStats};
 
 /// How long the loop waits for news when there is none.
@@ -46,8 +46,8 @@ static INSERT_LOG: LogLimit = LogLimit::per_second();
 static REJECT_LOG: LogLimit = LogLimit::per_second();
 static READ_LOG: LogLimit = LogLimit::per_second();
 
-/// The rows of a table's batch in flight still to go in, the front one
-/// being inserted; split when ClickHouse refuses them for good.
+/// The rows of a batch in flight still to go in, the front one being
+/// inserted; split when ClickHouse refuses them for good.
 struct Job {
     ranges: VecDeque<Range<usize>>,
     backoff: Duration,
@@ -69,7 +69,8 @@ struct Writer {
     stats: Arc<SinkStats>,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
-    jobs: Vec<Option<Job>>,
+    /// Per table, its batches in flight.
+    jobs: Vec<BTreeMap<BatchId, Job>>,
     dead: DeadLetters,
     last_checkpoint: Instant,
     /// Inserts sent and not yet answered.
@@ -87,6 +88,7 @@ pub(super) fn spawn(
         rows: config.sink.batch_rows,
         bytes: config.sink.batch_bytes,
         age: Duration::from_millis(config.sink.batch_age_ms),
+        in_flight: config.sink.inserts_in_flight,
     };
     let starts: Vec<u64> = logs.iter().map(|l| l.end).collect();
     let checkpoints: Vec<_> = logs.iter().map(|l| l.checkpoint).collect();
@@ -107,7 +109,7 @@ pub(super) fn spawn(
         stats,
         done_tx,
         done_rx,
-        jobs: (0..Table::COUNT).map(|_| None).collect(),
+        jobs: (0..Table::COUNT).map(|_| BTreeMap::new()).collect(),
         dead,
         last_checkpoint: Instant::now(),
         outstanding: 0,
@@ -147,7 +149,7 @@ impl Writer {
             self.start_inserts(now, closing.is_some());
             self.replay(now);
             self.publish();
-            let idle = self.jobs.iter().all(Option::is_none) && self.lanes.idle();
+            let idle = self.jobs.iter().all(BTreeMap::is_empty) && self.lanes.idle();
             // Closing, with nothing out and nothing to send before the
             // deadline (retries wait out a backoff beyond it): waiting
             // longer is no use, and the log keeps the rows for the next start.
@@ -198,46 +200,55 @@ impl Writer {
     }
 
     fn start_inserts(&mut self, now: Instant, closing: bool) {
-        for table in self.lanes.due(now, closing) {
-            let Some(batch) = self.lanes.take(table) else {
-                continue;
+        // A table that filled a batch while one was out may send it too.
+        while let Some(table) = self.lanes.due(now, closing).first().copied() {
+            let Some((id, batch)) = self.lanes.take(table) else {
+                break;
             };
             let n = batch.rows.len();
-            self.jobs[table.index()] = Some(Job {
-                ranges: std::iter::once(0..n).collect(),
-                backoff: BACKOFF_FIRST,
-                rejected: 0,
-            });
-            self.send(table);
+            self.jobs[table.index()].insert(
+                id,
+                Job {
+                    ranges: std::iter::once(0..n).collect(),
+                    backoff: BACKOFF_FIRST,
+                    rejected: 0,
+                },
+            );
+            self.send(table, id);
         }
         for table in Table::ALL {
-            if self.lanes.retry_due(table, now) {
-                self.lanes.clear_pause(table);
+            for id in self.lanes.retries_due(table, now) {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                self.send(table);
+                self.send(table, id);
             }
         }
     }
 
-    /// Sends the front range of a table's job.
-    fn send(&mut self, table: Table) {
+    fn job(&mut self, table: Table, id: BatchId) -> &mut Job {
+        self.jobs[table.index()]
+            .get_mut(&id)
+            .expect("a job for every batch in flight")
+    }
+
+    /// Sends the front range of a batch's job.
+    fn send(&mut self, table: Table, id: BatchId) {
         let Some(range) = self.jobs[table.index()]
-            .as_ref()
+            .get(&id)
             .and_then(|j| j.ranges.front().cloned())
         else {
             return;
         };
-        let Some(batch) = self.lanes.in_flight(table) else {
+        let Some(batch) = self.lanes.in_flight(table, id) else {
             return;
         };
         let payload = batch.slice(range);
         self.outstanding += 1;
-        self.destination.insert(table, payload, &self.done_tx);
+        self.destination.insert(table, id, payload, &self.done_tx);
     }
 
     fn done(&mut self, done: Done) {
         self.outstanding -= 1;
-        let table = done.table;
+        let (table, id) = (done.table, done.batch);
         let now = Instant::now();
         match done.result {
             Ok(took) => {
@@ -245,15 +256,15 @@ impl Writer {
                     self.stats.record_insert(took);
                 }
                 let finished = {
-                    let job = self.jobs[table.index()].as_mut().expect("a job in flight");
+                    let job = self.job(table, id);
                     job.ranges.pop_front();
                     job.backoff = BACKOFF_FIRST;
                     job.ranges.is_empty()
                 };
                 if finished {
-                    self.finish(table);
+                    self.finish(table, id);
                 } else {
-                    self.send(table);
+                    self.send(table, id);
                 }
             }
             Err(Failure::Retry(error)) => {
@@ -262,59 +273,63 @@ impl Writer {
                     tracing::warn!(table = table.name(), %error, suppressed,
                         "insert failed; tried again with backoff, the rows wait in the log");
                 }
-                let job = self.jobs[table.index()].as_mut().expect("a job in flight");
-                let backoff = job.backoff;
-                job.backoff = (backoff * 2).min(BACKOFF_MAX);
-                self.lanes.failed(table, now, backoff);
+                self.backoff(table, id, now);
             }
             Err(Failure::Permanent(error)) => {
                 self.stats.insert_failures.fetch_add(1, Ordering::Relaxed);
-                let range = {
-                    let job = self.jobs[table.index()].as_mut().expect("a job in flight");
-                    job.ranges.pop_front().expect("a range in flight")
-                };
+                let range = self
+                    .job(table, id)
+                    .ranges
+                    .pop_front()
+                    .expect("a range in flight");
                 if range.len() > 1 {
                     // Halves, until the refused rows stand alone.
                     let mid = range.start + range.len() / 2;
-                    let job = self.jobs[table.index()].as_mut().expect("a job");
+                    let job = self.job(table, id);
                     job.ranges.push_front(mid..range.end);
                     job.ranges.push_front(range.start..mid);
-                    self.send(table);
+                    self.send(table, id);
                     return;
                 }
-                if self.reject(table, range, &error) {
-                    self.next_range(table);
+                if self.reject(table, id, range, &error) {
+                    self.next_range(table, id);
                 }
             }
             Err(Failure::Schema(error)) => {
                 self.stats.insert_failures.fetch_add(1, Ordering::Relaxed);
-                let range = {
-                    let job = self.jobs[table.index()].as_mut().expect("a job in flight");
-                    job.ranges.pop_front().expect("a range in flight")
-                };
-                if self.reject(table, range, &error) {
-                    self.next_range(table);
+                let range = self
+                    .job(table, id)
+                    .ranges
+                    .pop_front()
+                    .expect("a range in flight");
+                if self.reject(table, id, range, &error) {
+                    self.next_range(table, id);
                 }
             }
         }
     }
 
+    /// Batch `id` waits before it is tried again, longer each time.
+    fn backoff(&mut self, table: Table, id: BatchId, now: Instant) {
+        let job = self.job(table, id);
+        let backoff = job.backoff;
+        job.backoff = (backoff * 2).min(BACKOFF_MAX);
+        self.lanes.failed(table, id, now, backoff);
+    }
+
     /// After a range was set aside: the next one, or the batch is done.
-    fn next_range(&mut self, table: Table) {
-        if self.jobs[table.index()]
-            .as_ref()
-            .is_some_and(|j| j.ranges.is_empty())
-        {
-            self.finish(table);
+    fn next_range(&mut self, table: Table, id: BatchId) {
+        if self.job(table, id).ranges.is_empty() {
+            self.finish(table, id);
         } else {
-            self.send(table);
+            self.send(table, id);
         }
     }
 
     /// Sets refused rows aside; `false` if even that failed (the disk): they
     /// are tried again later, never dropped.
-    fn reject(&mut self, table: Table, range: Range<usize>, error: &str) -> bool {
-        let batch = self.lanes.in_flight(table).expect("a batch in flight");
+    fn reject(&mut self, table: Table, id: BatchId, range: Range<usize>, error: &str) -> bool {
+        let batch = self.lanes.in_flight(table, id).expect("a batch in flight");
         let rows: Vec<(u16, u64, bytes::Bytes)> = range
             .clone()
             .map(|i| {
@@ -339,9 +354,7 @@ impl Writer {
                     .last_rejection
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some((table, error.to_string()));
-                if let Some(job) = self.jobs[table.index()].as_mut() {
-                    job.rejected += n;
-                }
+                self.job(table, id).rejected += n;
                 if let Some(suppressed) = REJECT_LOG.check() {
                     tracing::error!(table = table.name(), rows = n, shard = rows[0].0, lsn = rows[0].1, error,
                         file = %self.dead.path().display(), suppressed,
@@ -352,20 +365,17 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, file = %self.dead.path().display(),
                     "cannot write the dead-letter file; the rows are tried again later");
-                let job = self.jobs[table.index()].as_mut().expect("a job");
-                job.ranges.push_front(range);
-                let backoff = job.backoff;
-                job.backoff = (backoff * 2).min(BACKOFF_MAX);
-                self.lanes.failed(table, Instant::now(), backoff);
+                self.job(table, id).ranges.push_front(range);
+                self.backoff(table, id, Instant::now());
                 false
             }
         }
     }
 
-    /// Every row of the table's batch in flight is in (or set aside).
-    fn finish(&mut self, table: Table) {
-        let job = self.jobs[table.index()].take().expect("a job");
-        let Some(batch) = self.lanes.inserted(table) else {
+    /// Every row of batch `id` is in (or set aside).
+    fn finish(&mut self, table: Table, id: BatchId) {
+        let job = self.jobs[table.index()].remove(&id).expect("a job");
+        let Some(batch) = self.lanes.inserted(table, id) else {
             return;
         };
         let rows = batch.rows.len() as u64;
