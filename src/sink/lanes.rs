@@ -6,11 +6,12 @@
 //! [`BatchId`]): ClickHouse runs an insert on one thread, so a second one
 //! in flight keeps the other core busy while the first is parsed and merged
 //! into its views. Batches may go in out of order; a table's checkpoint
-//! stays below the oldest row still out. Rows reach a table either from memory (the
-//! entries of each commit, the normal case) or from the log: after a
-//! restart, after the table failed to insert (its rows are in the log, so
-//! memory is not needed to keep them), or after commits were missed (the
-//! queue to the writers was full). A table reads the log from its own
+//! stays below the oldest row still out.
+//!
+//! Rows reach a table either from memory (the entries of each commit, the
+//! normal case) or from the log: after a restart, after the table failed
+//! to insert (its rows are in the log, so memory is not needed to keep
+//! them), or after commits were missed (the queue to the writers was full). A table reads the log from its own
 //! position, so one table's failures never hold another back; once it has
 //! read everything up to the end the shard has announced, it takes its rows
 //! from memory again.
@@ -134,6 +135,10 @@ impl TableState {
     /// A failed batch waits for its retry: the table reads nothing more.
     fn waiting(&self) -> bool {
         self.in_flight.iter().any(|f| f.retry_at.is_some())
+    }
+
+    fn flight(&mut self, id: BatchId) -> Option<&mut Flight> {
+        self.in_flight.iter_mut().find(|f| f.id == id)
     }
 
     fn batches(&self) -> impl Iterator<Item = &Batch> {
@@ -314,11 +319,7 @@ impl Lanes {
     }
 
     pub fn in_flight(&mut self, table: Table, id: BatchId) -> Option<&mut Batch> {
-        self.tables[table.index()]
-            .in_flight
-            .iter_mut()
-            .find(|f| f.id == id)
-            .map(|f| &mut f.batch)
+        self.tables[table.index()].flight(id).map(|f| &mut f.batch)
     }
 
     /// Batch `id` is in ClickHouse (or set aside): the table's checkpoints
@@ -335,7 +336,7 @@ impl Lanes {
     /// its further rows from the log.
     pub fn failed(&mut self, table: Table, id: BatchId, now: Instant, retry: Duration) {
         let t = &mut self.tables[table.index()];
-        if let Some(f) = t.in_flight.iter_mut().find(|f| f.id == id) {
+        if let Some(f) = t.flight(id) {
             f.retry_at = Some(now + retry);
         }
         t.failing = true;

@@ -200,10 +200,9 @@ impl Writer {
     }
 
     fn start_inserts(&mut self, now: Instant, closing: bool) {
-        // A table that filled a batch while one was out may send it too.
-        while let Some(table) = self.lanes.due(now, closing).first().copied() {
+        for table in self.lanes.due(now, closing) {
             let Some((id, batch)) = self.lanes.take(table) else {
-                break;
+                continue;
             };
             let n = batch.rows.len();
             self.jobs[table.index()].insert(
