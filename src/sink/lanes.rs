@@ -24,6 +24,16 @@ use std::time::{Duration, Instant};
 use crate::log::format::Entry;
 use crate::record::Table;
 
+/// A batch of at least a tenth of the size limit that has not grown for
+/// this long goes without waiting out its age: the burst that filled it is
+/// over (a replay that read the log to its end, a fleet's backlog after an
+/// outage), and its rows reach ClickHouse now instead of up to
+/// `batch_age_ms` later. Longer than the log's hand-off of commits to the
+/// writers (10 ms) and the writer's tick (20 ms), so a steady stream never
+/// looks settled. A trickle never fills a tenth, so the age still decides
+/// how often a quiet table is inserted into.
+pub const SETTLED: Duration = Duration::from_millis(50);
+
 /// When a batch is inserted.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -57,6 +67,8 @@ pub struct Batch {
     /// When the rows' frames were read (rows from memory only).
     pub received: Vec<Instant>,
     pub opened: Instant,
+    /// When its last row was added.
+    grew: Instant,
     /// Read back from the log (not from memory).
     pub replayed: bool,
 }
@@ -70,11 +82,13 @@ impl Batch {
             rows: Vec::new(),
             received: Vec::new(),
             opened: now,
+            grew: now,
             replayed,
         }
     }
 
-    fn push(&mut self, shard: usize, lsn: u64, rowbinary: &[u8]) {
+    fn push(&mut self, shard: usize, lsn: u64, rowbinary: &[u8], now: Instant) {
+        self.grew = now;
         self.rows.push(RowMark {
             offset: self.payload.len(),
             shard: shard as u16,
@@ -108,6 +122,12 @@ impl Batch {
 
     fn full(&self, limits: &Limits) -> bool {
         self.rows.len() >= limits.rows || self.payload.len() >= limits.bytes
+    }
+
+    /// Big enough, and no longer growing: see [`SETTLED`].
+    fn settled(&self, limits: &Limits, now: Instant) -> bool {
+        let big = self.rows.len() * 10 >= limits.rows || self.payload.len() * 10 >= limits.bytes;
+        big && now.duration_since(self.grew) >= SETTLED
     }
 }
 
@@ -232,7 +252,7 @@ impl Lanes {
                 Entry::Row { table, rowbinary } if from_log[table.index()].is_none() => {
                     let t = &mut self.tables[table.index()];
                     let batch = t.open.get_or_insert_with(|| Batch::new(table, now, false));
-                    batch.push(shard, lsn, rowbinary);
+                    batch.push(shard, lsn, rowbinary, now);
                     batch.received.extend(time);
                     self.taken[table.index()] += 1;
                 }
@@ -295,6 +315,7 @@ impl Lanes {
                         !b.rows.is_empty()
                             && (closing
                                 || b.full(&self.limits)
+                                || b.settled(&self.limits, now)
                                 || now.duration_since(b.opened) >= self.limits.age)
                     })
             })
@@ -425,7 +446,7 @@ impl Lanes {
                     self.tables[i]
                         .open
                         .get_or_insert_with(|| Batch::new(table, now, true))
-                        .push(shard, lsn, rowbinary);
+                        .push(shard, lsn, rowbinary, now);
                     self.taken[i] += 1;
                 }
             }
@@ -655,6 +676,37 @@ mod tests {
         l.inserted(Table::Heartbeats, id).unwrap();
         assert_eq!(l.checkpoint(0, Table::Heartbeats), end);
         assert_eq!(l.checkpoint(0, Table::Locations), at[1]);
+    }
+
+    #[test]
+    fn a_big_batch_that_stopped_growing_goes_before_its_age() {
+        let now = Instant::now();
+        let limits = Limits {
+            rows: 20,
+            ..limits()
+        };
+        let mut l = Lanes::new(limits, &[0], &[([0; Table::COUNT], 0)]);
+        // Two heartbeats (a tenth of 20) and one location row.
+        let (b1, e1, _) = commit(0, &[heartbeat(), location()]);
+        l.chunk(0, 0, e1, &b1, &[], now);
+        let (b2, e2, _) = commit(e1, &[heartbeat()]);
+        let grew = now + Duration::from_millis(30);
+        l.chunk(0, e1, e2, &b2, &[], grew);
+        assert!(
+            l.due(grew + SETTLED - Duration::from_millis(1), false)
+                .is_empty(),
+            "still growing a moment ago"
+        );
+        assert_eq!(
+            l.due(grew + SETTLED, false),
+            vec![Table::Heartbeats],
+            "settled; the single location row is too small to go early"
+        );
+        assert_eq!(
+            l.due(now + Duration::from_secs(1), false),
+            vec![Table::Heartbeats, Table::Locations],
+            "the age sends any batch"
+        );
     }
 
     #[test]
