@@ -15,8 +15,16 @@
 # Stop the ingesters first (rows inserted while it runs may be counted twice
 # or not at all). Every materialized view of DB is re-run over its source
 # table, read through `LIMIT 1 BY ingest_instance, ingest_shard, ingest_seq`,
-# after every partition of its target is dropped; the SELECTs are those of the
-# views themselves (system.tables), so they cannot drift from the schema.
+# after its target is emptied (TRUNCATE); the SELECTs are those of the views
+# themselves (system.tables), so they cannot drift from the schema.
+#
+# TRUNCATE ... ON CLUSTER, not ALTER ... ON CLUSTER DROP PARTITION: 18.16 runs
+# a distributed ALTER of a replicated table once per shard, and when both
+# replicas of a shard take the task at the same moment, the second one's
+# DDLWorker fails to create the task's `executed` node ("Node exists") and
+# its thread ends, so that node runs no further ON CLUSTER statement until it
+# is restarted (each one then times out, code 159). A TRUNCATE runs on every
+# host, with no such step.
 #
 # Environment: BADGE_CH_URL (default: `scripts/clickhouse.sh url`).
 set -euo pipefail
@@ -50,13 +58,10 @@ sql() {
 }
 
 on_cluster=""
-parts_of="system.parts"
 if [[ -n "$CLUSTER" ]]; then
     on_cluster=" ON CLUSTER $CLUSTER"
-    # every replica's parts, through the cluster's own addresses
-    hosts="$(sql "SELECT arrayStringConcat(groupArray(concat(host_name, ':', toString(port))), ',') FROM system.clusters WHERE cluster = '$CLUSTER'")"
-    [[ -n "$hosts" ]] || die "no cluster $CLUSTER at $URL"
-    parts_of="remote('$hosts', system.parts)"
+    hosts="$(sql "SELECT count() FROM system.clusters WHERE cluster = '$CLUSTER'")"
+    [[ "$hosts" -gt 0 ]] || die "no cluster $CLUSTER at $URL"
 fi
 
 # name <TAB> create_table_query of every materialized view
@@ -66,13 +71,7 @@ views="$(sql "SELECT name, create_table_query FROM system.tables WHERE database 
 # 1. empty every target (each once, whichever views feed it)
 targets="$(printf '%s\n' "$views" | sed -E 's/^[^\t]*\t.* TO '"$DB"'\.([A-Za-z0-9_]+) .*$/\1/' | sort -u)"
 for target in $targets; do
-    partitions="$(sql "SELECT DISTINCT partition FROM $parts_of WHERE database = '$DB' AND table = '$target' AND active FORMAT TSVRaw")"
-    while IFS= read -r p; do
-        [[ -n "$p" ]] || continue
-        # partition values print as literals (202612) or tuple() when unpartitioned
-        [[ "$p" =~ ^[0-9]+$ ]] || p="tuple()"
-        sql "ALTER TABLE $DB.$target$on_cluster DROP PARTITION $p" >/dev/null
-    done <<<"$partitions"
+    sql "TRUNCATE TABLE $DB.$target$on_cluster" >/dev/null
     printf 'emptied %s\n' "$target"
 done
 
