@@ -363,7 +363,8 @@ impl Badge {
             serial,
         );
         let session = Session::new(imei, self.conn_id, self.peer, login, now);
-        let session = core.sessions.entry(imei).insert_entry(session).into_mut();
+        let (at, _) = core.sessions.insert_full(imei, session);
+        let session = &mut core.sessions[at];
         let before = out.rows.len();
         core.commands.deliver_queued(
             session,
@@ -407,7 +408,7 @@ impl Badge {
         {
             return;
         }
-        core.sessions.remove(&imei);
+        core.sessions.swap_remove(&imei);
         let event = match reason {
             CloseReason::Shutdown | CloseReason::ImeiChanged | CloseReason::OutputOverflow => {
                 enums::EVENT_LOGOUT
