@@ -650,6 +650,11 @@ mod tests {
         Lanes::new(limits(), &[start], &[([start; Table::COUNT], start)])
     }
 
+    /// One shard's lanes from position 0, under `limits`.
+    fn fresh_with(limits: Limits) -> Lanes {
+        Lanes::new(limits, &[0], &[([0; Table::COUNT], 0)])
+    }
+
     #[test]
     fn rows_from_memory_are_batched_and_checkpoints_follow_the_inserts() {
         let now = Instant::now();
@@ -681,11 +686,10 @@ mod tests {
     #[test]
     fn a_big_batch_that_stopped_growing_goes_before_its_age() {
         let now = Instant::now();
-        let limits = Limits {
+        let mut l = fresh_with(Limits {
             rows: 20,
             ..limits()
-        };
-        let mut l = Lanes::new(limits, &[0], &[([0; Table::COUNT], 0)]);
+        });
         // Two heartbeats (a tenth of 20) and one location row.
         let (b1, e1, _) = commit(0, &[heartbeat(), location()]);
         l.chunk(0, 0, e1, &b1, &[], now);
@@ -878,11 +882,10 @@ mod tests {
     #[test]
     fn a_second_batch_goes_out_while_the_first_is_in_flight_and_may_go_in_first() {
         let now = Instant::now();
-        let limits = Limits {
+        let mut l = fresh_with(Limits {
             in_flight: 2,
             ..limits()
-        };
-        let mut l = Lanes::new(limits, &[0], &[([0; Table::COUNT], 0)]);
+        });
         let records: Vec<Record> = (0..7).map(|_| heartbeat()).collect();
         let (bytes, end, at) = commit(0, &records);
         l.chunk(0, 0, end, &bytes, &[], now);
