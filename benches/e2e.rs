@@ -5,7 +5,9 @@
 //!
 //! Environment: BADGE_BENCH_ROWS (default 1,000,000), BADGE_BENCH_CONNECTIONS (200),
 //! BADGE_BENCH_COMPRESSION (`lz4`, the default, or `none`),
-//! BADGE_BENCH_INSERTS_IN_FLIGHT (`sink.inserts_in_flight`, default 2).
+//! BADGE_BENCH_INSERTS_IN_FLIGHT (`sink.inserts_in_flight`, default 2),
+//! BADGE_BENCH_BATCH_ROWS and BADGE_BENCH_BATCH_BYTES (`sink.batch_rows`,
+//! `sink.batch_bytes`, defaults 50,000 and 16 MiB).
 //! The server runs in-process (2 shards, ClickHouse sink with its default
 //! batching); the load comes from plain threads writing pre-encoded GPS and
 //! LBS frames, which need no reply. The raw rate is `clickhouse-client`
@@ -134,6 +136,12 @@ fn main() {
     config.clickhouse.database = db.clone();
     if let Ok(n) = std::env::var("BADGE_BENCH_INSERTS_IN_FLIGHT") {
         config.sink.inserts_in_flight = n.parse().expect("BADGE_BENCH_INSERTS_IN_FLIGHT: a number");
+    }
+    if let Ok(n) = std::env::var("BADGE_BENCH_BATCH_ROWS") {
+        config.sink.batch_rows = n.parse().expect("BADGE_BENCH_BATCH_ROWS: a number");
+    }
+    if let Ok(n) = std::env::var("BADGE_BENCH_BATCH_BYTES") {
+        config.sink.batch_bytes = n.parse().expect("BADGE_BENCH_BATCH_BYTES: a number");
     }
     if let Ok(c) = std::env::var("BADGE_BENCH_COMPRESSION") {
         config.clickhouse.compression = c;
