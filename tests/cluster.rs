@@ -65,6 +65,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // The nodes' logs go with the directory: a failed run shows their
+        // last errors, which tell ClickHouse's own trouble (a DDLWorker that
+        // ended, say) from ours.
+        if std::thread::panicking() {
+            eprintln!("ClickHouse errors:\n{}", error_logs(&self.dir));
+        }
         let _ = Command::new(script("ch-cluster.sh"))
             .arg("stop")
             .env("BADGE_CLUSTER_DIR", &self.dir)
@@ -193,13 +199,18 @@ fn agree(counts: &BTreeMap<&'static str, Vec<u64>>) -> bool {
     counts.values().all(|c| c[0] == c[1] && c[2] == c[3])
 }
 
-/// The last lines of each node's error log, for a failure's message.
+/// The last errors and warnings of each node's error log (their first
+/// lines, without the stack traces that follow), for a failure's message.
 fn error_logs(cluster_dir: &Path) -> String {
     (1..=4)
         .map(|n| {
             let path = cluster_dir.join(format!("node-{n}/log/clickhouse-server.err.log"));
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" <Error> ") || l.contains(" <Warning> "))
+                .map(|l| l.get(..400).unwrap_or(l))
+                .collect();
             let tail = lines[lines.len().saturating_sub(8)..].join("\n");
             format!("node {n}:\n{tail}")
         })
