@@ -39,6 +39,15 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The value of `name`, if set; a value that does not parse stops the bench.
+fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}: cannot parse {v:?}")),
+    )
+}
+
 fn query(url: &str, sql: &str) -> String {
     let authority = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(authority).expect("ClickHouse reachable");
@@ -134,16 +143,12 @@ fn main() {
     config.sink.kind = SinkKind::ClickHouse;
     config.clickhouse.url = url.clone();
     config.clickhouse.database = db.clone();
-    if let Ok(n) = std::env::var("BADGE_BENCH_INSERTS_IN_FLIGHT") {
-        config.sink.inserts_in_flight = n.parse().expect("BADGE_BENCH_INSERTS_IN_FLIGHT: a number");
-    }
-    if let Ok(n) = std::env::var("BADGE_BENCH_BATCH_ROWS") {
-        config.sink.batch_rows = n.parse().expect("BADGE_BENCH_BATCH_ROWS: a number");
-    }
-    if let Ok(n) = std::env::var("BADGE_BENCH_BATCH_BYTES") {
-        config.sink.batch_bytes = n.parse().expect("BADGE_BENCH_BATCH_BYTES: a number");
-    }
-    if let Ok(c) = std::env::var("BADGE_BENCH_COMPRESSION") {
+    let sink = &mut config.sink;
+    sink.inserts_in_flight =
+        env_parse("BADGE_BENCH_INSERTS_IN_FLIGHT").unwrap_or(sink.inserts_in_flight);
+    sink.batch_rows = env_parse("BADGE_BENCH_BATCH_ROWS").unwrap_or(sink.batch_rows);
+    sink.batch_bytes = env_parse("BADGE_BENCH_BATCH_BYTES").unwrap_or(sink.batch_bytes);
+    if let Some(c) = env_parse("BADGE_BENCH_COMPRESSION") {
         config.clickhouse.compression = c;
     }
     config.log.dir = std::env::temp_dir().join(format!("badge-e2e-log-{}", std::process::id()));

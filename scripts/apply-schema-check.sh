@@ -122,14 +122,13 @@ query() {
 # out (code 159). The cluster test hit it in 2 of 5 CI runs. A schema applied to
 # new tables (already of the new types) then sends no such ALTER at all.
 modified_already() {
-    local flat db table rest name type hosts have
+    local flat db table rest name type hosts addresses have
     flat="$(printf '%s' "$1" | tr '\n' ' ' | sed -E 's/[[:space:]]+/ /g; s/^ //; s/ $//')"
     [[ "$flat" =~ ^ALTER\ TABLE\ ([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\ ON\ CLUSTER\ \'?[A-Za-z0-9_]+\'?\ (MODIFY\ COLUMN\ .*)$ ]] || return 1
     db="${BASH_REMATCH[1]}" table="${BASH_REMATCH[2]}" rest="${BASH_REMATCH[3]}"
-    hosts="$(run_sql_output "SELECT count() FROM system.clusters WHERE cluster = '$CLUSTER_NAME'")" || return 1
+    # the hosts, and their addresses for remote(), in one answer
+    IFS=$'\t' read -r hosts addresses < <(run_sql_output "SELECT count(), arrayStringConcat(groupArray(concat(host_name, ':', toString(port))), ',') FROM system.clusters WHERE cluster = '$CLUSTER_NAME' FORMAT TSVRaw") || return 1
     [[ "$hosts" -gt 0 ]] || return 1
-    local addresses
-    addresses="$(run_sql_output "SELECT arrayStringConcat(groupArray(concat(host_name, ':', toString(port))), ',') FROM system.clusters WHERE cluster = '$CLUSTER_NAME'")" || return 1
     while IFS= read -r clause; do
         clause="${clause#MODIFY COLUMN }"
         name="${clause%% *}" type="${clause#* }"

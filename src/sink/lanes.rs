@@ -32,7 +32,7 @@ use crate::record::Table;
 /// writers (10 ms) and the writer's tick (20 ms), so a steady stream never
 /// looks settled. A trickle never fills a tenth, so the age still decides
 /// how often a quiet table is inserted into.
-pub const SETTLED: Duration = Duration::from_millis(50);
+const SETTLED: Duration = Duration::from_millis(50);
 
 /// When a batch is inserted.
 #[derive(Debug, Clone, Copy)]
